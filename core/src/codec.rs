@@ -1,0 +1,313 @@
+//! The two encodings of a [`Payload`], each encoder beside its decoder.
+//!
+//! Binary: the 4-byte magic `BNDT`, a little-endian u16 format version, then
+//! the payload in bincode (fixed-width little-endian integers). Compact and
+//! exact; what the trainer writes.
+//!
+//! JSON: `{"dim": 3, "arms": [{"id": "42", "a_inv": [[..],..], "b": [..],
+//! "a": [[..],..], "n": 10, "reward_sum": 3.0, "updated_ms": ..}],
+//! "offsets": {"0": 1234}}`, with full matrices for readability. Floats are
+//! written in their shortest round-tripping form, so JSON is exact too.
+//!
+//! [`decode`] tells the two apart by the first byte (`{` is JSON) and always
+//! validates what it returns.
+
+use std::collections::BTreeMap;
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::packed;
+use crate::payload::{ArmPayload, Payload};
+
+/// First bytes of every binary payload.
+pub const MAGIC: &[u8; 4] = b"BNDT";
+/// Version of the binary layout written by [`encode_binary`].
+pub const BINARY_VERSION: u16 = 1;
+const HEADER_LEN: usize = MAGIC.len() + 2;
+
+/// Relative tolerance for a JSON matrix to count as symmetric; writers that
+/// invert with a general routine produce tiny asymmetries.
+const SYMMETRY_TOLERANCE: f64 = 1e-9;
+
+/// The encodings a payload can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Binary,
+    Json,
+}
+
+fn bincode_options(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(u64::try_from(limit).unwrap_or(u64::MAX))
+}
+
+/// Decodes and validates a payload in either format.
+///
+/// # Errors
+/// [`Error::TooLarge`] past `limits.max_payload_bytes`, [`Error::InvalidPayload`]
+/// for anything malformed, or the validation error of [`Payload::validate`].
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Payload> {
+    if bytes.len() > limits.max_payload_bytes {
+        return Err(Error::TooLarge {
+            what: "payload size",
+            got: bytes.len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    let payload = match bytes.first() {
+        Some(b'{') => decode_json(bytes)?,
+        _ => decode_binary(bytes, limits)?,
+    };
+    payload.validate(limits)?;
+    Ok(payload)
+}
+
+/// Encodes a payload in the requested format.
+///
+/// # Errors
+/// Only if serialization itself fails, which valid payloads never do.
+pub fn encode(payload: &Payload, format: Format) -> Result<Vec<u8>> {
+    match format {
+        Format::Binary => encode_binary(payload),
+        Format::Json => encode_json(payload),
+    }
+}
+
+/// Magic, version, bincode body.
+///
+/// # Errors
+/// Only if bincode fails to serialize, which it does not for this type.
+pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
+    let body = bincode_options(usize::MAX)
+        .serialize(payload)
+        .map_err(|e| Error::InvalidPayload(format!("cannot encode: {e}")))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&BINARY_VERSION.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode_binary(bytes: &[u8], limits: &Limits) -> Result<Payload> {
+    let (magic, rest) = bytes.split_at_checked(MAGIC.len()).ok_or_else(not_a_payload)?;
+    if magic != MAGIC {
+        return Err(not_a_payload());
+    }
+    let (version, body) = rest.split_at_checked(2).ok_or_else(not_a_payload)?;
+    let version = u16::from_le_bytes([
+        version.first().copied().unwrap_or(0),
+        version.get(1).copied().unwrap_or(0),
+    ]);
+    match version {
+        1 => bincode_options(limits.max_payload_bytes)
+            .deserialize(body)
+            .map_err(|e| Error::InvalidPayload(format!("binary payload: {e}"))),
+        other => Err(Error::InvalidPayload(format!(
+            "binary payload version {other} is not supported (this build reads version {BINARY_VERSION})"
+        ))),
+    }
+}
+
+fn not_a_payload() -> Error {
+    Error::InvalidPayload("expected JSON (starting with '{') or a binary payload starting with BNDT".into())
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPayload {
+    dim: usize,
+    #[serde(default)]
+    arms: Vec<JsonArm>,
+    #[serde(default)]
+    offsets: BTreeMap<i32, i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonArm {
+    id: String,
+    a_inv: Vec<Vec<f64>>,
+    b: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    n: u64,
+    #[serde(default)]
+    reward_sum: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_ms: Option<i64>,
+}
+
+/// Pretty-free JSON with full matrices.
+///
+/// # Errors
+/// Only if serde_json fails, which it does not for finite values.
+pub fn encode_json(payload: &Payload) -> Result<Vec<u8>> {
+    let dim = payload.dim;
+    let json = JsonPayload {
+        dim,
+        arms: payload
+            .arms
+            .iter()
+            .map(|arm| JsonArm {
+                id: arm.id.clone(),
+                a_inv: packed::to_rows(dim, &arm.a_inv),
+                b: arm.b.clone(),
+                a: arm.a.as_ref().map(|a| packed::to_rows(dim, a)),
+                n: arm.n,
+                reward_sum: arm.reward_sum,
+                updated_ms: arm.updated_ms,
+            })
+            .collect(),
+        offsets: payload.offsets.iter().copied().collect(),
+    };
+    serde_json::to_vec(&json).map_err(|e| Error::InvalidPayload(format!("cannot encode: {e}")))
+}
+
+fn decode_json(bytes: &[u8]) -> Result<Payload> {
+    let json: JsonPayload = serde_json::from_slice(bytes)
+        .map_err(|e| Error::InvalidPayload(format!("JSON: {e}")))?;
+    let dim = json.dim;
+    let arms = json
+        .arms
+        .into_iter()
+        .map(|arm| {
+            let a_inv = pack_symmetric(dim, &arm.a_inv, "a_inv", &arm.id)?;
+            let a = match &arm.a {
+                Some(rows) => Some(pack_symmetric(dim, rows, "a", &arm.id)?),
+                None => None,
+            };
+            Ok(ArmPayload {
+                id: arm.id,
+                a_inv,
+                b: arm.b,
+                a,
+                n: arm.n,
+                reward_sum: arm.reward_sum,
+                updated_ms: arm.updated_ms,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Payload { dim, arms, offsets: json.offsets.into_iter().collect() })
+}
+
+/// Packs a full matrix, checking its shape and symmetry. The packed value is
+/// the mean of the two mirrored entries, which is exact when they are equal.
+fn pack_symmetric(dim: usize, rows: &[Vec<f64>], field: &str, id: &str) -> Result<Vec<f64>> {
+    let shape_error = || {
+        Error::InvalidPayload(format!("{field} of arm '{id}' must be a {dim}x{dim} matrix"))
+    };
+    if rows.len() != dim || rows.iter().any(|row| row.len() != dim) {
+        return Err(shape_error());
+    }
+    let at = |i: usize, j: usize| rows.get(i).and_then(|row| row.get(j)).copied();
+    packed::positions(dim)
+        .map(|(i, j)| {
+            let (upper, lower) = at(i, j).zip(at(j, i)).ok_or_else(shape_error)?;
+            let scale = upper.abs().max(lower.abs()).max(1.0);
+            if (upper - lower).abs() > SYMMETRY_TOLERANCE * scale {
+                return Err(Error::InvalidPayload(format!(
+                    "{field} of arm '{id}' is not symmetric at ({i},{j})"
+                )));
+            }
+            Ok(if upper == lower { upper } else { (upper + lower) / 2.0 })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::needless_range_loop)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Payload {
+        Payload {
+            dim: 2,
+            arms: vec![ArmPayload {
+                id: "42".into(),
+                a_inv: vec![0.375, -0.25, 0.5],
+                b: vec![1.0, 0.1 + 0.2],
+                a: Some(vec![4.0, 2.0, 3.0]),
+                n: 3,
+                reward_sum: 2.0,
+                updated_ms: Some(1_767_225_600_000),
+            }],
+            offsets: vec![(0, 10), (3, 99)],
+        }
+    }
+
+    #[test]
+    fn binary_round_trip_is_exact() {
+        let payload = sample();
+        let bytes = encode_binary(&payload).unwrap();
+        assert_eq!(&bytes[..4], MAGIC);
+        assert_eq!(decode(&bytes, &Limits::default()).unwrap(), payload);
+    }
+
+    #[test]
+    fn json_round_trip_is_exact() {
+        let payload = sample();
+        let bytes = encode_json(&payload).unwrap();
+        assert_eq!(bytes[0], b'{');
+        assert_eq!(decode(&bytes, &Limits::default()).unwrap(), payload);
+    }
+
+    #[test]
+    fn json_in_the_documented_shape_decodes() {
+        let text = br#"{"dim": 2, "arms": [{"id": "7", "a_inv": [[1, 0], [0, 1]], "b": [0.5, 0]}],
+                        "offsets": {"0": 12}}"#;
+        let payload = decode(text, &Limits::default()).unwrap();
+        assert_eq!(payload.arms[0].a_inv, vec![1.0, 0.0, 1.0]);
+        assert_eq!(payload.arms[0].n, 0);
+        assert_eq!(payload.offsets, vec![(0, 12)]);
+    }
+
+    #[test]
+    fn rejects_malformed_payloads() {
+        let limits = Limits::default();
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "expected JSON"),
+            (b"BNDT\x09\x00", "version 9"),
+            (b"XXXX\x01\x00", "expected JSON"),
+            (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 2], [0, 1]], "b": [0, 0]}]}"#, "not symmetric"),
+            (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 0]], "b": [0, 0]}]}"#, "2x2 matrix"),
+            (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 0], [0, 1]], "b": [0]}]}"#, "b of arm 'a' has 1 values"),
+            (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[-1, 0], [0, 1]], "b": [0, 0]}]}"#, "non-positive diagonal"),
+            (br#"{"dim": 2, "arms": [{"id": "", "a_inv": [[1, 0], [0, 1]], "b": [0, 0]}]}"#, "id is empty"),
+            (br#"{"dim": 0, "arms": []}"#, "dim must be"),
+            (br#"{"dim": 2, "arms": [], "bogus": 1}"#, "unknown field"),
+            (br#"{"dim": 2, "arms": [], "offsets": {"-1": 3}}"#, "non-negative"),
+            (br#"{"dim": 1, "arms": [{"id": "a", "a_inv": [[1]], "b": [0]}, {"id": "a", "a_inv": [[1]], "b": [0]}]}"#, "appears twice"),
+            (br#"{"dim": 1, "arms": [{"id": "a", "a_inv": [[1]], "b": [1e999]}]}"#, "JSON"),
+        ];
+        for (bytes, expected) in cases {
+            let error = decode(bytes, &limits).unwrap_err().to_string();
+            assert!(error.contains(expected), "{:?}: {error}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn enforces_limits_before_decoding() {
+        let limits = Limits { max_payload_bytes: 10, ..Limits::default() };
+        let error = decode(&encode_binary(&sample()).unwrap(), &limits).unwrap_err();
+        assert!(matches!(error, Error::TooLarge { what: "payload size", .. }));
+        let limits = Limits { max_dim: 1, ..Limits::default() };
+        let error = decode(&encode_binary(&sample()).unwrap(), &limits).unwrap_err();
+        assert!(matches!(error, Error::TooLarge { what: "dim", .. }));
+    }
+
+    #[test]
+    fn binary_rejects_non_finite_values() {
+        let mut payload = sample();
+        payload.arms[0].b[0] = f64::NAN;
+        let bytes = encode_binary(&payload).unwrap();
+        let error = decode(&bytes, &Limits::default()).unwrap_err();
+        assert_eq!(error.to_string(), "value is not a finite number (b of arm '42')");
+    }
+}

@@ -1,0 +1,41 @@
+//! The pure core of the bandit recommender: disjoint LinUCB math, the in-memory
+//! model every server-side command works on, and the wire formats that move
+//! models between the module, the trainer and clients. Nothing here does I/O,
+//! so the Redis module, the Kafka sink and the offline evaluator all score with
+//! exactly the same code.
+//!
+//! Layout:
+//! - [`packed`]: packed upper-triangle storage of symmetric d×d matrices.
+//! - [`cholesky`]: inversion of a symmetric positive-definite matrix.
+//! - [`fold`]: the trainer's per-arm accumulator (A += xxᵀ, b += r·x) and its
+//!   conversion into a publishable arm.
+//! - [`payload`]: the arms-and-offsets batch that `BANDIT.LOAD` takes and
+//!   `BANDIT.EXPORT` gives, with its validation.
+//! - [`codec`]: the binary (magic + version + bincode) and JSON encodings of a
+//!   payload, encoder and decoder side by side.
+//! - [`model`]: one model: settings, the arm table laid out for scans, the
+//!   offset fence, and atomic application of payloads.
+//! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
+//!   selection without per-arm allocation.
+//! - [`snapshot`]: the versioned encoding of a whole model for RDB persistence.
+//! - [`event`]: the feedback event the trainer consumes.
+//! - [`limits`]: size bounds every decoder and command enforces.
+//! - [`error`]: this crate's error type.
+
+pub mod cholesky;
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod fold;
+pub mod limits;
+pub mod model;
+pub mod packed;
+pub mod payload;
+pub mod rank;
+pub mod snapshot;
+
+pub use error::{Error, Result};
+pub use limits::Limits;
+pub use model::{Applied, Model, ModelSettings};
+pub use payload::{ArmPayload, Payload};
+pub use rank::{RankRequest, RankScratch, Ranked};

@@ -1,0 +1,30 @@
+//! Size bounds. Every decoder and every command checks its input against these
+//! before allocating, so a hostile or mistaken request cannot make the server
+//! allocate without bound.
+
+/// Upper bounds on what a single model or request may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest feature dimension a model may have.
+    pub max_dim: usize,
+    /// Largest number of arms in one model, and in one ARMS list.
+    pub max_arms: usize,
+    /// Largest payload accepted by LOAD, in bytes.
+    pub max_payload_bytes: usize,
+    /// Largest arm id, in bytes.
+    pub max_id_bytes: usize,
+    /// Largest TOP a RANK may ask for.
+    pub max_top: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_dim: 256,
+            max_arms: 1_000_000,
+            max_payload_bytes: 256 * 1024 * 1024,
+            max_id_bytes: 1024,
+            max_top: 100_000,
+        }
+    }
+}

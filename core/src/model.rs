@@ -1,0 +1,450 @@
+//! One LinUCB model: its settings, the arm table and the trainer's offset
+//! fence.
+//!
+//! The arm table is column-oriented: every per-arm quantity lives in one
+//! contiguous vector indexed by row, and the two things ranking reads for an
+//! arm, θ and packed A⁻¹, sit side by side in one row of `scoring`, so a scan
+//! over arms is a walk through memory. Ids map to rows through one hash map.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::packed;
+use crate::payload::{ArmPayload, Payload};
+
+/// The settings a model is created with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelSettings {
+    /// Number of context features.
+    pub dim: usize,
+    /// Default exploration weight for RANK.
+    pub alpha: f64,
+    /// Ridge prior: an arm with no data has A = λI, b = 0.
+    pub lambda: f64,
+}
+
+impl ModelSettings {
+    /// # Errors
+    /// [`Error::InvalidSetting`] or [`Error::TooLarge`] for out-of-range values.
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        if self.dim == 0 {
+            return Err(Error::InvalidSetting("DIM must be at least 1".into()));
+        }
+        if self.dim > limits.max_dim {
+            return Err(Error::TooLarge { what: "DIM", got: self.dim, limit: limits.max_dim });
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::InvalidSetting("ALPHA must be a finite number >= 0".into()));
+        }
+        if !(self.lambda.is_finite() && self.lambda > 0.0) {
+            return Err(Error::InvalidSetting("LAMBDA must be a finite number > 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A read-only view of one arm.
+#[derive(Debug, Clone, Copy)]
+pub struct ArmView<'a> {
+    pub id: &'a str,
+    pub theta: &'a [f64],
+    pub a_inv: &'a [f64],
+    pub b: &'a [f64],
+    pub a: Option<&'a [f64]>,
+    pub n: u64,
+    pub reward_sum: f64,
+    pub updated_ms: i64,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub(crate) settings: ModelSettings,
+    /// Values per `scoring` row: d (θ) + d(d+1)/2 (A⁻¹).
+    pub(crate) stride: usize,
+    pub(crate) ids: Vec<Box<str>>,
+    pub(crate) index: FxHashMap<Box<str>, u32>,
+    pub(crate) scoring: Vec<f64>,
+    pub(crate) b: Vec<f64>,
+    pub(crate) gram: Vec<f64>,
+    pub(crate) has_gram: Vec<bool>,
+    pub(crate) n: Vec<u64>,
+    pub(crate) reward_sum: Vec<f64>,
+    pub(crate) updated_ms: Vec<i64>,
+    pub(crate) offsets: BTreeMap<i32, i64>,
+    pub(crate) loads: u64,
+    pub(crate) last_load_ms: i64,
+}
+
+/// What one [`Model::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Arms whose stored values changed (new arms included).
+    pub arms_changed: usize,
+    /// Whether any partition offset moved.
+    pub offsets_changed: bool,
+    /// Set by callers that created the model for this payload.
+    pub created: bool,
+}
+
+impl Applied {
+    /// Whether the model is now different from before.
+    #[must_use]
+    pub fn changed(&self) -> bool {
+        self.arms_changed > 0 || self.offsets_changed || self.created
+    }
+}
+
+/// Model-wide figures for STATS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStats {
+    pub arms: usize,
+    pub updates: u64,
+    pub reward_sum: f64,
+    pub loads: u64,
+    pub last_load_ms: i64,
+    pub memory_bytes: usize,
+}
+
+impl Model {
+    /// An empty model. Settings must have been validated.
+    #[must_use]
+    pub fn new(settings: ModelSettings) -> Self {
+        Self {
+            settings,
+            stride: settings.dim + packed::len(settings.dim),
+            ids: Vec::new(),
+            index: FxHashMap::default(),
+            scoring: Vec::new(),
+            b: Vec::new(),
+            gram: Vec::new(),
+            has_gram: Vec::new(),
+            n: Vec::new(),
+            reward_sum: Vec::new(),
+            updated_ms: Vec::new(),
+            offsets: BTreeMap::new(),
+            loads: 0,
+            last_load_ms: 0,
+        }
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &ModelSettings {
+        &self.settings
+    }
+
+    #[must_use]
+    pub fn dim(&self) -> usize {
+        self.settings.dim
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The trainer's next offset per partition.
+    #[must_use]
+    pub fn offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.offsets
+    }
+
+    /// Row of an arm id, if the model has it.
+    #[must_use]
+    pub fn row_of(&self, id: &[u8]) -> Option<usize> {
+        let id = std::str::from_utf8(id).ok()?;
+        self.index.get(id).map(|&row| row as usize)
+    }
+
+    /// The id stored at a row ("" past the end).
+    #[must_use]
+    pub fn id_at(&self, row: usize) -> &str {
+        self.ids.get(row).map_or("", |id| id)
+    }
+
+    /// A view of the arm at `row`.
+    #[must_use]
+    pub fn arm(&self, row: usize) -> Option<ArmView<'_>> {
+        let dim = self.dim();
+        let plen = packed::len(dim);
+        let scoring = self.scoring.get(row * self.stride..(row + 1) * self.stride)?;
+        let (theta, a_inv) = scoring.split_at_checked(dim)?;
+        let has_gram = *self.has_gram.get(row)?;
+        Some(ArmView {
+            id: self.ids.get(row)?,
+            theta,
+            a_inv,
+            b: self.b.get(row * dim..(row + 1) * dim)?,
+            a: if has_gram { self.gram.get(row * plen..(row + 1) * plen) } else { None },
+            n: *self.n.get(row)?,
+            reward_sum: *self.reward_sum.get(row)?,
+            updated_ms: *self.updated_ms.get(row)?,
+        })
+    }
+
+    /// Model-wide figures.
+    #[must_use]
+    pub fn stats(&self) -> ModelStats {
+        ModelStats {
+            arms: self.len(),
+            updates: self.n.iter().fold(0u64, |sum, &n| sum.saturating_add(n)),
+            reward_sum: self.reward_sum.iter().sum(),
+            loads: self.loads,
+            last_load_ms: self.last_load_ms,
+            memory_bytes: self.memory_bytes(),
+        }
+    }
+
+    /// Approximate heap footprint, for MEMORY USAGE and STATS.
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        let f64s = self.scoring.capacity()
+            + self.b.capacity()
+            + self.gram.capacity()
+            + self.reward_sum.capacity();
+        let id_bytes: usize = self.ids.iter().map(|id| id.len()).sum();
+        std::mem::size_of::<Self>()
+            + f64s * 8
+            + self.n.capacity() * 8
+            + self.updated_ms.capacity() * 8
+            + self.has_gram.capacity()
+            // Each id is stored twice (row list and index) plus the index entry.
+            + 2 * id_bytes
+            + self.ids.capacity() * 16
+            + self.index.capacity() * (16 + 4 + 8)
+            + self.offsets.len() * 32
+    }
+
+    /// Applies a validated payload atomically: either every arm and offset is
+    /// written, or (on error) nothing is. Reports what changed, so callers
+    /// replicate only real changes.
+    ///
+    /// # Errors
+    /// [`Error::DimMismatch`] for another dim, [`Error::Stale`] when the model
+    /// holds a later offset for a listed partition, [`Error::TooLarge`] when
+    /// the new arms would pass `limits.max_arms`.
+    pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
+        let dim = self.dim();
+        if payload.dim != dim {
+            return Err(Error::DimMismatch { what: "payload".into(), got: payload.dim, dim });
+        }
+        for &(partition, given) in &payload.offsets {
+            if let Some(&stored) = self.offsets.get(&partition) {
+                if stored > given {
+                    return Err(Error::Stale { partition, stored, given });
+                }
+            }
+        }
+        let new_arms = payload.arms.iter().filter(|arm| !self.index.contains_key(arm.id.as_str())).count();
+        if self.len() + new_arms > limits.max_arms {
+            return Err(Error::TooLarge {
+                what: "number of arms in the model",
+                got: self.len() + new_arms,
+                limit: limits.max_arms,
+            });
+        }
+        // Validation is over: nothing below can fail.
+        let mut applied = Applied::default();
+        let mut theta = vec![0.0; dim];
+        for arm in &payload.arms {
+            packed::sym_mul_vec(dim, &arm.a_inv, &arm.b, &mut theta);
+            if self.upsert(arm, &theta, now_ms) {
+                applied.arms_changed += 1;
+            }
+        }
+        for &(partition, given) in &payload.offsets {
+            applied.offsets_changed |= self.offsets.insert(partition, given) != Some(given);
+        }
+        if applied.changed() {
+            self.loads += 1;
+            self.last_load_ms = now_ms;
+        }
+        Ok(applied)
+    }
+
+    fn upsert(&mut self, arm: &ArmPayload, theta: &[f64], now_ms: i64) -> bool {
+        let row = match self.index.get(arm.id.as_str()) {
+            Some(&row) => row as usize,
+            None => self.push_empty_row(&arm.id),
+        };
+        if self.row_equals(row, arm, theta) {
+            return false;
+        }
+        let dim = self.dim();
+        let plen = packed::len(dim);
+        let stride = self.stride;
+        if let Some(scoring) = self.scoring.get_mut(row * stride..(row + 1) * stride) {
+            let (theta_slot, a_inv_slot) = scoring.split_at_mut(dim.min(stride));
+            theta_slot.copy_from_slice(theta);
+            a_inv_slot.copy_from_slice(&arm.a_inv);
+        }
+        if let Some(slot) = self.b.get_mut(row * dim..(row + 1) * dim) {
+            slot.copy_from_slice(&arm.b);
+        }
+        if let Some(slot) = self.gram.get_mut(row * plen..(row + 1) * plen) {
+            match &arm.a {
+                Some(a) => slot.copy_from_slice(a),
+                None => slot.fill(0.0),
+            }
+        }
+        set(&mut self.has_gram, row, arm.a.is_some());
+        set(&mut self.n, row, arm.n);
+        set(&mut self.reward_sum, row, arm.reward_sum);
+        set(&mut self.updated_ms, row, arm.updated_ms.unwrap_or(now_ms));
+        true
+    }
+
+    /// True when the stored row already holds exactly this arm (bit for bit).
+    fn row_equals(&self, row: usize, arm: &ArmPayload, theta: &[f64]) -> bool {
+        let Some(view) = self.arm(row) else { return false };
+        let same = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        same(view.theta, theta)
+            && same(view.a_inv, &arm.a_inv)
+            && same(view.b, &arm.b)
+            && match (view.a, &arm.a) {
+                (None, None) => true,
+                (Some(stored), Some(given)) => same(stored, given),
+                _ => false,
+            }
+            && view.n == arm.n
+            && view.reward_sum.to_bits() == arm.reward_sum.to_bits()
+            && arm.updated_ms.is_none_or(|ms| ms == view.updated_ms)
+    }
+
+    fn push_empty_row(&mut self, id: &str) -> usize {
+        let row = self.ids.len();
+        let dim = self.dim();
+        let plen = packed::len(dim);
+        self.ids.push(id.into());
+        self.index.insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
+        self.scoring.resize(self.scoring.len() + self.stride, 0.0);
+        self.b.resize(self.b.len() + dim, 0.0);
+        self.gram.resize(self.gram.len() + plen, 0.0);
+        self.has_gram.push(false);
+        self.n.push(0);
+        self.reward_sum.push(0.0);
+        // A fresh row never equals an incoming arm, so it is always written.
+        self.updated_ms.push(i64::MIN);
+        row
+    }
+
+    /// The arms at the given rows (all when `rows` is None) and every stored
+    /// offset, as a payload that [`Model::apply`] restores exactly.
+    #[must_use]
+    pub fn export(&self, rows: Option<&[usize]>) -> Payload {
+        let to_payload = |view: ArmView<'_>| ArmPayload {
+            id: view.id.to_owned(),
+            a_inv: view.a_inv.to_vec(),
+            b: view.b.to_vec(),
+            a: view.a.map(<[f64]>::to_vec),
+            n: view.n,
+            reward_sum: view.reward_sum,
+            updated_ms: Some(view.updated_ms),
+        };
+        let arms = match rows {
+            Some(rows) => rows.iter().filter_map(|&row| self.arm(row)).map(to_payload).collect(),
+            None => (0..self.len()).filter_map(|row| self.arm(row)).map(to_payload).collect(),
+        };
+        Payload {
+            dim: self.dim(),
+            arms,
+            offsets: self.offsets.iter().map(|(&p, &o)| (p, o)).collect(),
+        }
+    }
+}
+
+fn set<T>(values: &mut [T], row: usize, value: T) {
+    if let Some(slot) = values.get_mut(row) {
+        *slot = value;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::needless_range_loop)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn settings(dim: usize) -> ModelSettings {
+        ModelSettings { dim, alpha: 1.0, lambda: 1.0 }
+    }
+
+    fn arm(id: &str, b: [f64; 2], n: u64) -> ArmPayload {
+        ArmPayload {
+            id: id.into(),
+            a_inv: vec![0.5, 0.0, 0.25],
+            b: b.to_vec(),
+            a: Some(vec![2.0, 0.0, 4.0]),
+            n,
+            reward_sum: n as f64 / 2.0,
+            updated_ms: None,
+        }
+    }
+
+    #[test]
+    fn apply_computes_theta_and_keeps_everything() {
+        let mut model = Model::new(settings(2));
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)] };
+        assert_eq!(model.apply(&payload, 1000, &Limits::default()).unwrap().arms_changed, 1);
+        let view = model.arm(0).unwrap();
+        assert_eq!(view.theta, &[0.5, 0.5]);
+        assert_eq!(view.a, Some(&[2.0, 0.0, 4.0][..]));
+        assert_eq!(view.updated_ms, 1000);
+        assert_eq!(model.offsets()[&0], 5);
+        let stats = model.stats();
+        assert_eq!((stats.arms, stats.updates, stats.reward_sum, stats.loads), (1, 4, 2.0, 1));
+    }
+
+    #[test]
+    fn an_identical_load_changes_nothing() {
+        let mut model = Model::new(settings(2));
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)] };
+        assert!(model.apply(&payload, 1000, &Limits::default()).unwrap().changed());
+        assert!(!model.apply(&payload, 2000, &Limits::default()).unwrap().changed());
+        assert_eq!(model.arm(0).unwrap().updated_ms, 1000);
+        assert_eq!(model.stats().loads, 1);
+    }
+
+    #[test]
+    fn stale_offsets_reject_the_whole_payload() {
+        let mut model = Model::new(settings(2));
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)] };
+        model.apply(&first, 1000, &Limits::default()).unwrap();
+        let before = model.clone();
+        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)] };
+        let error = model.apply(&stale, 2000, &Limits::default()).unwrap_err();
+        assert_eq!(error, Error::Stale { partition: 1, stored: 7, given: 6 });
+        assert_eq!(model, before);
+    }
+
+    #[test]
+    fn arm_limit_is_checked_before_writing() {
+        let mut model = Model::new(settings(2));
+        let limits = Limits { max_arms: 1, ..Limits::default() };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![] };
+        assert!(matches!(model.apply(&payload, 0, &limits), Err(Error::TooLarge { .. })));
+        assert!(model.is_empty());
+    }
+
+    #[test]
+    fn export_then_apply_restores_exactly() {
+        let mut model = Model::new(settings(2));
+        let payload = Payload {
+            dim: 2,
+            arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.1, 0.7], 9)],
+            offsets: vec![(2, 11)],
+        };
+        model.apply(&payload, 1234, &Limits::default()).unwrap();
+        let mut copy = Model::new(settings(2));
+        copy.apply(&model.export(None), 9999, &Limits::default()).unwrap();
+        assert_eq!(copy.export(None), model.export(None));
+        assert_eq!(model.export(Some(&[1])).arms[0].id, "b");
+    }
+}

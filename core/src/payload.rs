@@ -1,0 +1,141 @@
+//! The batch of arms (and trainer offsets) that `BANDIT.LOAD` applies
+//! atomically and `BANDIT.EXPORT` produces. Matrices are held packed (see
+//! [`crate::packed`]); [`crate::codec`] turns a payload into bytes and back.
+
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::packed;
+
+/// One arm's published parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmPayload {
+    /// The product id, UTF-8, non-empty.
+    pub id: String,
+    /// A⁻¹, packed upper triangle.
+    pub a_inv: Vec<f64>,
+    /// b = Σ r·x.
+    pub b: Vec<f64>,
+    /// The Gram matrix A, packed, when the writer supplies it (the trainer
+    /// restores from it after a crash).
+    pub a: Option<Vec<f64>>,
+    /// Number of events folded into this arm.
+    pub n: u64,
+    /// Sum of rewards folded into this arm.
+    pub reward_sum: f64,
+    /// When the arm was last changed, in Unix milliseconds; the loader's clock
+    /// is used when absent. Exports carry it so a restore is exact.
+    pub updated_ms: Option<i64>,
+}
+
+/// A batch of arms for one model, plus the trainer's next offset for every
+/// partition it folded into them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Payload {
+    pub dim: usize,
+    pub arms: Vec<ArmPayload>,
+    /// (partition, next offset), sorted by partition, partitions unique.
+    pub offsets: Vec<(i32, i64)>,
+}
+
+impl Payload {
+    /// Checks every bound and invariant the model relies on. Decoders call it,
+    /// so a payload that reaches a model is always valid.
+    ///
+    /// # Errors
+    /// The first violation found, naming the arm and field.
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        let dim = self.dim;
+        if dim == 0 {
+            return Err(Error::InvalidPayload("dim must be at least 1".into()));
+        }
+        if dim > limits.max_dim {
+            return Err(Error::TooLarge { what: "dim", got: dim, limit: limits.max_dim });
+        }
+        if self.arms.len() > limits.max_arms {
+            return Err(Error::TooLarge {
+                what: "number of arms",
+                got: self.arms.len(),
+                limit: limits.max_arms,
+            });
+        }
+        let mut seen = FxHashSet::default();
+        for arm in &self.arms {
+            arm.validate(dim, limits)?;
+            if !seen.insert(arm.id.as_str()) {
+                return Err(Error::InvalidPayload(format!("arm '{}' appears twice", arm.id)));
+            }
+        }
+        let mut previous: Option<i32> = None;
+        for &(partition, offset) in &self.offsets {
+            if partition < 0 || offset < 0 {
+                return Err(Error::InvalidPayload(format!(
+                    "offset {offset} for partition {partition}: both must be non-negative"
+                )));
+            }
+            if previous.is_some_and(|p| p >= partition) {
+                return Err(Error::InvalidPayload(
+                    "offsets must list each partition once, in ascending order".into(),
+                ));
+            }
+            previous = Some(partition);
+        }
+        Ok(())
+    }
+}
+
+impl ArmPayload {
+    fn validate(&self, dim: usize, limits: &Limits) -> Result<()> {
+        if self.id.is_empty() {
+            return Err(Error::InvalidPayload("arm id is empty".into()));
+        }
+        if self.id.len() > limits.max_id_bytes {
+            return Err(Error::TooLarge {
+                what: "arm id length",
+                got: self.id.len(),
+                limit: limits.max_id_bytes,
+            });
+        }
+        let plen = packed::len(dim);
+        self.check_len("a_inv", self.a_inv.len(), plen, dim)?;
+        self.check_len("b", self.b.len(), dim, dim)?;
+        if let Some(a) = &self.a {
+            self.check_len("a", a.len(), plen, dim)?;
+            self.check_finite("a", a)?;
+        }
+        self.check_finite("a_inv", &self.a_inv)?;
+        self.check_finite("b", &self.b)?;
+        self.check_finite("reward_sum", std::slice::from_ref(&self.reward_sum))?;
+        for i in 0..dim {
+            let diagonal = self.a_inv.get(packed::index(dim, i, i)).copied().unwrap_or(0.0);
+            if diagonal <= 0.0 {
+                return Err(Error::InvalidPayload(format!(
+                    "a_inv of arm '{}' has a non-positive diagonal at {i}",
+                    self.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, field: &str, got: usize, want: usize, dim: usize) -> Result<()> {
+        if got == want {
+            Ok(())
+        } else {
+            Err(Error::InvalidPayload(format!(
+                "{field} of arm '{}' has {got} values, expected {want} for dim {dim}",
+                self.id
+            )))
+        }
+    }
+
+    fn check_finite(&self, field: &str, values: &[f64]) -> Result<()> {
+        if values.iter().all(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(Error::NotFinite { field: format!("{field} of arm '{}'", self.id) })
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The persistent encoding of a whole [`Model`], written into RDB files.
+//!
+//! Redis stores the encoding version next to each value and hands it back at
+//! load; [`decode`] matches on it, so a later layout adds a version here and
+//! keeps reading the old ones. Version 1 is the model's column vectors in
+//! bincode, kept as they are in memory so a reload is exact to the bit.
+
+use std::collections::BTreeMap;
+
+use bincode::Options;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::model::{Model, ModelSettings};
+use crate::packed;
+
+/// The version [`encode`] writes.
+pub const VERSION: i32 = 1;
+
+#[derive(Serialize)]
+struct V1Ref<'a> {
+    dim: usize,
+    alpha: f64,
+    lambda: f64,
+    ids: &'a [Box<str>],
+    scoring: &'a [f64],
+    b: &'a [f64],
+    gram: &'a [f64],
+    has_gram: &'a [bool],
+    n: &'a [u64],
+    reward_sum: &'a [f64],
+    updated_ms: &'a [i64],
+    offsets: &'a BTreeMap<i32, i64>,
+    loads: u64,
+    last_load_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct V1 {
+    dim: usize,
+    alpha: f64,
+    lambda: f64,
+    ids: Vec<Box<str>>,
+    scoring: Vec<f64>,
+    b: Vec<f64>,
+    gram: Vec<f64>,
+    has_gram: Vec<bool>,
+    n: Vec<u64>,
+    reward_sum: Vec<f64>,
+    updated_ms: Vec<i64>,
+    offsets: BTreeMap<i32, i64>,
+    loads: u64,
+    last_load_ms: i64,
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian().reject_trailing_bytes()
+}
+
+/// Encodes a model at [`VERSION`].
+///
+/// # Errors
+/// Only if bincode fails, which it does not for these types.
+pub fn encode(model: &Model) -> Result<Vec<u8>> {
+    let settings = model.settings();
+    let view = V1Ref {
+        dim: settings.dim,
+        alpha: settings.alpha,
+        lambda: settings.lambda,
+        ids: &model.ids,
+        scoring: &model.scoring,
+        b: &model.b,
+        gram: &model.gram,
+        has_gram: &model.has_gram,
+        n: &model.n,
+        reward_sum: &model.reward_sum,
+        updated_ms: &model.updated_ms,
+        offsets: &model.offsets,
+        loads: model.loads,
+        last_load_ms: model.last_load_ms,
+    };
+    options().serialize(&view).map_err(|e| Error::InvalidPayload(format!("cannot encode model: {e}")))
+}
+
+/// Decodes a model written at `version`, checking that every column agrees
+/// with the dim and arm count so a damaged file cannot yield a model that
+/// misbehaves later.
+///
+/// # Errors
+/// [`Error::UnsupportedSnapshot`] for an unknown version,
+/// [`Error::InvalidPayload`] for damaged bytes.
+pub fn decode(version: i32, bytes: &[u8], limits: &Limits) -> Result<Model> {
+    match version {
+        1 => decode_v1(bytes, limits),
+        other => Err(Error::UnsupportedSnapshot(other)),
+    }
+}
+
+fn decode_v1(bytes: &[u8], limits: &Limits) -> Result<Model> {
+    let v1: V1 = options().deserialize(bytes).map_err(|e| Error::InvalidPayload(format!("model snapshot: {e}")))?;
+    let settings = ModelSettings { dim: v1.dim, alpha: v1.alpha, lambda: v1.lambda };
+    // Persisted models were valid when written; a later, smaller max-dim must
+    // not make them unloadable, so only the structural bounds are checked.
+    settings.validate(&Limits { max_dim: usize::MAX, ..*limits })?;
+    let arms = v1.ids.len();
+    let dim = v1.dim;
+    let plen = packed::len(dim);
+    let damaged = |what: &str| Error::InvalidPayload(format!("model snapshot: {what} does not match {arms} arms of dim {dim}"));
+    let stride = dim + plen;
+    let lengths_ok = v1.scoring.len() == arms * stride
+        && v1.b.len() == arms * dim
+        && v1.gram.len() == arms * plen
+        && v1.has_gram.len() == arms
+        && v1.n.len() == arms
+        && v1.reward_sum.len() == arms
+        && v1.updated_ms.len() == arms;
+    if !lengths_ok {
+        return Err(damaged("column lengths"));
+    }
+    let mut index = FxHashMap::default();
+    index.reserve(arms);
+    for (id, row) in v1.ids.iter().zip(0u32..) {
+        if index.insert(id.clone(), row).is_some() {
+            return Err(damaged("a repeated id"));
+        }
+    }
+    let mut model = Model::new(settings);
+    model.stride = stride;
+    model.ids = v1.ids;
+    model.index = index;
+    model.scoring = v1.scoring;
+    model.b = v1.b;
+    model.gram = v1.gram;
+    model.has_gram = v1.has_gram;
+    model.n = v1.n;
+    model.reward_sum = v1.reward_sum;
+    model.updated_ms = v1.updated_ms;
+    model.offsets = v1.offsets;
+    model.loads = v1.loads;
+    model.last_load_ms = v1.last_load_ms;
+    Ok(model)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::payload::{ArmPayload, Payload};
+
+    #[test]
+    fn round_trip_is_exact_and_versions_are_checked() {
+        let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.5, lambda: 1.5 });
+        let payload = Payload {
+            dim: 2,
+            arms: vec![ArmPayload {
+                id: "x".into(),
+                a_inv: vec![0.3, 0.1, 0.2],
+                b: vec![0.1, 0.2],
+                a: Some(vec![1.0, 0.0, 1.0]),
+                n: 3,
+                reward_sum: 1.5,
+                updated_ms: Some(77),
+            }],
+            offsets: vec![(4, 40)],
+        };
+        model.apply(&payload, 5, &Limits::default()).unwrap();
+        let bytes = encode(&model).unwrap();
+        assert_eq!(decode(VERSION, &bytes, &Limits::default()).unwrap(), model);
+        assert_eq!(decode(2, &bytes, &Limits::default()).unwrap_err(), Error::UnsupportedSnapshot(2));
+        assert!(decode(VERSION, &bytes[..bytes.len() - 3], &Limits::default()).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Reading command arguments: a cursor over the raw argv that hands out byte
+//! slices (no copies, no reference counting) and parses numbers with Redis'
+//! own error wording.
+
+use crate::error::CommandError;
+
+/// A cursor over a command's arguments, after the command name.
+#[derive(Debug)]
+pub struct Args<'a> {
+    items: &'a [&'a [u8]],
+    position: usize,
+}
+
+impl<'a> Args<'a> {
+    pub fn new(items: &'a [&'a [u8]]) -> Self {
+        Self { items, position: 0 }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.items.len().saturating_sub(self.position)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    /// The next argument, or a syntax error when there is none.
+    pub fn next_arg(&mut self) -> Result<&'a [u8], CommandError> {
+        let item = self.items.get(self.position).copied().ok_or(CommandError::Syntax)?;
+        self.position += 1;
+        Ok(item)
+    }
+
+    /// The next argument without consuming it.
+    pub fn peek(&self) -> Option<&'a [u8]> {
+        self.items.get(self.position).copied()
+    }
+
+    /// The next `count` arguments as one slice.
+    pub fn take(&mut self, count: usize) -> Option<&'a [&'a [u8]]> {
+        let slice = self.items.get(self.position..self.position.checked_add(count)?)?;
+        self.position += count;
+        Some(slice)
+    }
+
+    pub fn next_f64(&mut self) -> Result<f64, CommandError> {
+        parse_f64(self.next_arg()?)
+    }
+
+    pub fn next_usize(&mut self) -> Result<usize, CommandError> {
+        parse_usize(self.next_arg()?)
+    }
+}
+
+/// True when `arg` equals the keyword, ignoring ASCII case.
+pub fn is_keyword(arg: &[u8], keyword: &str) -> bool {
+    arg.eq_ignore_ascii_case(keyword.as_bytes())
+}
+
+/// A finite float, with Redis' messages for what is not.
+pub fn parse_f64(arg: &[u8]) -> Result<f64, CommandError> {
+    let text = std::str::from_utf8(arg).map_err(|_| CommandError::NotAFloat)?;
+    let value: f64 = text.trim_ascii().parse().map_err(|_| CommandError::NotAFloat)?;
+    if text.len() != text.trim_ascii().len() {
+        return Err(CommandError::NotAFloat);
+    }
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(CommandError::NotFinite)
+    }
+}
+
+/// A non-negative integer.
+pub fn parse_usize(arg: &[u8]) -> Result<usize, CommandError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .ok_or(CommandError::NotAnInteger)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numbers_like_redis() {
+        assert_eq!(parse_f64(b"0.25").unwrap(), 0.25);
+        assert_eq!(parse_f64(b"-1e3").unwrap(), -1000.0);
+        assert_eq!(parse_f64(b"abc").unwrap_err(), CommandError::NotAFloat);
+        assert_eq!(parse_f64(b" 1").unwrap_err(), CommandError::NotAFloat);
+        assert_eq!(parse_f64(b"inf").unwrap_err(), CommandError::NotFinite);
+        assert_eq!(parse_f64(b"nan").unwrap_err(), CommandError::NotFinite);
+        assert_eq!(parse_usize(b"12").unwrap(), 12);
+        assert_eq!(parse_usize(b"-1").unwrap_err(), CommandError::NotAnInteger);
+    }
+
+    #[test]
+    fn cursor_takes_and_peeks() {
+        let items: [&[u8]; 3] = [b"a", b"b", b"c"];
+        let mut args = Args::new(&items);
+        assert_eq!(args.peek(), Some(&b"a"[..]));
+        assert_eq!(args.take(2).unwrap().len(), 2);
+        assert!(args.take(2).is_none());
+        assert_eq!(args.next_arg().unwrap(), b"c");
+        assert!(args.is_empty());
+        assert_eq!(args.next_arg().unwrap_err(), CommandError::Syntax);
+    }
+}

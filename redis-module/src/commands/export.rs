@@ -1,0 +1,70 @@
+//! `BANDIT.EXPORT key [ARMS n id1 … idn] [FORMAT BINARY|JSON]` → payload
+//!
+//! The payload that `BANDIT.LOAD` takes, with A⁻¹, b, A (when stored), n,
+//! reward_sum, update times and every stored offset, so that LOAD(EXPORT(m))
+//! restores m exactly. ARMS limits it to the listed ids; ids the model does
+//! not hold are left out. BINARY (the default) is compact; JSON is readable.
+
+use bandit_core::codec::{self, Format};
+use bandit_core::Error as CoreError;
+
+use super::{entry_point, read_model, CommandSpec, Invocation};
+use crate::args::is_keyword;
+use crate::config;
+use crate::error::{CommandError, Result};
+
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "bandit.export",
+    flags: "readonly",
+    keys: (1, 1, 1),
+    min_argc: 2,
+    handler,
+};
+entry_point!(entry, SPEC);
+
+fn handler(call: &mut Invocation<'_>) -> Result<()> {
+    let limits = &config::get().limits;
+    let mut ids: Option<&[&[u8]]> = None;
+    let mut format = Format::Binary;
+    while !call.args.is_empty() {
+        let option = call.args.next_arg()?;
+        if is_keyword(option, "ARMS") {
+            let count = call.args.next_usize()?;
+            if count > limits.max_arms {
+                return Err(CoreError::TooLarge { what: "ARMS count", got: count, limit: limits.max_arms }.into());
+            }
+            let available = call.args.remaining();
+            ids = Some(call.args.take(count).ok_or_else(|| {
+                CommandError::SyntaxDetail(format!("ARMS {count} is followed by {available} arguments"))
+            })?);
+        } else if is_keyword(option, "FORMAT") {
+            let name = call.args.next_arg()?;
+            format = if is_keyword(name, "BINARY") {
+                Format::Binary
+            } else if is_keyword(name, "JSON") {
+                Format::Json
+            } else {
+                return Err(CommandError::SyntaxDetail("FORMAT is BINARY or JSON".into()));
+            };
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    let key = call.ctx.open_key(&call.key);
+    let model = read_model(&key)?;
+    let payload = match ids {
+        None => model.export(None),
+        Some(ids) => {
+            let mut taken = vec![false; model.len()];
+            let rows: Vec<usize> = ids
+                .iter()
+                .filter_map(|id| model.row_of(id))
+                .filter(|&row| taken.get_mut(row).is_some_and(|t| !std::mem::replace(t, true)))
+                .collect();
+            model.export(Some(&rows))
+        }
+    };
+    let bytes = codec::encode(&payload, format)?;
+    call.reply.bulk(&bytes);
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Module arguments, given at load time:
+//! `loadmodule libbandit_redis.so [ALPHA a] [LAMBDA l] [MAX-DIM n] [MAX-ARMS n]
+//! [MAX-PAYLOAD-BYTES n] [MAX-ID-BYTES n] [MAX-TOP n]`.
+//! They are parsed once and then read by every command, so they live in a
+//! process-wide cell; INFO shows them (section `bandit_config`).
+
+use std::sync::OnceLock;
+
+use bandit_core::{Limits, ModelSettings};
+
+/// Everything the module arguments set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModuleConfig {
+    /// ALPHA for models created without one (CREATE, or LOAD of a missing key).
+    pub default_alpha: f64,
+    /// LAMBDA for models created without one.
+    pub default_lambda: f64,
+    pub limits: Limits,
+}
+
+impl Default for ModuleConfig {
+    fn default() -> Self {
+        Self { default_alpha: 1.0, default_lambda: 1.0, limits: Limits::default() }
+    }
+}
+
+static CONFIG: OnceLock<ModuleConfig> = OnceLock::new();
+
+/// The configuration in force (defaults before load has finished).
+pub fn get() -> &'static ModuleConfig {
+    CONFIG.get_or_init(ModuleConfig::default)
+}
+
+/// Parses the module arguments and installs them.
+pub fn install(args: &[&[u8]]) -> Result<&'static ModuleConfig, String> {
+    let parsed = parse(args)?;
+    let _ = CONFIG.set(parsed);
+    Ok(get())
+}
+
+/// The argument names, as written in docs and error messages.
+pub const NAMES: &[&str] =
+    &["ALPHA", "LAMBDA", "MAX-DIM", "MAX-ARMS", "MAX-PAYLOAD-BYTES", "MAX-ID-BYTES", "MAX-TOP"];
+
+pub fn parse(args: &[&[u8]]) -> Result<ModuleConfig, String> {
+    let mut config = ModuleConfig::default();
+    let mut pairs = args.chunks_exact(2);
+    for pair in pairs.by_ref() {
+        let (Some(name), Some(value)) = (pair.first(), pair.get(1)) else { continue };
+        let name = String::from_utf8_lossy(name).to_ascii_uppercase();
+        let value = std::str::from_utf8(value).map_err(|_| format!("{name} must be a number"))?;
+        let limits = &mut config.limits;
+        match name.as_str() {
+            "ALPHA" => config.default_alpha = float(&name, value)?,
+            "LAMBDA" => config.default_lambda = float(&name, value)?,
+            "MAX-DIM" => limits.max_dim = count(&name, value)?,
+            "MAX-ARMS" => limits.max_arms = count(&name, value)?,
+            "MAX-PAYLOAD-BYTES" => limits.max_payload_bytes = count(&name, value)?,
+            "MAX-ID-BYTES" => limits.max_id_bytes = count(&name, value)?,
+            "MAX-TOP" => limits.max_top = count(&name, value)?,
+            _ => return Err(format!("unknown module argument '{name}' (known: {})", NAMES.join(", "))),
+        }
+    }
+    if let Some(dangling) = pairs.remainder().first() {
+        return Err(format!("module argument '{}' has no value", String::from_utf8_lossy(dangling)));
+    }
+    // The defaults must themselves make a valid model.
+    ModelSettings { dim: 1, alpha: config.default_alpha, lambda: config.default_lambda }
+        .validate(&config.limits)
+        .map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn float(name: &str, value: &str) -> Result<f64, String> {
+    value.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("{name} must be a finite number, got '{value}'"))
+}
+
+fn count(name: &str, value: &str) -> Result<usize, String> {
+    value.parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("{name} must be a positive integer, got '{value}'"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_arguments_case_insensitively() {
+        let config = parse(&[b"alpha", b"0.5", b"MAX-DIM", b"64", b"Max-Top", b"10"]).unwrap();
+        assert_eq!(config.default_alpha, 0.5);
+        assert_eq!(config.limits.max_dim, 64);
+        assert_eq!(config.limits.max_top, 10);
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        assert!(parse(&[b"BOGUS", b"1"]).unwrap_err().contains("unknown module argument 'BOGUS'"));
+        assert!(parse(&[b"ALPHA"]).unwrap_err().contains("has no value"));
+        assert!(parse(&[b"LAMBDA", b"0"]).unwrap_err().contains("LAMBDA"));
+        assert!(parse(&[b"MAX-DIM", b"-3"]).unwrap_err().contains("positive integer"));
+        assert!(parse(&[b"ALPHA", b"nan"]).unwrap_err().contains("finite"));
+    }
+}
