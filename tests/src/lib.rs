@@ -1,1 +1,12 @@
-//! harness
+//! Test harness and benchmarks for the bandit stack, against real servers.
+//!
+//! Layout:
+//! - [`server`]: `redis-server --loadmodule …` per test, RAII-stopped.
+//! - [`resp`]: an exact RESP2/RESP3 client, so tests see reply types.
+//! - [`fixtures`]: deterministic models built with the trainer's own fold.
+//! - `src/bin/bench_module.rs`: RANK versus GET on one server.
+//! - `tests/*.rs`: the integration tests.
+
+pub mod fixtures;
+pub mod resp;
+pub mod server;

@@ -69,11 +69,16 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
                 return Err(CommandError::SyntaxDetail("CONTEXT or CONTEXTBLOB given twice".into()));
             }
             have_context = true;
+            // Values run until the first argument that is not a number; a
+            // non-number before dim values is a bad value, after them an option.
             while let Some(value) = call.args.peek() {
-                if KEYWORDS.iter().any(|k| is_keyword(value, k)) {
-                    break;
+                match parse_f64(value) {
+                    Ok(number) => context.push(number),
+                    Err(CommandError::NotFinite) => return Err(CommandError::NotFinite),
+                    Err(_) if KEYWORDS.iter().any(|k| is_keyword(value, k)) => break,
+                    Err(_) if context.len() < model.dim() => return Err(CommandError::NotAFloat),
+                    Err(_) => break,
                 }
-                context.push(parse_f64(value)?);
                 call.args.next_arg()?;
             }
         } else if is_keyword(option, "CONTEXTBLOB") {

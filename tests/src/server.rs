@@ -1,0 +1,224 @@
+//! Real `redis-server` processes with the bandit module loaded, one per test:
+//! a free port, a private data directory, readiness awaited with a deadline,
+//! and the process always stopped and the directory removed on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::resp::{Connection, Reply};
+
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A free TCP port on the loopback interface, as the OS hands them out.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The module library: `$BANDIT_MODULE`, or the newest build in target/.
+pub fn module_path() -> PathBuf {
+    if let Ok(path) = std::env::var("BANDIT_MODULE") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    ["release", "debug"]
+        .iter()
+        .map(|profile| target.join(profile).join("libbandit_redis.so"))
+        .filter_map(|path| Some((path.metadata().ok()?.modified().ok()?, path)))
+        .max()
+        .map(|(_, path)| path)
+        .unwrap_or_else(|| {
+            panic!("the module is not built: run `cargo build --release -p bandit-redis` (or scripts/test), or set BANDIT_MODULE")
+        })
+}
+
+/// A private directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "bandit-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Module arguments, e.g. ["MAX-DIM", "64"].
+    pub module_args: Vec<String>,
+    /// Extra redis-server arguments, e.g. ["--appendonly", "yes"].
+    pub server_args: Vec<String>,
+}
+
+/// A running redis-server; stopped (SIGKILL if needed) on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    pub port: u16,
+    options: ServerOptions,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server with the module and default options.
+    pub fn start() -> Self {
+        Self::with_options(ServerOptions::default())
+    }
+
+    pub fn with_options(options: ServerOptions) -> Self {
+        let dir = TempDir::new("redis");
+        let mut server = Self { port: 0, options, child: None, dir };
+        server.launch_on_free_port();
+        server
+    }
+
+    /// A connection to this server.
+    pub fn connect(&self) -> Connection {
+        Connection::connect(self.port).unwrap_or_else(|e| panic!("connect to {}: {e}", self.port))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Stops the server as SHUTDOWN does (saving per its configuration when
+    /// `save` is true) and starts it again on the same port and directory.
+    pub fn restart(&mut self, save: bool) {
+        let mut conn = self.connect();
+        let _ = conn.call(&["SHUTDOWN", if save { "SAVE" } else { "NOSAVE" }]);
+        self.wait_exit();
+        self.launch(self.port).unwrap_or_else(|e| panic!("restart failed: {e}\n{}", self.log()));
+    }
+
+    fn launch_on_free_port(&mut self) {
+        let mut last_error = String::new();
+        // Another process can take a port between the probe and the bind.
+        for _ in 0..5 {
+            match self.launch(free_port()) {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server did not start: {last_error}\n{}", self.log());
+    }
+
+    fn launch(&mut self, port: u16) -> Result<(), String> {
+        self.port = port;
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--logfile", "redis.log", "--enable-debug-command", "yes", "--daemonize", "no"])
+            .arg("--loadmodule")
+            .arg(module_path())
+            .args(&self.options.module_args)
+            .args(&self.options.server_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().map_err(|e| format!("cannot run redis-server (is it installed?): {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("redis-server exited with {status}"));
+                }
+            }
+            if let Ok(mut conn) = Connection::connect(port) {
+                match conn.call(&["PING"]) {
+                    Ok(Reply::Status(status)) if status == "PONG" => return Ok(()),
+                    // LOADING: the dataset is still being read.
+                    _ => {}
+                }
+            }
+            sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        Err(format!("redis-server on port {port} not ready after {READY_DEADLINE:?}"))
+    }
+
+    /// Waits for the process to end by itself (after SHUTDOWN), killing it at the deadline.
+    pub fn wait_exit(&mut self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        if let Some(mut child) = self.child.take() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if check() {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
