@@ -104,6 +104,35 @@ impl RedisServer {
         server
     }
 
+    /// One attempt to start; on failure, the reason and the server's log
+    /// (for tests of refused configurations).
+    pub fn try_with_options(options: ServerOptions) -> Result<Self, String> {
+        let dir = TempDir::new("redis");
+        let mut server = Self { port: 0, options, child: None, dir };
+        match server.launch(free_port()) {
+            Ok(()) => Ok(server),
+            Err(e) => Err(format!("{e}\n{}", server.log())),
+        }
+    }
+
+    /// Options for a replica of this server.
+    pub fn replica_options(&self) -> ServerOptions {
+        ServerOptions {
+            module_args: self.options.module_args.clone(),
+            server_args: vec!["--replicaof".into(), "127.0.0.1".into(), self.port.to_string()],
+        }
+    }
+
+    /// One field of INFO, as text ("" when absent).
+    pub fn info_field(&self, section: &str, field: &str) -> String {
+        let info = self.connect().call(&["INFO", section]).map(|r| r.text()).unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     /// A connection to this server.
     pub fn connect(&self) -> Connection {
         Connection::connect(self.port).unwrap_or_else(|e| panic!("connect to {}: {e}", self.port))
