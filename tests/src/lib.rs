@@ -7,6 +7,7 @@
 //! - `src/bin/bench_module.rs`: RANK versus GET on one server.
 //! - `tests/*.rs`: the integration tests.
 
+pub mod bench;
 pub mod fixtures;
 pub mod resp;
 pub mod server;

@@ -1,0 +1,51 @@
+# Shared set-up for scripts/test and scripts/demo: install what a fresh
+# Debian 12 machine lacks, and nothing that is already there.
+# shellcheck shell=bash
+
+TANSU_VERSION="0.6.0"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_packages PKG…: apt-get install the Debian packages that are missing.
+ensure_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is missing: install a Rust toolchain (1.88 or newer, e.g. with rustup) and rerun." >&2
+    exit 1
+  fi
+}
+
+# The build needs: a C toolchain, libclang for bindgen (redis-module),
+# make/cmake/zlib for the bundled librdkafka, and redis-server to run.
+ensure_build_deps() {
+  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev redis-server
+  ensure_rust
+}
+
+# tansu: the Kafka-protocol broker the tests and the demo run locally.
+ensure_tansu() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    return
+  fi
+  log "installing tansu $TANSU_VERSION (a Kafka-compatible broker; about 11 minutes, once)"
+  cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql
+}

@@ -1,0 +1,70 @@
+//! `bandit-sink`: a Kafka Connect-style sink that trains disjoint LinUCB.
+//!
+//! It consumes feedback events, folds each into its product's arm
+//! (A += xxᵀ, b += r·x), and every flush interval inverts the changed arms
+//! and publishes them, with the next offset of every partition folded, in one
+//! atomic `BANDIT.LOAD`. The offsets inside the model are the truth, which
+//! makes delivery exactly once across crashes and rebalances.
+//!
+//! Layout:
+//! - [`config`]: settings from TOML, environment and flags, validated.
+//! - [`engine`]: partitions, arms, restore, flush: the state machine.
+//! - [`store`]: the model in Redis (CREATE, EXPORT, LOAD).
+//! - [`consumer`]: the Kafka loop, rebalances, dead-letter producer.
+//! - [`metrics`], [`http`]: Prometheus text on /metrics, and /health.
+//! - [`error`]: this crate's error type.
+//!
+//! [`run`] is the whole service, for the binary and for in-process tests.
+
+pub mod config;
+pub mod consumer;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod store;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use config::{Cli, Config, Tolerance};
+pub use error::{Result, SinkError};
+
+/// Runs the sink until `shutdown` completes (then flushes, commits and
+/// returns Ok) or a fatal error stops it.
+///
+/// # Errors
+/// Configuration, model mismatch, an invalid event with
+/// errors.tolerance=none, or a dead letter that could not be delivered.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let health = Arc::new(http::Health::default());
+    let server = match &config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| SinkError::Config(format!("metrics_addr {addr}: {e}")))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /health");
+            Some(tokio::spawn(http::serve(listener, metrics.clone(), health.clone())))
+        }
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut worker = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || consumer::consume(config, metrics, health, stop))
+    };
+    let joined = tokio::select! {
+        joined = &mut worker => joined,
+        () = shutdown => {
+            tracing::info!("shutting down: final flush and commit");
+            stop.store(true, Ordering::Relaxed);
+            (&mut worker).await
+        }
+    };
+    if let Some(server) = server {
+        server.abort();
+    }
+    joined.map_err(|e| SinkError::Io(std::io::Error::other(format!("consumer thread failed: {e}"))))?
+}
