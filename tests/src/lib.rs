@@ -9,5 +9,7 @@
 
 pub mod bench;
 pub mod fixtures;
+pub mod kafka;
 pub mod resp;
 pub mod server;
+pub mod sink;

@@ -156,6 +156,19 @@ impl RedisServer {
         self.launch(self.port).unwrap_or_else(|e| panic!("restart failed: {e}\n{}", self.log()));
     }
 
+    /// Stops the server (SHUTDOWN, saving per its configuration) and leaves
+    /// it down until [`RedisServer::relaunch`].
+    pub fn shutdown(&mut self) {
+        let mut conn = self.connect();
+        let _ = conn.call(&["SHUTDOWN"]);
+        self.wait_exit();
+    }
+
+    /// Starts a stopped server again on the same port and directory.
+    pub fn relaunch(&mut self) {
+        self.launch(self.port).unwrap_or_else(|e| panic!("relaunch failed: {e}\n{}", self.log()));
+    }
+
     fn launch_on_free_port(&mut self) {
         let mut last_error = String::new();
         // Another process can take a port between the probe and the bind.

@@ -1,0 +1,250 @@
+//! A real Kafka-protocol broker (tansu) per test: free port, private
+//! storage, readiness awaited with a deadline, killed on drop. Plus a keyed
+//! JSON producer and a reader for checking topics, both on rdkafka.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::server::{free_port, TempDir};
+
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The tansu executable: `$TANSU`, or on PATH, or in ~/.cargo/bin.
+pub fn tansu_path() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        cargo_bin
+    } else {
+        PathBuf::from("tansu")
+    }
+}
+
+/// A running tansu broker.
+#[derive(Debug)]
+pub struct KafkaBroker {
+    pub port: u16,
+    persistent: bool,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl KafkaBroker {
+    /// A broker with in-memory storage.
+    pub fn start() -> Self {
+        Self::launch_new(false)
+    }
+
+    /// A broker with SQLite storage, which survives [`KafkaBroker::restart`].
+    pub fn start_persistent() -> Self {
+        Self::launch_new(true)
+    }
+
+    fn launch_new(persistent: bool) -> Self {
+        let mut broker = Self { port: 0, persistent, child: None, dir: TempDir::new("tansu") };
+        let mut last = String::new();
+        for _ in 0..5 {
+            broker.port = free_port();
+            match broker.launch() {
+                Ok(()) => return broker,
+                Err(e) => last = e,
+            }
+        }
+        panic!("tansu did not start: {last}\n{}", broker.log());
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = if self.persistent {
+            // Relative to the working directory, which is this broker's own.
+            "sqlite://tansu.db".to_owned()
+        } else {
+            "memory://tansu/".to_owned()
+        };
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(tansu_path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run tansu (scripts/test installs it): {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("tansu exited with {status}"));
+                }
+            }
+            if self.metadata_ok() {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(100));
+        }
+        self.kill();
+        Err(format!("tansu on port {} not ready after {READY_DEADLINE:?}", self.port))
+    }
+
+    fn metadata_ok(&self) -> bool {
+        let Ok(consumer) = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("log_level", "0")
+            .create::<BaseConsumer>()
+        else {
+            return false;
+        };
+        consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok()
+    }
+
+    /// Creates a topic (before anyone produces to it).
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let output = Command::new(tansu_path())
+            .args(["topic", "create", name, "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--partitions", &partitions.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("tansu topic create: {e}"));
+        assert!(
+            output.status.success(),
+            "tansu topic create {name} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Stops the broker (SIGKILL) and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch().unwrap_or_else(|e| panic!("tansu restart: {e}\n{}", self.log()));
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Produces records keyed by product id, as the client does.
+pub struct KeyedProducer {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for KeyedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedProducer").field("topic", &self.topic).finish()
+    }
+}
+
+impl KeyedProducer {
+    pub fn new(bootstrap: &str, topic: &str) -> Self {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5")
+            // tansu 0.6 returns nothing for a fetch that starts inside a record
+            // batch (Apache Kafka returns the batch). The sink resumes from the
+            // model's offset, which can be anywhere, so tests write one record
+            // per batch.
+            .set("batch.num.messages", "1")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap_or_else(|e| panic!("producer: {e}"));
+        Self { producer, topic: topic.to_owned() }
+    }
+
+    pub fn send(&self, key: &str, payload: &[u8]) {
+        let mut record = BaseRecord::<str, [u8]>::to(&self.topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((_, returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(30)).unwrap_or_else(|e| panic!("flush: {e}"));
+    }
+}
+
+/// A record read back from a topic, headers included.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads every record of a topic (all partitions from the beginning) until
+/// `expected` have arrived or the deadline passes.
+pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, expected: usize, deadline: Duration) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("reader: {e}"));
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let _ = tpl.add_partition_offset(topic, partition, Offset::Beginning);
+    }
+    consumer.assign(&tpl).unwrap_or_else(|e| panic!("assign: {e}"));
+    let mut records = Vec::new();
+    let end = Instant::now() + deadline;
+    while records.len() < expected && Instant::now() < end {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push(ReadRecord {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+    }
+    records
+}
