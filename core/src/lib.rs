@@ -15,6 +15,7 @@
 //!   payload, encoder and decoder side by side.
 //! - [`model`]: one model: settings, the arm table laid out for scans, the
 //!   offset fence, and atomic application of payloads.
+//! - [`kernel`]: the f32 scoring loop (padded rows, AVX2 when present).
 //! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
 //!   selection without per-arm allocation.
 //! - [`snapshot`]: the versioned encoding of a whole model for RDB persistence.
@@ -27,6 +28,7 @@ pub mod codec;
 pub mod error;
 pub mod event;
 pub mod fold;
+pub mod kernel;
 pub mod limits;
 pub mod model;
 pub mod packed;

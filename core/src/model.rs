@@ -3,14 +3,20 @@
 //!
 //! The arm table is column-oriented: every per-arm quantity lives in one
 //! contiguous vector indexed by row, and the two things ranking reads for an
-//! arm, θ and packed A⁻¹, sit side by side in one row of `scoring`, so a scan
-//! over arms is a walk through memory. Ids map to rows through one hash map.
+//! arm, θ and packed A⁻¹, sit side by side in one row, so a scan over arms is
+//! a walk through memory. Ids map to rows through one hash map.
+//!
+//! Those rows exist twice: `params` in f64, the exact values that EXPORT and
+//! STATS return, and `scoring`, an f32 copy that RANK reads. Ranking is bound
+//! by memory bandwidth, so halving the bytes per arm halves its time, and
+//! single precision is far finer than any difference a ranking acts on.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::kernel::Layout;
 use crate::limits::Limits;
 use crate::packed;
 use crate::payload::{ArmPayload, Payload};
@@ -63,11 +69,16 @@ pub struct ArmView<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub(crate) settings: ModelSettings,
-    /// Values per `scoring` row: d (θ) + d(d+1)/2 (A⁻¹).
+    /// Values per row of `params`: d (θ) + d(d+1)/2 (A⁻¹).
     pub(crate) stride: usize,
+    /// Layout of the rows of `scoring` (padded for the kernel).
+    pub(crate) layout: Layout,
     pub(crate) ids: Vec<Box<str>>,
     pub(crate) index: FxHashMap<Box<str>, u32>,
-    pub(crate) scoring: Vec<f64>,
+    /// [θ | packed A⁻¹] per arm, exact.
+    pub(crate) params: Vec<f64>,
+    /// The same rows in f32, padded, for ranking (see [`crate::kernel`]).
+    pub(crate) scoring: Vec<f32>,
     pub(crate) b: Vec<f64>,
     pub(crate) gram: Vec<f64>,
     pub(crate) has_gram: Vec<bool>,
@@ -116,8 +127,10 @@ impl Model {
         Self {
             settings,
             stride: settings.dim + packed::len(settings.dim),
+            layout: Layout::new(settings.dim),
             ids: Vec::new(),
             index: FxHashMap::default(),
+            params: Vec::new(),
             scoring: Vec::new(),
             b: Vec::new(),
             gram: Vec::new(),
@@ -175,8 +188,8 @@ impl Model {
     pub fn arm(&self, row: usize) -> Option<ArmView<'_>> {
         let dim = self.dim();
         let plen = packed::len(dim);
-        let scoring = self.scoring.get(row * self.stride..(row + 1) * self.stride)?;
-        let (theta, a_inv) = scoring.split_at_checked(dim)?;
+        let params = self.params.get(row * self.stride..(row + 1) * self.stride)?;
+        let (theta, a_inv) = params.split_at_checked(dim)?;
         let has_gram = *self.has_gram.get(row)?;
         Some(ArmView {
             id: self.ids.get(row)?,
@@ -206,7 +219,8 @@ impl Model {
     /// Approximate heap footprint, for MEMORY USAGE and STATS.
     #[must_use]
     pub fn memory_bytes(&self) -> usize {
-        let f64s = self.scoring.capacity()
+        let f64s = self.params.capacity()
+            + self.scoring.capacity() / 2
             + self.b.capacity()
             + self.gram.capacity()
             + self.reward_sum.capacity();
@@ -281,10 +295,14 @@ impl Model {
         let dim = self.dim();
         let plen = packed::len(dim);
         let stride = self.stride;
-        if let Some(scoring) = self.scoring.get_mut(row * stride..(row + 1) * stride) {
-            let (theta_slot, a_inv_slot) = scoring.split_at_mut(dim.min(stride));
+        if let Some(params) = self.params.get_mut(row * stride..(row + 1) * stride) {
+            let (theta_slot, a_inv_slot) = params.split_at_mut(dim.min(stride));
             theta_slot.copy_from_slice(theta);
             a_inv_slot.copy_from_slice(&arm.a_inv);
+        }
+        let layout = self.layout;
+        if let Some(scoring) = self.scoring.get_mut(row * layout.stride..(row + 1) * layout.stride) {
+            layout.write_row(theta, &arm.a_inv, scoring);
         }
         if let Some(slot) = self.b.get_mut(row * dim..(row + 1) * dim) {
             slot.copy_from_slice(&arm.b);
@@ -325,7 +343,8 @@ impl Model {
         let plen = packed::len(dim);
         self.ids.push(id.into());
         self.index.insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
-        self.scoring.resize(self.scoring.len() + self.stride, 0.0);
+        self.params.resize(self.params.len() + self.stride, 0.0);
+        self.scoring.resize(self.scoring.len() + self.layout.stride, 0.0);
         self.b.resize(self.b.len() + dim, 0.0);
         self.gram.resize(self.gram.len() + plen, 0.0);
         self.has_gram.push(false);
@@ -359,6 +378,17 @@ impl Model {
             offsets: self.offsets.iter().map(|(&p, &o)| (p, o)).collect(),
         }
     }
+}
+
+/// Rebuilds the f32 ranking rows from the exact ones.
+pub(crate) fn scoring_rows(params: &[f64], dim: usize, layout: &Layout) -> Vec<f32> {
+    let stride = dim + packed::len(dim);
+    let mut scoring = vec![0.0f32; params.len() / stride.max(1) * layout.stride];
+    for (exact, out) in params.chunks_exact(stride).zip(scoring.chunks_exact_mut(layout.stride)) {
+        let (theta, a_inv) = exact.split_at(dim);
+        layout.write_row(theta, a_inv, out);
+    }
+    scoring
 }
 
 fn set<T>(values: &mut [T], row: usize, value: T) {

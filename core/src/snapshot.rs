@@ -3,7 +3,8 @@
 //! Redis stores the encoding version next to each value and hands it back at
 //! load; [`decode`] matches on it, so a later layout adds a version here and
 //! keeps reading the old ones. Version 1 is the model's column vectors in
-//! bincode, kept as they are in memory so a reload is exact to the bit.
+//! bincode, kept as they are in memory so a reload is exact to the bit (the
+//! f32 ranking copy is rebuilt from them).
 
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ struct V1Ref<'a> {
     alpha: f64,
     lambda: f64,
     ids: &'a [Box<str>],
-    scoring: &'a [f64],
+    params: &'a [f64],
     b: &'a [f64],
     gram: &'a [f64],
     has_gram: &'a [bool],
@@ -43,7 +44,7 @@ struct V1 {
     alpha: f64,
     lambda: f64,
     ids: Vec<Box<str>>,
-    scoring: Vec<f64>,
+    params: Vec<f64>,
     b: Vec<f64>,
     gram: Vec<f64>,
     has_gram: Vec<bool>,
@@ -70,7 +71,7 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
         alpha: settings.alpha,
         lambda: settings.lambda,
         ids: &model.ids,
-        scoring: &model.scoring,
+        params: &model.params,
         b: &model.b,
         gram: &model.gram,
         has_gram: &model.has_gram,
@@ -109,7 +110,7 @@ fn decode_v1(bytes: &[u8], limits: &Limits) -> Result<Model> {
     let plen = packed::len(dim);
     let damaged = |what: &str| Error::InvalidPayload(format!("model snapshot: {what} does not match {arms} arms of dim {dim}"));
     let stride = dim + plen;
-    let lengths_ok = v1.scoring.len() == arms * stride
+    let lengths_ok = v1.params.len() == arms * stride
         && v1.b.len() == arms * dim
         && v1.gram.len() == arms * plen
         && v1.has_gram.len() == arms
@@ -130,7 +131,9 @@ fn decode_v1(bytes: &[u8], limits: &Limits) -> Result<Model> {
     model.stride = stride;
     model.ids = v1.ids;
     model.index = index;
-    model.scoring = v1.scoring;
+    // The f32 ranking copy is derived, not stored.
+    model.scoring = crate::model::scoring_rows(&v1.params, dim, &model.layout);
+    model.params = v1.params;
     model.b = v1.b;
     model.gram = v1.gram;
     model.has_gram = v1.has_gram;

@@ -165,10 +165,14 @@ fn broker_restart_and_redis_outage_lose_nothing() {
     assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&all, DIM, 1.0));
 }
 
+/// An invalid record: its position among the valid ones, its bytes, and the
+/// reason the sink must give.
+type BadRecord = (usize, Vec<u8>, &'static str);
+
 /// Valid events with invalid ones of every kind mixed in, all in partition 0.
-fn mixed_events() -> (Vec<bandit_core::event::FeedbackEvent>, Vec<(usize, Vec<u8>, &'static str)>) {
+fn mixed_events() -> (Vec<bandit_core::event::FeedbackEvent>, Vec<BadRecord>) {
     let valid = feedback_events(40, 5, DIM, 10);
-    let invalid: Vec<(usize, Vec<u8>, &'static str)> = vec![
+    let invalid: Vec<BadRecord> = vec![
         (5, b"{not json".to_vec(), "invalid JSON event"),
         (12, br#"{"event_id": "x", "reward": 1, "context_vector": [1, 2, 3, 4]}"#.to_vec(), "missing field `product_id`"),
         (20, br#"{"event_id": "x", "product_id": "p1", "reward": 1, "context_vector": [1, 2, 3]}"#.to_vec(), "context_vector has 3 values, model dim is 4"),
