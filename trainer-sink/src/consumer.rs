@@ -305,6 +305,9 @@ fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
     client.set("statistics.interval.ms", "5000");
+    // Freshness is the point: do not let an idle fetch sit for librdkafka's
+    // default 500 ms before new events are seen.
+    client.set("fetch.wait.max.ms", "100");
     for (key, value) in &config.kafka {
         client.set(key, value);
     }

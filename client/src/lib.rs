@@ -1,0 +1,23 @@
+//! `bandit`: the client side of the recommender.
+//!
+//! Layout:
+//! - [`models`]: rank, stats, export, load, create over Redis (BANDIT.*).
+//! - [`feedback`]: the buffered Kafka producer of feedback events.
+//! - [`shop`]: the simulated shop: catalogue, visitors, context, click model.
+//! - [`simulate`]: the learning loop against a recommender, with random and
+//!   oracle baselines, its table, SVG curve and summary line.
+//! - [`live`]: the live stack as a recommender (Redis + Kafka).
+//! - [`history`]: historical logs (CSV) for bootstrap.
+//! - [`rng`]: deterministic random numbers.
+//! - [`error`]: this crate's error type.
+
+pub mod error;
+pub mod feedback;
+pub mod history;
+pub mod live;
+pub mod models;
+pub mod rng;
+pub mod shop;
+pub mod simulate;
+
+pub use error::{ClientError, Result};
