@@ -133,10 +133,10 @@ pub fn run(
             react(&mut random_clicks, &visit, &random).is_some(),
             react(&mut oracle_clicks, &visit, &oracle).is_some(),
         ];
-        for (i, hit) in outcomes.iter().enumerate() {
+        for ((hit, window_clicks), total_clicks) in outcomes.iter().zip(&mut current).zip(&mut totals) {
             if *hit {
-                current[i] += 1;
-                totals[i] += 1;
+                *window_clicks += 1;
+                *total_clicks += 1;
             }
         }
         let done = step + 1;
