@@ -301,15 +301,33 @@ fn seek(consumer: &BaseConsumer<SinkContext>, topic: &str, partition: i32, offse
     tracing::warn!(partition, offset, "could not seek; events already in the model will be skipped");
 }
 
-fn client_config(config: &Config) -> ClientConfig {
+/// Consumer-only librdkafka properties, kept away from the dead-letter
+/// producer (which would warn about each).
+fn is_consumer_property(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || key.starts_with("group.")
+        || key.starts_with("auto.")
+        || matches!(
+            key,
+            "session.timeout.ms" | "heartbeat.interval.ms" | "max.poll.interval.ms" | "partition.assignment.strategy"
+                | "isolation.level" | "enable.partition.eof" | "queued.min.messages" | "queued.max.messages.kbytes"
+                | "check.crcs" | "coordinator.query.interval.ms"
+        )
+}
+
+fn client_config(config: &Config, consumer: bool) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
-    client.set("statistics.interval.ms", "5000");
-    // Freshness is the point: do not let an idle fetch sit for librdkafka's
-    // default 500 ms before new events are seen.
-    client.set("fetch.wait.max.ms", "100");
+    if consumer {
+        client.set("statistics.interval.ms", "5000");
+        // Freshness is the point: do not let an idle fetch sit for librdkafka's
+        // default 500 ms before new events are seen.
+        client.set("fetch.wait.max.ms", "100");
+    }
     for (key, value) in &config.kafka {
-        client.set(key, value);
+        if consumer || !is_consumer_property(key) {
+            client.set(key, value);
+        }
     }
     client
 }
@@ -339,7 +357,7 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
     let dlq = match &config.dead_letter_topic {
         Some(topic) if config.errors_tolerance == Tolerance::All => {
             let state = Arc::new(DeadLetters::default());
-            let producer: BaseProducer<DeadLetterContext> = client_config(&config)
+            let producer: BaseProducer<DeadLetterContext> = client_config(&config, false)
                 .set("enable.idempotence", "true")
                 .create_with_context(DeadLetterContext(state.clone()))?;
             Some(DeadLetterQueue { producer, topic: topic.clone(), state })
@@ -353,7 +371,7 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
         dlq,
         failure: Mutex::new(None),
     };
-    let consumer: BaseConsumer<SinkContext> = client_config(&config)
+    let consumer: BaseConsumer<SinkContext> = client_config(&config, true)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -1,0 +1,14 @@
+# bandit-sink. Build from the repository root:
+#   docker build -f docker/sink.Dockerfile .
+FROM rust:1.88-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release -p bandit-sink
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/bandit-sink /usr/local/bin/bandit-sink
+COPY docker/sink.toml /etc/bandit/sink.toml
+EXPOSE 9464
+ENTRYPOINT ["bandit-sink", "--config", "/etc/bandit/sink.toml"]
