@@ -8,9 +8,11 @@
 //!   oracle baselines, its table, SVG curve and summary line.
 //! - [`live`]: the live stack as a recommender (Redis + Kafka).
 //! - [`history`]: historical logs (CSV) for bootstrap.
+//! - [`bench`]: RANK versus GET, fold rate and flush cost.
 //! - [`rng`]: deterministic random numbers.
 //! - [`error`]: this crate's error type.
 
+pub mod bench;
 pub mod error;
 pub mod feedback;
 pub mod history;

@@ -127,6 +127,9 @@ enum Command {
         #[arg(long)]
         log: PathBuf,
     },
+    /// Benchmarks (see the README's Performance section).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run the simulated shop against the live stack and show the learning curve.
     Simulate {
         /// Visits to simulate.
@@ -150,6 +153,42 @@ enum Command {
         /// Which outcomes of a visit are sent as feedback.
         #[arg(long, value_enum, default_value = "cascade")]
         feedback: FeedbackArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// BANDIT.RANK versus GET on the --redis server: latency, throughput, server time.
+    Rank {
+        #[arg(long, default_value_t = 200)]
+        arms: usize,
+        #[arg(long, default_value_t = 15)]
+        dim: usize,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Requests per command on one connection.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Connections for the throughput phase.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Seconds per command in the throughput phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// The sink's per-event CPU cost: fold alone, and decode + validate + fold.
+    Fold {
+        #[arg(long, default_value_t = 15)]
+        dim: usize,
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+    },
+    /// One flush: invert and encode dirty arms, then BANDIT.LOAD them on --redis.
+    Flush {
+        #[arg(long, default_value_t = 32)]
+        dim: usize,
+        #[arg(long, default_value_t = 10_000)]
+        arms: usize,
     },
 }
 
@@ -232,10 +271,31 @@ fn run(cli: Cli) -> Result<()> {
             let report = producer.flush(Duration::from_secs(120))?;
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
+        Command::Bench(bench) => run_bench(c, bench)?,
         Command::Simulate { steps, seed, top_k, window, rate, plot, feedback } => {
             let window = window.unwrap_or((steps / 10).max(1));
             let config = SimulationConfig { steps, seed, top_k, window, feedback: feedback.into() };
             simulate(c, &config, rate, &plot)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Rank { arms, dim, top, requests, connections, seconds } => {
+            let config = bandit::bench::BenchConfig { arms, dim, top, requests, connections, seconds };
+            let result = bandit::bench::run(&c.redis, &config)?;
+            print!("{}", bandit::bench::report(&config, &result));
+        }
+        BenchCommand::Fold { dim, events } => {
+            let (fold, decode_and_fold) = bandit::bench::fold_rate(dim, events);
+            println!("fold, d = {dim}: {fold:.0} events/s; JSON decode + validate + fold: {decode_and_fold:.0} events/s (one core)");
+        }
+        BenchCommand::Flush { dim, arms } => {
+            let (cpu_ms, bytes) = bandit::bench::flush_cost(dim, arms);
+            let (total_ms, load_ms) = bandit::bench::flush_with_load(&c.redis, dim, arms)?;
+            println!("flush of {arms} arms, d = {dim}: inversion + encoding {cpu_ms:.1} ms ({:.1} MB); with BANDIT.LOAD {total_ms:.1} ms (LOAD alone {load_ms:.1} ms)", bytes as f64 / 1e6);
         }
     }
     Ok(())

@@ -4,10 +4,9 @@
 //! - [`server`]: `redis-server --loadmodule …` per test, RAII-stopped.
 //! - [`resp`]: an exact RESP2/RESP3 client, so tests see reply types.
 //! - [`fixtures`]: deterministic models built with the trainer's own fold.
-//! - `src/bin/bench_module.rs`: RANK versus GET on one server.
+//! - `src/bin/bench_sink.rs`: the sink's end-to-end rate and freshness.
 //! - `tests/*.rs`: the integration tests.
 
-pub mod bench;
 pub mod fixtures;
 pub mod kafka;
 pub mod resp;

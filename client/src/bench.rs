@@ -1,0 +1,305 @@
+//! Benchmarks.
+//!
+//! - [`run`]: BANDIT.RANK beside a plain GET of a small string on the same
+//!   server in the same run, so the ratio says what ranking costs over Redis'
+//!   own floor: latency on one connection, throughput over many, and the
+//!   server's own time per call from INFO commandstats.
+//! - [`fold_rate`]: the trainer's per-event CPU cost (decode + fold).
+//! - [`flush_cost`]: inverting and encoding many dirty arms, as one flush does.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bandit_core::cholesky::Workspace;
+use bandit_core::codec::encode_binary;
+use bandit_core::event::FeedbackEvent;
+use bandit_core::fold::ArmAccumulator;
+use bandit_core::Payload;
+
+use crate::error::{ClientError, Result};
+use crate::rng::Rng;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub arms: usize,
+    pub dim: usize,
+    pub top: usize,
+    /// Requests per command on the single connection.
+    pub requests: usize,
+    /// Client connections for the throughput phase.
+    pub connections: usize,
+    /// Seconds per command in the throughput phase.
+    pub seconds: f64,
+}
+
+/// Latency percentiles in microseconds and throughput in requests/s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measured {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub ops_per_s: f64,
+    /// Server-side microseconds per call (INFO commandstats).
+    pub server_us_per_call: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BenchResult {
+    pub get: Measured,
+    pub rank: Measured,
+}
+
+fn rank_command(dim: usize, top: usize, rng: &mut Rng) -> redis::Cmd {
+    let mut command = redis::cmd("BANDIT.RANK");
+    command.arg("bench:model").arg("CONTEXT");
+    for _ in 0..dim {
+        command.arg(format!("{:.6}", rng.unit()));
+    }
+    command.arg("TOP").arg(top);
+    command
+}
+
+fn get_command() -> redis::Cmd {
+    let mut command = redis::cmd("GET");
+    command.arg("bench:string");
+    command
+}
+
+/// A model of `arms` arms, each folded from `events` random events.
+#[must_use]
+pub fn trained_payload(dim: usize, arms: usize, events: usize, seed: u64) -> Payload {
+    let mut rng = Rng::new(seed);
+    let mut work = Workspace::default();
+    let mut x = vec![0.0; dim];
+    let arms = (0..arms)
+        .filter_map(|k| {
+            let mut arm = ArmAccumulator::new(dim, 1.0);
+            for _ in 0..events {
+                x.iter_mut().for_each(|v| *v = rng.unit());
+                let reward = if rng.unit() < 0.3 { 1.0 } else { 0.0 };
+                arm.update(&x, reward);
+            }
+            arm.to_payload(&format!("p{k}"), &mut work, None).ok()
+        })
+        .collect();
+    Payload { dim, arms, offsets: vec![] }
+}
+
+fn connect(url: &str) -> Result<redis::Connection> {
+    let client = redis::Client::open(url)?;
+    Ok(client.get_connection_with_timeout(Duration::from_secs(5))?)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Loads the benchmark model (in chunks that fit the default payload limit)
+/// and the GET key.
+pub fn prepare(url: &str, config: &BenchConfig) -> Result<()> {
+    let mut conn = connect(url)?;
+    let () = redis::cmd("DEL").arg("bench:model").query(&mut conn)?;
+    let () = redis::cmd("SET").arg("bench:string").arg("hello").query(&mut conn)?;
+    let payload = trained_payload(config.dim, config.arms, 20, 7);
+    for chunk in payload.arms.chunks(2000) {
+        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![] };
+        let bytes = encode_binary(&part)?;
+        let _: u64 = redis::cmd("BANDIT.LOAD").arg("bench:model").arg(bytes).query(&mut conn)?;
+    }
+    Ok(())
+}
+
+fn latency(conn: &mut redis::Connection, commands: &[redis::Cmd], requests: usize) -> Result<(f64, f64)> {
+    let mut samples = Vec::with_capacity(requests);
+    for command in commands.iter().cycle().take(requests) {
+        let start = Instant::now();
+        let _: redis::Value = command.query(conn)?;
+        samples.push(start.elapsed());
+    }
+    samples.sort_unstable();
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
+fn throughput(url: &str, commands: &[redis::Cmd], connections: usize, seconds: f64) -> Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..connections {
+        let mut conn = connect(url)?;
+        let commands = commands.to_vec();
+        let (done, stop) = (done.clone(), stop.clone());
+        workers.push(thread::spawn(move || {
+            for command in commands.iter().cycle().skip(worker) {
+                if stop.load(Ordering::Relaxed) || command.query::<redis::Value>(&mut conn).is_err() {
+                    break;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    thread::sleep(Duration::from_secs_f64(seconds));
+    let count = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(count as f64 / elapsed)
+}
+
+fn server_us_per_call(conn: &mut redis::Connection, command: &str) -> Result<f64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
+    Ok(info
+        .lines()
+        .find(|line| line.starts_with(&format!("cmdstat_{command}:")))
+        .and_then(|line| line.split(',').find_map(|part| part.strip_prefix("usec_per_call=")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// Runs the benchmark against a server that has the module loaded.
+///
+/// # Errors
+/// Connection or command failures.
+pub fn run(url: &str, config: &BenchConfig) -> Result<BenchResult> {
+    prepare(url, config)?;
+    let mut rng = Rng::new(99);
+    let rank: Vec<redis::Cmd> = (0..64).map(|_| rank_command(config.dim, config.top, &mut rng)).collect();
+    let get = vec![get_command()];
+    let mut conn = connect(url)?;
+    // Warm both paths (scratch buffers, caches) before measuring.
+    latency(&mut conn, &rank, 500)?;
+    latency(&mut conn, &get, 500)?;
+    let () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn)?;
+
+    let mut result = BenchResult::default();
+    (result.get.p50_us, result.get.p99_us) = latency(&mut conn, &get, config.requests)?;
+    (result.rank.p50_us, result.rank.p99_us) = latency(&mut conn, &rank, config.requests)?;
+    result.get.ops_per_s = throughput(url, &get, config.connections, config.seconds)?;
+    result.rank.ops_per_s = throughput(url, &rank, config.connections, config.seconds)?;
+    result.get.server_us_per_call = server_us_per_call(&mut conn, "get")?;
+    result.rank.server_us_per_call = server_us_per_call(&mut conn, "bandit.rank")?;
+    Ok(result)
+}
+
+/// The report, as printed by `bandit bench rank`.
+#[must_use]
+pub fn report(config: &BenchConfig, result: &BenchResult) -> String {
+    let BenchResult { get, rank } = result;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "BANDIT.RANK over {} arms, d = {}, TOP {} versus GET; {} requests on 1 connection, {} connections for {:.0} s\n",
+        config.arms, config.dim, config.top, config.requests, config.connections, config.seconds
+    ));
+    out.push_str(&format!("{:<12} {:>10} {:>10} {:>14} {:>16}\n", "command", "p50 µs", "p99 µs", "requests/s", "server µs/call"));
+    for (name, m) in [("GET", get), ("BANDIT.RANK", rank)] {
+        out.push_str(&format!(
+            "{:<12} {:>10.1} {:>10.1} {:>14.0} {:>16.2}\n",
+            name, m.p50_us, m.p99_us, m.ops_per_s, m.server_us_per_call
+        ));
+    }
+    out.push_str(&format!(
+        "ratio RANK/GET: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x\n",
+        rank.p50_us / get.p50_us.max(f64::MIN_POSITIVE),
+        rank.p99_us / get.p99_us.max(f64::MIN_POSITIVE),
+        rank.ops_per_s / get.ops_per_s.max(f64::MIN_POSITIVE)
+    ));
+    out
+}
+
+/// Events per second through the sink's per-event CPU path: JSON decode,
+/// validation and the fold (A += xxᵀ, b += r·x), on one core.
+#[must_use]
+pub fn fold_rate(dim: usize, events: usize) -> (f64, f64) {
+    let mut rng = Rng::new(5);
+    let encoded: Vec<Vec<u8>> = (0..events.min(100_000))
+        .map(|i| {
+            let event = FeedbackEvent {
+                event_id: format!("e{i}"),
+                product_id: format!("p{}", i % 200),
+                reward: if rng.unit() < 0.3 { 1.0 } else { 0.0 },
+                context_vector: (0..dim).map(|_| (rng.unit() * 1e4).round() / 1e4).collect(),
+                timestamp: 1_767_225_600_000,
+            };
+            serde_json::to_vec(&event).unwrap_or_default()
+        })
+        .collect();
+    let mut arms: Vec<ArmAccumulator> = (0..200).map(|_| ArmAccumulator::new(dim, 1.0)).collect();
+    let contexts: Vec<Vec<f64>> = (0..1000).map(|_| (0..dim).map(|_| rng.unit()).collect()).collect();
+    let start = Instant::now();
+    for (i, x) in contexts.iter().cycle().take(events).enumerate() {
+        if let Some(arm) = arms.get_mut(i % 200) {
+            arm.update(x, 1.0);
+        }
+    }
+    let fold_only = events as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut folded = 0usize;
+    for bytes in encoded.iter().cycle().take(events) {
+        if let Ok(event) = serde_json::from_slice::<FeedbackEvent>(bytes) {
+            if event.validate(dim).is_ok() {
+                let index = event.product_id.get(1..).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+                if let Some(arm) = arms.get_mut(index) {
+                    arm.update(&event.context_vector, event.reward);
+                    folded += 1;
+                }
+            }
+        }
+    }
+    let with_decode = folded as f64 / start.elapsed().as_secs_f64();
+    (fold_only, with_decode)
+}
+
+/// Milliseconds to invert and encode `arms` dirty arms of dimension `dim`
+/// (the CPU half of a flush), and the payload size in bytes.
+#[must_use]
+pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
+    let mut rng = Rng::new(8);
+    let accumulators: Vec<ArmAccumulator> = (0..arms)
+        .map(|_| {
+            let mut arm = ArmAccumulator::new(dim, 1.0);
+            for _ in 0..dim * 2 {
+                let x: Vec<f64> = (0..dim).map(|_| rng.unit()).collect();
+                arm.update(&x, 1.0);
+            }
+            arm
+        })
+        .collect();
+    let mut work = Workspace::default();
+    let start = Instant::now();
+    let published: Vec<_> = accumulators
+        .iter()
+        .enumerate()
+        .filter_map(|(i, arm)| arm.to_payload(&format!("p{i}"), &mut work, None).ok())
+        .collect();
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)] }).map_or(0, |b| b.len());
+    (start.elapsed().as_secs_f64() * 1e3, bytes)
+}
+
+/// Invert, encode and BANDIT.LOAD `arms` dirty arms in one payload, as a
+/// sink flush does; milliseconds for the whole and for the LOAD alone.
+///
+/// # Errors
+/// Connection or command failures.
+pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
+    let mut conn = connect(url)?;
+    let payload = trained_payload(dim, arms, dim * 2, 9);
+    let start = Instant::now();
+    let mut work = Workspace::default();
+    // Re-run the inversion inside the timing, as the sink does per flush.
+    let mut republished = Vec::with_capacity(arms);
+    for arm in &payload.arms {
+        let accumulator = ArmAccumulator::from_payload(arm)?;
+        republished.push(accumulator.to_payload(&arm.id, &mut work, None)?);
+    }
+    let bytes = encode_binary(&Payload { dim, arms: republished, offsets: vec![(0, 1)] })?;
+    let load_start = Instant::now();
+    let _: u64 = redis::cmd("BANDIT.LOAD").arg("bench:flush").arg(bytes).query(&mut conn)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    let _: () = redis::cmd("DEL").arg("bench:flush").query(&mut conn).map_err(ClientError::from)?;
+    Ok((start.elapsed().as_secs_f64() * 1e3, load_ms))
+}
