@@ -7,14 +7,18 @@
 //! - [`simulate`]: the learning loop against a recommender, with random and
 //!   oracle baselines, its table, SVG curve and summary line.
 //! - [`live`]: the live stack as a recommender (Redis + Kafka).
-//! - [`history`]: historical logs (CSV) for bootstrap.
+//! - [`history`]: historical logs (CSV) for bootstrap and evaluation.
+//! - [`generate`]: historical logs made by the simulated shop.
+//! - [`evaluate`]: offline policy evaluation (six policies, four metrics).
 //! - [`bench`]: RANK versus GET, fold rate and flush cost.
 //! - [`rng`]: deterministic random numbers.
 //! - [`error`]: this crate's error type.
 
 pub mod bench;
 pub mod error;
+pub mod evaluate;
 pub mod feedback;
+pub mod generate;
 pub mod history;
 pub mod live;
 pub mod models;

@@ -63,6 +63,13 @@ impl From<FeedbackArg> for simulate::FeedbackMode {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum PayloadFormat {
     Binary,
     Json,
@@ -126,6 +133,37 @@ enum Command {
         /// The CSV log.
         #[arg(long)]
         log: PathBuf,
+    },
+    /// Write a historical log from the simulated shop (and its product features).
+    Generate {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The log (CSV: event_id, 15 features, product_id, response).
+        #[arg(long)]
+        out: PathBuf,
+        /// The product features (CSV: product_id, category one-hot, is_coffee, price_scaled).
+        #[arg(long)]
+        items_out: Option<PathBuf>,
+    },
+    /// Compare policies offline on a log: time-ordered split, top-k metrics.
+    Evaluate {
+        /// The log (CSV with features…, product_id, response).
+        #[arg(long)]
+        log: PathBuf,
+        /// Candidate products (CSV with a product_id column); default: every product in the log.
+        #[arg(long)]
+        items: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Share of the log, at its end, held out for testing.
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
     },
     /// Benchmarks (see the README's Performance section).
     #[command(subcommand)]
@@ -272,6 +310,34 @@ fn run(cli: Cli) -> Result<()> {
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
         Command::Bench(bench) => run_bench(c, bench)?,
+        Command::Generate { events, seed, out, items_out } => {
+            let (log, items) = bandit::generate::generate_log(events, seed);
+            std::fs::write(&out, log).with_context(|| format!("writing {}", out.display()))?;
+            if let Some(path) = items_out {
+                std::fs::write(&path, items).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("wrote {events} events to {}", out.display());
+        }
+        Command::Evaluate { log, items, top_k, test_fraction, seed, format } => {
+            let started = Instant::now();
+            let history = bandit::history::read_log(&log)?;
+            let items = match items {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    Some(bandit::generate::item_ids(&text, &path.display().to_string())?)
+                }
+                None => None,
+            };
+            let config = bandit::evaluate::EvalConfig { top_k, test_fraction, seed };
+            let results = bandit::evaluate::evaluate(&history, items, &config)?;
+            match format {
+                ReportFormat::Table => print!("{}", bandit::evaluate::table(&results, top_k)),
+                ReportFormat::Json => println!("{}", bandit::evaluate::json(&results)),
+                ReportFormat::Csv => print!("{}", bandit::evaluate::csv(&results)),
+            }
+            let per_policy: Vec<String> = results.iter().map(|r| format!("{} {:.2}s", r.name, r.seconds)).collect();
+            eprintln!("{} events, {} policies in {:.2} s ({})", history.rows.len(), results.len(), started.elapsed().as_secs_f64(), per_policy.join(", "));
+        }
         Command::Simulate { steps, seed, top_k, window, rate, plot, feedback } => {
             let window = window.unwrap_or((steps / 10).max(1));
             let config = SimulationConfig { steps, seed, top_k, window, feedback: feedback.into() };

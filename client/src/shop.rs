@@ -13,6 +13,13 @@ use crate::rng::Rng;
 /// Number of context features.
 pub const DIM: usize = 15;
 
+/// Names of the context features, in order (the columns of generated logs).
+pub const FEATURE_NAMES: [&str; DIM] = [
+    "age", "latitude", "longitude", "gender_male", "gender_female", "source_organic", "source_facebook",
+    "source_search", "source_email", "source_display", "is_morning", "is_afternoon", "is_evening", "is_weekend",
+    "is_weekday",
+];
+
 /// Product categories of the menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Category {
@@ -152,6 +159,16 @@ fn scale(value: f64, (low, high): (f64, f64)) -> f64 {
 }
 
 impl Visit {
+    /// A random user at a given Unix time (UTC).
+    pub fn at_time(rng: &mut Rng, unix_seconds: i64) -> Self {
+        let mut visit = Self::random(rng);
+        let days = unix_seconds.div_euclid(86_400);
+        // 1970-01-01 was a Thursday (day 3 when Monday is 0).
+        visit.day = ((days + 3).rem_euclid(7)) as u8;
+        visit.hour = (unix_seconds.rem_euclid(86_400) / 3600) as u8;
+        visit
+    }
+
     /// A random user at a random time of the week.
     pub fn random(rng: &mut Rng) -> Self {
         let weights: Vec<f64> = TRAFFIC_SOURCES.iter().map(|(_, w)| *w).collect();

@@ -14,25 +14,19 @@ pub struct Workspace {
     inverse_factor: Vec<f64>,
 }
 
-/// Inverts the packed SPD matrix `a` (dim `dim`) into `out` (packed).
+/// Factors the packed SPD matrix `a` as LLᵀ; `lower` receives L, full
+/// row-major d×d (zeros above the diagonal).
 ///
 /// # Errors
-/// [`Error::DimMismatch`] when the slices do not hold `packed::len(dim)` values,
-/// [`Error::NotPositiveDefinite`] when a pivot is not positive and finite.
-#[allow(clippy::indexing_slicing)] // every index is below dim, and both buffers hold dim² values (checked on entry)
-pub fn invert_packed(dim: usize, a: &[f64], out: &mut [f64], work: &mut Workspace) -> Result<()> {
-    let plen = packed::len(dim);
-    if a.len() != plen || out.len() != plen {
-        return Err(Error::DimMismatch {
-            what: "packed matrix".into(),
-            got: a.len().min(out.len()),
-            dim,
-        });
+/// As [`invert_packed`].
+#[allow(clippy::indexing_slicing)] // every index is below dim, and `lower` holds dim² values
+pub fn factor_packed(dim: usize, a: &[f64], lower: &mut Vec<f64>) -> Result<()> {
+    if a.len() != packed::len(dim) {
+        return Err(Error::DimMismatch { what: "packed matrix".into(), got: a.len(), dim });
     }
-    let l = &mut work.factor;
+    let l = lower;
     l.clear();
     l.resize(dim * dim, 0.0);
-    // Factor: L is lower triangular, row-major, l[i*dim + k].
     for j in 0..dim {
         let row_j = j * dim;
         let mut pivot = a[packed::index(dim, j, j)];
@@ -53,6 +47,26 @@ pub fn invert_packed(dim: usize, a: &[f64], out: &mut [f64], work: &mut Workspac
             l[row_i + j] = value / diagonal;
         }
     }
+    Ok(())
+}
+
+/// Inverts the packed SPD matrix `a` (dim `dim`) into `out` (packed).
+///
+/// # Errors
+/// [`Error::DimMismatch`] when the slices do not hold `packed::len(dim)` values,
+/// [`Error::NotPositiveDefinite`] when a pivot is not positive and finite.
+#[allow(clippy::indexing_slicing)] // every index is below dim, and both buffers hold dim² values (checked on entry)
+pub fn invert_packed(dim: usize, a: &[f64], out: &mut [f64], work: &mut Workspace) -> Result<()> {
+    let plen = packed::len(dim);
+    if a.len() != plen || out.len() != plen {
+        return Err(Error::DimMismatch {
+            what: "packed matrix".into(),
+            got: a.len().min(out.len()),
+            dim,
+        });
+    }
+    factor_packed(dim, a, &mut work.factor)?;
+    let l = &work.factor;
     // Invert L (still lower triangular).
     let m = &mut work.inverse_factor;
     m.clear();

@@ -1,0 +1,357 @@
+//! The policies `bandit evaluate` compares, all behind [`Policy`]: fit on the
+//! training rows, then a scored top-k for each test context. Adding one is a
+//! new impl and a line in [`all`].
+
+use bandit_core::cholesky::{self, Workspace};
+use bandit_core::fold::ArmAccumulator;
+use bandit_core::{packed, Limits, Model, ModelSettings, Payload, RankRequest, RankScratch};
+
+use crate::error::Result;
+use crate::history::LogRow;
+use crate::rng::Rng;
+
+/// The candidate products, by index.
+#[derive(Debug, Clone)]
+pub struct Arms {
+    pub ids: Vec<String>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Arms {
+    #[must_use]
+    pub fn new(ids: Vec<String>) -> Self {
+        let index = ids.iter().enumerate().map(|(i, id)| (id.clone(), i)).collect();
+        Self { ids, index }
+    }
+
+    #[must_use]
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+}
+
+/// A recommendation policy.
+pub trait Policy {
+    fn name(&self) -> &'static str;
+    /// Learns from the training rows.
+    ///
+    /// # Errors
+    /// Numerical failures (a Gram matrix that is not positive definite).
+    fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()>;
+    /// Writes the top `k` (arm index, score) for a context, best first.
+    ///
+    /// # Errors
+    /// Bad contexts.
+    fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()>;
+}
+
+/// The six policies, each seeded from `seed`.
+#[must_use]
+pub fn all(dim: usize, seed: u64) -> Vec<Box<dyn Policy>> {
+    vec![
+        Box::new(RandomPolicy { rng: Rng::new(seed), arms: 0 }),
+        Box::new(Popularity { means: Vec::new() }),
+        Box::new(LinGreedy { epsilon: 0.1, lambda: 1.0, rng: Rng::new(seed + 1), thetas: Vec::new(), dim }),
+        Box::new(LinUcb { alpha: 1.0, lambda: 1.0, dim, model: None, ids: Vec::new(), scratch: RankScratch::default() }),
+        Box::new(LinTs { alpha: 1.0, lambda: 1.0, dim, rng: Rng::new(seed + 2), arms: Vec::new(), noise: Vec::new(), scores: Vec::new() }),
+        Box::new(ClustersTs { clusters: 10, rng: Rng::new(seed + 3), centroids: Vec::new(), counts: Vec::new(), arms: 0, scores: Vec::new() }),
+    ]
+}
+
+/// The `k` best of `scores`, ties by arm id.
+fn top_k(scores: &[f64], arms_ids: Option<&[String]>, k: usize, out: &mut Vec<(usize, f64)>) {
+    out.clear();
+    out.extend(scores.iter().copied().enumerate());
+    let order = |a: &(usize, f64), b: &(usize, f64)| {
+        b.1.total_cmp(&a.1).then_with(|| match arms_ids {
+            Some(ids) => ids.get(a.0).cmp(&ids.get(b.0)),
+            None => a.0.cmp(&b.0),
+        })
+    };
+    if k < out.len() && k > 0 {
+        out.select_nth_unstable_by(k - 1, order);
+        out.truncate(k);
+    }
+    out.sort_by(order);
+}
+
+/// Per-arm ridge statistics from the training rows.
+fn fit_arms(train: &[LogRow], arms: &Arms, dim: usize, lambda: f64) -> Vec<ArmAccumulator> {
+    let mut accumulators = vec![ArmAccumulator::new(dim, lambda); arms.ids.len()];
+    for row in train {
+        if let (Some(arm), true) = (arms.position(&row.product_id).and_then(|i| accumulators.get_mut(i)), row.context.len() == dim) {
+            arm.update(&row.context, row.response);
+        }
+    }
+    accumulators
+}
+
+/// Uniformly random lists (with random scores, so AUC is chance).
+struct RandomPolicy {
+    rng: Rng,
+    arms: usize,
+}
+
+impl Policy for RandomPolicy {
+    fn name(&self) -> &'static str {
+        "Random"
+    }
+    fn fit(&mut self, _: &[LogRow], arms: &Arms) -> Result<()> {
+        self.arms = arms.ids.len();
+        Ok(())
+    }
+    fn recommend(&mut self, _: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
+        let scores: Vec<f64> = (0..self.arms).map(|_| self.rng.unit()).collect();
+        top_k(&scores, None, k, out);
+        Ok(())
+    }
+}
+
+/// The products with the highest mean response in training, for everyone.
+struct Popularity {
+    means: Vec<f64>,
+}
+
+impl Policy for Popularity {
+    fn name(&self) -> &'static str {
+        "Popularity"
+    }
+    fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
+        let mut sums = vec![(0.0, 0.0); arms.ids.len()];
+        for row in train {
+            if let Some(slot) = arms.position(&row.product_id).and_then(|i| sums.get_mut(i)) {
+                slot.0 += row.response;
+                slot.1 += 1.0;
+            }
+        }
+        self.means = sums.iter().map(|(sum, n)| if *n > 0.0 { sum / n } else { 0.0 }).collect();
+        Ok(())
+    }
+    fn recommend(&mut self, _: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
+        top_k(&self.means, None, k, out);
+        Ok(())
+    }
+}
+
+/// Ridge regression per arm, greedy, with a random list with probability ε.
+struct LinGreedy {
+    epsilon: f64,
+    lambda: f64,
+    rng: Rng,
+    thetas: Vec<Vec<f64>>,
+    dim: usize,
+}
+
+impl Policy for LinGreedy {
+    fn name(&self) -> &'static str {
+        "LinGreedy"
+    }
+    fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
+        let mut work = Workspace::default();
+        self.thetas = fit_arms(train, arms, self.dim, self.lambda)
+            .iter()
+            .map(|arm| {
+                let published = arm.to_payload("", &mut work, None)?;
+                let mut theta = vec![0.0; self.dim];
+                packed::sym_mul_vec(self.dim, &published.a_inv, &published.b, &mut theta);
+                Ok(theta)
+            })
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+    fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
+        let expected: Vec<f64> = self.thetas.iter().map(|theta| bandit_core::rank::dot(theta, context)).collect();
+        if self.rng.bernoulli(self.epsilon) {
+            // Explore: a random list, each arm keeping its expected reward as score.
+            let shuffled: Vec<f64> = (0..expected.len()).map(|_| self.rng.unit()).collect();
+            top_k(&shuffled, None, k, out);
+            for entry in out.iter_mut() {
+                entry.1 = expected.get(entry.0).copied().unwrap_or(0.0);
+            }
+        } else {
+            top_k(&expected, None, k, out);
+        }
+        Ok(())
+    }
+}
+
+/// Disjoint LinUCB through the core's model and ranking: the very scores
+/// the Redis module serves.
+struct LinUcb {
+    alpha: f64,
+    lambda: f64,
+    dim: usize,
+    model: Option<Model>,
+    ids: Vec<String>,
+    scratch: RankScratch,
+}
+
+impl Policy for LinUcb {
+    fn name(&self) -> &'static str {
+        "LinUCB"
+    }
+    fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
+        let mut work = Workspace::default();
+        let published = fit_arms(train, arms, self.dim, self.lambda)
+            .iter()
+            .zip(&arms.ids)
+            .filter(|(arm, _)| arm.n > 0)
+            .map(|(arm, id)| arm.to_payload(id, &mut work, None))
+            .collect::<bandit_core::Result<Vec<_>>>()?;
+        let mut model = Model::new(ModelSettings { dim: self.dim, alpha: self.alpha, lambda: self.lambda });
+        let limits = Limits { max_dim: usize::MAX, max_arms: usize::MAX, ..Limits::default() };
+        model.apply(&Payload { dim: self.dim, arms: published, offsets: vec![] }, 0, &limits)?;
+        self.model = Some(model);
+        self.ids = arms.ids.clone();
+        Ok(())
+    }
+    fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
+        out.clear();
+        if let Some(model) = &self.model {
+            let request = RankRequest { context, alpha: self.alpha, top: Some(k) };
+            let ranked = model.rank_candidates(&request, &self.ids, &mut self.scratch)?;
+            out.extend(ranked.iter().map(|r| (r.index as usize, r.score)));
+        }
+        Ok(())
+    }
+}
+
+/// Linear Thompson sampling: θ̃ ~ N(θ, α²A⁻¹) per arm and context.
+struct LinTs {
+    alpha: f64,
+    lambda: f64,
+    dim: usize,
+    rng: Rng,
+    /// Per arm: θ and the Cholesky factor L of A⁻¹ (A⁻¹ = LLᵀ).
+    arms: Vec<(Vec<f64>, Vec<f64>)>,
+    noise: Vec<f64>,
+    scores: Vec<f64>,
+}
+
+impl Policy for LinTs {
+    fn name(&self) -> &'static str {
+        "LinTS"
+    }
+    fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
+        let mut work = Workspace::default();
+        self.arms = fit_arms(train, arms, self.dim, self.lambda)
+            .iter()
+            .map(|arm| {
+                let published = arm.to_payload("", &mut work, None)?;
+                let mut theta = vec![0.0; self.dim];
+                packed::sym_mul_vec(self.dim, &published.a_inv, &published.b, &mut theta);
+                let mut lower = Vec::new();
+                cholesky::factor_packed(self.dim, &published.a_inv, &mut lower)?;
+                Ok((theta, lower))
+            })
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+    fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
+        let dim = self.dim;
+        self.scores.clear();
+        for (theta, lower) in &self.arms {
+            self.noise.clear();
+            self.noise.extend((0..dim).map(|_| self.rng.normal()));
+            // xᵀθ̃ = xᵀθ + α·(Lᵀx)·z
+            let mut sampled = bandit_core::rank::dot(theta, context);
+            for (j, z) in self.noise.iter().enumerate() {
+                let column: f64 = lower.iter().skip(j).step_by(dim).zip(context).skip(j).map(|(l, x)| l * x).sum();
+                sampled += self.alpha * column * z;
+            }
+            self.scores.push(sampled);
+        }
+        top_k(&self.scores, None, k, out);
+        Ok(())
+    }
+}
+
+/// k-means on contexts, then Beta-Bernoulli Thompson sampling per cluster and arm.
+struct ClustersTs {
+    clusters: usize,
+    rng: Rng,
+    centroids: Vec<Vec<f64>>,
+    /// (successes, failures) per cluster × arm.
+    counts: Vec<(f64, f64)>,
+    arms: usize,
+    scores: Vec<f64>,
+}
+
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+fn nearest(centroids: &[Vec<f64>], x: &[f64]) -> usize {
+    centroids
+        .iter()
+        .enumerate()
+        .min_by(|a, b| squared_distance(a.1, x).total_cmp(&squared_distance(b.1, x)))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Gamma(shape, 1) by Marsaglia and Tsang (shape >= 1 here).
+fn gamma(rng: &mut Rng, shape: f64) -> f64 {
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = rng.normal();
+        let v = (1.0 + c * x).powi(3);
+        if v > 0.0 && rng.unit().max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+impl Policy for ClustersTs {
+    fn name(&self) -> &'static str {
+        "ClustersTS"
+    }
+    fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
+        // k-means: seeded distinct rows as the start, a fixed number of Lloyd steps.
+        let k = self.clusters.min(train.len()).max(1);
+        self.centroids = (0..k).filter_map(|_| train.get(self.rng.below(train.len())).map(|r| r.context.clone())).collect();
+        let mut assignment = vec![0usize; train.len()];
+        for _ in 0..20 {
+            for (slot, row) in assignment.iter_mut().zip(train) {
+                *slot = nearest(&self.centroids, &row.context);
+            }
+            let dim = train.first().map_or(0, |r| r.context.len());
+            let mut sums = vec![(vec![0.0; dim], 0usize); self.centroids.len()];
+            for (&cluster, row) in assignment.iter().zip(train) {
+                if let Some((sum, n)) = sums.get_mut(cluster) {
+                    sum.iter_mut().zip(&row.context).for_each(|(s, x)| *s += x);
+                    *n += 1;
+                }
+            }
+            for (centroid, (sum, n)) in self.centroids.iter_mut().zip(sums) {
+                if n > 0 {
+                    *centroid = sum.iter().map(|s| s / n as f64).collect();
+                }
+            }
+        }
+        self.arms = arms.ids.len();
+        self.counts = vec![(0.0, 0.0); self.centroids.len() * self.arms];
+        for (&cluster, row) in assignment.iter().zip(train) {
+            if let Some(slot) = arms.position(&row.product_id).and_then(|arm| self.counts.get_mut(cluster * self.arms + arm)) {
+                if row.response > 0.0 {
+                    slot.0 += 1.0;
+                } else {
+                    slot.1 += 1.0;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
+        let cluster = nearest(&self.centroids, context);
+        self.scores.clear();
+        for arm in 0..self.arms {
+            let (successes, failures) = self.counts.get(cluster * self.arms + arm).copied().unwrap_or((0.0, 0.0));
+            let a = gamma(&mut self.rng, 1.0 + successes);
+            let b = gamma(&mut self.rng, 1.0 + failures);
+            self.scores.push(a / (a + b));
+        }
+        top_k(&self.scores, None, k, out);
+        Ok(())
+    }
+}
