@@ -101,12 +101,18 @@ fn score_generic(layout: &Layout, row: &[f32], query: &[f32], alpha: f64) -> f64
     }
 }
 
+/// A plain loop rather than `extend(map(…))`: the iterator adapters would be
+/// compiled as separate functions without the caller's AVX2, and the hot
+/// loop with them.
 #[inline(always)]
 fn score_all_generic(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, out: &mut Vec<Ranked>) {
-    out.extend(rows.chunks_exact(layout.stride).zip(0u32..).map(|(row, index)| Ranked {
-        index,
-        score: score_generic(layout, row, query, alpha),
-    }));
+    out.reserve(rows.len() / layout.stride.max(1));
+    let mut index = 0u32;
+    for row in rows.chunks_exact(layout.stride) {
+        let score = score_generic(layout, row, query, alpha);
+        out.push(Ranked { index, score });
+        index = index.wrapping_add(1);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
