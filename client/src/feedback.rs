@@ -107,6 +107,25 @@ impl FeedbackProducer {
         }
     }
 
+    /// Publishes a historical log, row by row in file order, and waits for
+    /// delivery (`bandit bootstrap`): the sink then learns the history before
+    /// live feedback, as the reference design's file-then-Kafka source did.
+    ///
+    /// # Errors
+    /// As [`Self::send`] and [`Self::flush`].
+    pub fn publish_log(&self, log: &crate::history::HistoryLog, timeout: Duration) -> Result<DeliveryReport> {
+        for row in &log.rows {
+            self.send(&FeedbackEvent {
+                event_id: row.event_id.clone().unwrap_or_else(|| format!("bootstrap-{}", row.line)),
+                product_id: row.product_id.clone(),
+                reward: row.response,
+                context_vector: row.context.clone(),
+                timestamp: 0,
+            })?;
+        }
+        self.flush(timeout)
+    }
+
     /// Waits for every queued event; fails if any could not be delivered.
     ///
     /// # Errors

@@ -296,17 +296,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bootstrap { log } => {
             let history = bandit::history::read_log(&log)?;
-            let producer = producer()?;
-            for row in &history.rows {
-                producer.send(&FeedbackEvent {
-                    event_id: row.event_id.clone().unwrap_or_else(|| format!("bootstrap-{}", row.line)),
-                    product_id: row.product_id.clone(),
-                    reward: row.response,
-                    context_vector: row.context.clone(),
-                    timestamp: 0,
-                })?;
-            }
-            let report = producer.flush(Duration::from_secs(120))?;
+            let report = producer()?.publish_log(&history, Duration::from_secs(120))?;
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
         Command::Bench(bench) => run_bench(c, bench)?,

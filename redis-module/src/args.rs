@@ -50,6 +50,17 @@ impl<'a> Args<'a> {
     pub fn next_usize(&mut self) -> Result<usize, CommandError> {
         parse_usize(self.next_arg()?)
     }
+
+    /// `n id1 … idn` (after an ARMS keyword), with n bounded by `limit`.
+    pub fn next_id_list(&mut self, limit: usize) -> Result<&'a [&'a [u8]], CommandError> {
+        let count = self.next_usize()?;
+        if count > limit {
+            return Err(bandit_core::Error::TooLarge { what: "ARMS count", got: count, limit }.into());
+        }
+        let available = self.remaining();
+        self.take(count)
+            .ok_or_else(|| CommandError::SyntaxDetail(format!("ARMS {count} is followed by {available} arguments")))
+    }
 }
 
 /// True when `arg` equals the keyword, ignoring ASCII case.

@@ -26,21 +26,25 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The module library: `$BANDIT_MODULE`, or the newest build in target/.
-pub fn module_path() -> PathBuf {
-    if let Ok(path) = std::env::var("BANDIT_MODULE") {
+/// A build product: `$env_var` when set, or the newest of target/release and
+/// target/debug (or `$CARGO_TARGET_DIR`).
+pub fn built_artifact(env_var: &str, file: &str, build_hint: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
     ["release", "debug"]
         .iter()
-        .map(|profile| target.join(profile).join("libbandit_redis.so"))
+        .map(|profile| target.join(profile).join(file))
         .filter_map(|path| Some((path.metadata().ok()?.modified().ok()?, path)))
         .max()
         .map(|(_, path)| path)
-        .unwrap_or_else(|| {
-            panic!("the module is not built: run `cargo build --release -p bandit-redis` (or scripts/test), or set BANDIT_MODULE")
-        })
+        .unwrap_or_else(|| panic!("{file} is not built: run `{build_hint}` (or scripts/test), or set {env_var}"))
+}
+
+/// The module library.
+pub fn module_path() -> PathBuf {
+    built_artifact("BANDIT_MODULE", "libbandit_redis.so", "cargo build --release -p bandit-redis")
 }
 
 /// A private directory under the system temp dir, removed on drop.

@@ -17,21 +17,11 @@ use bandit_core::Limits;
 
 use crate::fixtures::Rng;
 use crate::resp::Connection;
-use crate::server::{free_port, workspace_root, TempDir};
+use crate::server::{free_port, TempDir};
 
-/// The bandit-sink binary: `$BANDIT_SINK_BIN`, or the newest build in target/.
+/// The bandit-sink binary.
 pub fn sink_path() -> PathBuf {
-    if let Ok(path) = std::env::var("BANDIT_SINK_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
-    ["release", "debug"]
-        .iter()
-        .map(|profile| target.join(profile).join("bandit-sink"))
-        .filter_map(|path| Some((path.metadata().ok()?.modified().ok()?, path)))
-        .max()
-        .map(|(_, path)| path)
-        .unwrap_or_else(|| panic!("bandit-sink is not built: run `cargo build --release -p bandit-sink` (or scripts/test)"))
+    crate::server::built_artifact("BANDIT_SINK_BIN", "bandit-sink", "cargo build --release -p bandit-sink")
 }
 
 /// Settings for one sink process.

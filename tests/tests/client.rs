@@ -85,6 +85,25 @@ fn feedback_reaches_the_model_through_the_sink() {
 }
 
 #[test]
+fn bootstrap_publishes_a_generated_history_that_the_sink_learns() {
+    let redis = RedisServer::start();
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 2);
+    let (log_csv, _) = bandit::generate::generate_log(400, 5);
+    let history = bandit::history::parse_log(&log_csv, "history.csv").unwrap();
+    let properties = BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]);
+    let producer = FeedbackProducer::new(&broker.bootstrap(), "feedback", &properties).unwrap();
+    assert_eq!(producer.publish_log(&history, Duration::from_secs(60)).unwrap().delivered, 400);
+    let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, 15);
+    let sink = SinkProcess::start(&options);
+    let mut conn = redis.connect();
+    wait_for_updates(&mut conn, &options.model, 400, Duration::from_secs(60), &|| sink.log());
+    let clicks: f64 = history.rows.iter().map(|r| r.response).sum();
+    let stats = conn.cmd(&format!("BANDIT.STATS {}", options.model));
+    assert_eq!(stats.field("reward_sum").number(), clicks);
+}
+
+#[test]
 fn the_demo_runs_end_to_end_in_short_form() {
     let output = Command::new("bash")
         .arg(workspace_root().join("scripts/demo"))

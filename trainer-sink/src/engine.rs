@@ -21,7 +21,7 @@ use std::time::Instant;
 use bandit_core::cholesky::Workspace;
 use bandit_core::event::FeedbackEvent;
 use bandit_core::fold::ArmAccumulator;
-use bandit_core::Payload;
+use bandit_core::{ArmPayload, Payload};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Result, SinkError};
@@ -296,16 +296,7 @@ impl Engine {
     }
 
     fn build_payload(&mut self) -> Result<Payload> {
-        let mut arms = Vec::with_capacity(self.dirty.len());
-        for id in &self.dirty {
-            if let Some(arm) = self.arms.get(id) {
-                let published = arm
-                    .accumulator
-                    .to_payload(id, &mut self.work, None)
-                    .map_err(|e| SinkError::Model(format!("arm {id}: {e}")))?;
-                arms.push(published);
-            }
-        }
+        let arms = self.invert_dirty()?;
         let offsets = self
             .partitions
             .iter()
@@ -315,6 +306,42 @@ impl Engine {
             })
             .collect();
         Ok(Payload { dim: self.settings.dim, arms, offsets })
+    }
+
+    /// Inverts every dirty arm; large flushes are split across cores (each
+    /// inversion is independent, O(d³)).
+    fn invert_dirty(&mut self) -> Result<Vec<ArmPayload>> {
+        let invert = |ids: &[String], work: &mut Workspace| -> Result<Vec<ArmPayload>> {
+            ids.iter()
+                .filter_map(|id| self.arms.get(id).map(|arm| (id, arm)))
+                .map(|(id, arm)| {
+                    arm.accumulator.to_payload(id, work, None).map_err(|e| SinkError::Model(format!("arm {id}: {e}")))
+                })
+                .collect()
+        };
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8);
+        // Below a few hundred arms a thread costs more than it saves.
+        let threads = cores.min(self.dirty.len() / 256).max(1);
+        if threads == 1 {
+            return invert(&self.dirty, &mut self.work);
+        }
+        let chunk = self.dirty.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<ArmPayload>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .dirty
+                .chunks(chunk)
+                .map(|ids| scope.spawn(move || invert(ids, &mut Workspace::default())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(SinkError::Model("an inversion thread panicked".into()))))
+                .collect()
+        });
+        let mut arms = Vec::with_capacity(self.dirty.len());
+        for part in parts {
+            arms.extend(part?);
+        }
+        Ok(arms)
     }
 
     fn update_gauges(&self) {

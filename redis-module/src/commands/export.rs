@@ -6,7 +6,6 @@
 //! not hold are left out. BINARY (the default) is compact; JSON is readable.
 
 use bandit_core::codec::{self, Format};
-use bandit_core::Error as CoreError;
 
 use super::{entry_point, read_model, CommandSpec, Invocation};
 use crate::args::is_keyword;
@@ -29,14 +28,7 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
     while !call.args.is_empty() {
         let option = call.args.next_arg()?;
         if is_keyword(option, "ARMS") {
-            let count = call.args.next_usize()?;
-            if count > limits.max_arms {
-                return Err(CoreError::TooLarge { what: "ARMS count", got: count, limit: limits.max_arms }.into());
-            }
-            let available = call.args.remaining();
-            ids = Some(call.args.take(count).ok_or_else(|| {
-                CommandError::SyntaxDetail(format!("ARMS {count} is followed by {available} arguments"))
-            })?);
+            ids = Some(call.args.next_id_list(limits.max_arms)?);
         } else if is_keyword(option, "FORMAT") {
             let name = call.args.next_arg()?;
             format = if is_keyword(name, "BINARY") {

@@ -88,14 +88,7 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
             have_context = true;
             read_blob(call.args.next_arg()?, model.dim(), context)?;
         } else if is_keyword(option, "ARMS") {
-            let count = call.args.next_usize()?;
-            if count > limits.max_arms {
-                return Err(CoreError::TooLarge { what: "ARMS count", got: count, limit: limits.max_arms }.into());
-            }
-            let available = call.args.remaining();
-            candidates = Some(call.args.take(count).ok_or_else(|| {
-                CommandError::SyntaxDetail(format!("ARMS {count} is followed by {available} arguments"))
-            })?);
+            candidates = Some(call.args.next_id_list(limits.max_arms)?);
         } else if is_keyword(option, "TOP") {
             let k = call.args.next_usize()?;
             if k > limits.max_top {
