@@ -279,3 +279,36 @@ fn sigterm_flushes_before_exit() {
     assert_eq!(model_updates(&mut conn, &options.model), 800);
     assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&events, DIM, 1.0));
 }
+
+#[test]
+fn redis_down_pauses_consumption_at_the_bound_and_resumes() {
+    let mut redis = RedisServer::with_options(ServerOptions {
+        server_args: vec!["--appendonly".into(), "yes".into()],
+        ..ServerOptions::default()
+    });
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 2);
+    let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    options.extra = vec!["--max-unflushed-events".into(), "100".into()];
+    let sink = SinkProcess::start(&options);
+    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let mut all = feedback_events(50, 10, DIM, 12);
+    produce(&producer, &all);
+    let mut conn = redis.connect();
+    wait_for_updates(&mut conn, &options.model, 50, DEADLINE, &|| describe(&[&sink]));
+
+    redis.shutdown();
+    let wave = feedback_events(500, 10, DIM, 13);
+    produce(&producer, &wave);
+    all.extend(wave);
+    wait_until("the sink to pause", DEADLINE, || sink.metric("bandit_sink_paused") == Some(1.0));
+    // Paused at the bound: it stopped folding well short of the 500 waiting events.
+    let folded = sink.metric("bandit_sink_events_folded_total").unwrap_or_default();
+    assert!((150.0..450.0).contains(&folded), "folded {folded} events while Redis was down");
+
+    redis.relaunch();
+    let mut conn = redis.connect();
+    wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
+    assert_eq!(sink.metric("bandit_sink_paused"), Some(0.0));
+    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&all, DIM, 1.0));
+}
