@@ -101,24 +101,22 @@ fn score_generic(layout: &Layout, row: &[f32], query: &[f32], alpha: f64) -> f64
     }
 }
 
-/// A plain loop rather than `extend(map(…))`: the iterator adapters would be
-/// compiled as separate functions without the caller's AVX2, and the hot
-/// loop with them.
+/// Scores `rows` into `out` (one entry per row), numbering from `first`.
+/// A plain loop rather than iterator adapters: those would be compiled as
+/// separate functions without the caller's AVX2, and the hot loop with them.
 #[inline(always)]
-fn score_all_generic(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, out: &mut Vec<Ranked>) {
-    out.reserve(rows.len() / layout.stride.max(1));
-    let mut index = 0u32;
-    for row in rows.chunks_exact(layout.stride) {
-        let score = score_generic(layout, row, query, alpha);
-        out.push(Ranked { index, score });
+fn score_range_generic(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, first: u32, out: &mut [Ranked]) {
+    let mut index = first;
+    for (row, slot) in rows.chunks_exact(layout.stride).zip(out) {
+        *slot = Ranked { index, score: score_generic(layout, row, query, alpha) };
         index = index.wrapping_add(1);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn score_all_avx2(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, out: &mut Vec<Ranked>) {
-    score_all_generic(layout, rows, query, alpha, out);
+fn score_range_avx2(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, first: u32, out: &mut [Ranked]) {
+    score_range_generic(layout, rows, query, alpha, first, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -132,15 +130,45 @@ fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// Scores every row, appending (row index, score) to `out`.
-pub fn score_all(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, out: &mut Vec<Ranked>) {
+/// Scores `rows` into `out`, one entry per row, indices from `first`.
+pub fn score_range(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, first: u32, out: &mut [Ranked]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2, the only feature this copy assumes.
-        unsafe { score_all_avx2(layout, rows, query, alpha, out) };
+        unsafe { score_range_avx2(layout, rows, query, alpha, first, out) };
         return;
     }
-    score_all_generic(layout, rows, query, alpha, out);
+    score_range_generic(layout, rows, query, alpha, first, out);
+}
+
+/// Below this many values a scan is not worth a thread (about 1 ms of work
+/// per 4 M values here; a thread costs tens of microseconds).
+pub const PARALLEL_MIN_VALUES: usize = 1 << 20;
+
+/// Scores every row into `out` (replacing its contents), on up to `threads`
+/// threads when the scan is large enough to pay for them. Each thread scores
+/// a contiguous block of rows, so the result is the same for any count.
+pub fn score_all(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, threads: usize, out: &mut Vec<Ranked>) {
+    let count = rows.len() / layout.stride.max(1);
+    out.clear();
+    out.resize(count, Ranked { index: 0, score: 0.0 });
+    let threads = if rows.len() >= PARALLEL_MIN_VALUES { threads.clamp(1, 16).min(count.max(1)) } else { 1 };
+    if threads == 1 {
+        score_range(layout, rows, query, alpha, 0, out);
+        return;
+    }
+    let per_thread = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut blocks = rows.chunks(per_thread * layout.stride).zip(out.chunks_mut(per_thread)).zip((0u32..).step_by(per_thread));
+        // The calling thread takes the first block itself.
+        let first = blocks.next();
+        for ((block, slots), start) in blocks {
+            scope.spawn(move || score_range(layout, block, query, alpha, start, slots));
+        }
+        if let Some(((block, slots), start)) = first {
+            score_range(layout, block, query, alpha, start, slots);
+        }
+    });
 }
 
 /// Scores one row.
@@ -158,6 +186,23 @@ pub fn score(layout: &Layout, row: &[f32], query: &[f32], alpha: f64) -> f64 {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_give_the_same_scores() {
+        let layout = Layout::new(16);
+        let rows_count = PARALLEL_MIN_VALUES / layout.stride + 37;
+        let rows: Vec<f32> = (0..rows_count * layout.stride).map(|i| ((i * 31) % 101) as f32 / 101.0).collect();
+        let query: Vec<f32> = (0..layout.stride).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+        let mut one = Vec::new();
+        score_all(&layout, &rows, &query, 0.7, 1, &mut one);
+        for threads in [2, 3, 8] {
+            let mut many = Vec::new();
+            score_all(&layout, &rows, &query, 0.7, threads, &mut many);
+            assert!(many == one, "{threads} threads differ");
+        }
+        assert_eq!(one.len(), rows_count);
+        assert_eq!(one.last().unwrap().index as usize, rows_count - 1);
+    }
 
     #[test]
     fn padding_and_both_code_paths_agree() {
@@ -182,7 +227,7 @@ mod tests {
             assert!((generic - want).abs() <= 1e-5 * want.abs().max(1.0), "dim {dim}: {generic} vs {want}");
             assert_eq!(score(&layout, &row, &query, 0.5).to_bits(), generic.to_bits(), "dim {dim}: dispatch differs");
             let mut out = Vec::new();
-            score_all(&layout, &[row.clone(), row].concat(), &query, 0.5, &mut out);
+            score_all(&layout, &[row.clone(), row].concat(), &query, 0.5, 1, &mut out);
             assert_eq!(out.len(), 2);
             assert_eq!(out[1], Ranked { index: 1, score: generic });
         }

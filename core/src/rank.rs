@@ -37,6 +37,8 @@ pub struct Ranked {
 /// Working memory for ranking, kept between requests.
 #[derive(Debug, Default, Clone)]
 pub struct RankScratch {
+    /// Threads a large full scan may use (see [`kernel::score_all`]).
+    threads: usize,
     query: Vec<f32>,
     weights: Vec<f64>,
     entries: Vec<Ranked>,
@@ -72,6 +74,12 @@ fn order<'i>(a: &Ranked, b: &Ranked, id: &impl Fn(u32) -> &'i [u8]) -> Ordering 
 }
 
 impl RankScratch {
+    /// Scratch whose large scans may use up to `threads` threads.
+    #[must_use]
+    pub fn with_threads(threads: usize) -> Self {
+        Self { threads: threads.max(1), ..Self::default() }
+    }
+
     fn prepare(&mut self, model: &Model, request: &RankRequest<'_>) -> Result<()> {
         let dim = model.dim();
         if request.context.len() != dim {
@@ -109,7 +117,7 @@ impl Model {
     /// [`Error::DimMismatch`] or [`Error::NotFinite`] for a bad context.
     pub fn rank_all<'s>(&self, request: &RankRequest<'_>, scratch: &'s mut RankScratch) -> Result<&'s [Ranked]> {
         scratch.prepare(self, request)?;
-        kernel::score_all(&self.layout, &self.scoring, &scratch.query, request.alpha, &mut scratch.entries);
+        kernel::score_all(&self.layout, &self.scoring, &scratch.query, request.alpha, scratch.threads, &mut scratch.entries);
         Ok(scratch.select(request.top, |row| self.id_at(row as usize).as_bytes()))
     }
 

@@ -1,6 +1,6 @@
 //! Module arguments, given at load time:
 //! `loadmodule libbandit_redis.so [ALPHA a] [LAMBDA l] [MAX-DIM n] [MAX-ARMS n]
-//! [MAX-PAYLOAD-BYTES n] [MAX-ID-BYTES n] [MAX-TOP n]`.
+//! [MAX-PAYLOAD-BYTES n] [MAX-ID-BYTES n] [MAX-TOP n] [RANK-THREADS n]`.
 //! They are parsed once and then read by every command, so they live in a
 //! process-wide cell; INFO shows them (section `bandit_config`).
 
@@ -16,11 +16,14 @@ pub struct ModuleConfig {
     /// LAMBDA for models created without one.
     pub default_lambda: f64,
     pub limits: Limits,
+    /// Threads one RANK over a large model (over a million stored values)
+    /// may use; 1 keeps every command on Redis' own thread.
+    pub rank_threads: usize,
 }
 
 impl Default for ModuleConfig {
     fn default() -> Self {
-        Self { default_alpha: 1.0, default_lambda: 1.0, limits: Limits::default() }
+        Self { default_alpha: 1.0, default_lambda: 1.0, limits: Limits::default(), rank_threads: 1 }
     }
 }
 
@@ -40,7 +43,7 @@ pub fn install(args: &[&[u8]]) -> Result<&'static ModuleConfig, String> {
 
 /// The argument names, as written in docs and error messages.
 pub const NAMES: &[&str] =
-    &["ALPHA", "LAMBDA", "MAX-DIM", "MAX-ARMS", "MAX-PAYLOAD-BYTES", "MAX-ID-BYTES", "MAX-TOP"];
+    &["ALPHA", "LAMBDA", "MAX-DIM", "MAX-ARMS", "MAX-PAYLOAD-BYTES", "MAX-ID-BYTES", "MAX-TOP", "RANK-THREADS"];
 
 pub fn parse(args: &[&[u8]]) -> Result<ModuleConfig, String> {
     let mut config = ModuleConfig::default();
@@ -58,6 +61,12 @@ pub fn parse(args: &[&[u8]]) -> Result<ModuleConfig, String> {
             "MAX-PAYLOAD-BYTES" => limits.max_payload_bytes = count(&name, value)?,
             "MAX-ID-BYTES" => limits.max_id_bytes = count(&name, value)?,
             "MAX-TOP" => limits.max_top = count(&name, value)?,
+            "RANK-THREADS" => {
+                config.rank_threads = count(&name, value)?;
+                if config.rank_threads > 16 {
+                    return Err(format!("RANK-THREADS must be at most 16, got {value}"));
+                }
+            }
             _ => return Err(format!("unknown module argument '{name}' (known: {})", NAMES.join(", "))),
         }
     }

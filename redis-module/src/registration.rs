@@ -58,6 +58,7 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("max_payload_bytes", limits.max_payload_bytes.to_string())?
         .field("max_id_bytes", limits.max_id_bytes.to_string())?
         .field("max_top", limits.max_top.to_string())?
+        .field("rank_threads", config.rank_threads.to_string())?
         .build_section()?
         .build_info()?;
     Ok(())

@@ -79,3 +79,34 @@ fn malformed_commands_never_crash_the_server() {
     assert!(conn.cmd("BANDIT.EXPORT m").bytes() == before, "reads changed the model");
     assert!(!server.log().contains("internal error"), "a handler panicked:\n{}", server.log());
 }
+
+#[test]
+fn rank_threads_split_large_scans_with_identical_results() {
+    use bandit_core::{Limits, Model, ModelSettings, RankRequest, RankScratch};
+    let server = RedisServer::with_options(ServerOptions {
+        module_args: vec!["RANK-THREADS".into(), "2".into()],
+        ..Default::default()
+    });
+    assert_eq!(server.info_field("bandit", "bandit_rank_threads"), "2");
+    // 2000 arms × 560 values: above the size where a scan is split.
+    let payload = trained_payload(32, 2000, 3, 4);
+    let mut conn = server.connect();
+    conn.call(&[b"BANDIT.LOAD".as_slice(), b"big", &encode_binary(&payload).unwrap()]).unwrap();
+    let x = bandit_tests::fixtures::context(32, 8);
+    let mut args = vec!["BANDIT.RANK".to_string(), "big".into(), "CONTEXT".into()];
+    args.extend(x.iter().map(|v| format!("{v:?}")));
+    args.extend(["TOP", "20", "WITHSCORES"].map(String::from));
+    let reply = conn.call(&args).unwrap();
+    let mut local = Model::new(ModelSettings { dim: 32, alpha: 1.0, lambda: 1.0 });
+    local.apply(&payload, 0, &Limits::default()).unwrap();
+    let mut scratch = RankScratch::default();
+    let expected = local.rank_all(&RankRequest { context: &x, alpha: 1.0, top: Some(20) }, &mut scratch).unwrap();
+    let got: Vec<(String, f64)> = reply.array().chunks(2).map(|p| (p[0].text(), p[1].number())).collect();
+    let want: Vec<(String, f64)> = expected.iter().map(|r| (local.id_at(r.index as usize).to_owned(), r.score)).collect();
+    assert_eq!(got, want);
+    let refused = RedisServer::try_with_options(ServerOptions {
+        module_args: vec!["RANK-THREADS".into(), "64".into()],
+        ..Default::default()
+    });
+    assert!(refused.unwrap_err().contains("RANK-THREADS must be at most 16"));
+}

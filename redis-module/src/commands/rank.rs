@@ -31,7 +31,6 @@ entry_point!(entry, SPEC);
 
 const KEYWORDS: [&str; 6] = ["CONTEXT", "CONTEXTBLOB", "ARMS", "TOP", "ALPHA", "WITHSCORES"];
 
-#[derive(Default)]
 struct Scratch {
     context: Vec<f64>,
     rank: RankScratch,
@@ -40,7 +39,10 @@ struct Scratch {
 thread_local! {
     // Redis runs commands on one thread; this keeps ranking allocation-free
     // after the first calls.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        context: Vec::new(),
+        rank: RankScratch::with_threads(config::get().rank_threads),
+    });
 }
 
 fn handler(call: &mut Invocation<'_>) -> Result<()> {
