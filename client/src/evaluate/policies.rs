@@ -86,6 +86,20 @@ fn fit_arms(train: &[LogRow], arms: &Arms, dim: usize, lambda: f64) -> Vec<ArmAc
     accumulators
 }
 
+/// Per arm: θ = A⁻¹b and packed A⁻¹ of the ridge fit.
+fn fit_ridge(train: &[LogRow], arms: &Arms, dim: usize, lambda: f64) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let mut work = Workspace::default();
+    fit_arms(train, arms, dim, lambda)
+        .iter()
+        .map(|arm| {
+            let published = arm.to_payload("", &mut work, None)?;
+            let mut theta = vec![0.0; dim];
+            packed::sym_mul_vec(dim, &published.a_inv, &published.b, &mut theta);
+            Ok((theta, published.a_inv))
+        })
+        .collect()
+}
+
 /// Uniformly random lists (with random scores, so AUC is chance).
 struct RandomPolicy {
     rng: Rng,
@@ -147,16 +161,7 @@ impl Policy for LinGreedy {
         "LinGreedy"
     }
     fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
-        let mut work = Workspace::default();
-        self.thetas = fit_arms(train, arms, self.dim, self.lambda)
-            .iter()
-            .map(|arm| {
-                let published = arm.to_payload("", &mut work, None)?;
-                let mut theta = vec![0.0; self.dim];
-                packed::sym_mul_vec(self.dim, &published.a_inv, &published.b, &mut theta);
-                Ok(theta)
-            })
-            .collect::<Result<_>>()?;
+        self.thetas = fit_ridge(train, arms, self.dim, self.lambda)?.into_iter().map(|(theta, _)| theta).collect();
         Ok(())
     }
     fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
@@ -233,15 +238,11 @@ impl Policy for LinTs {
         "LinTS"
     }
     fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
-        let mut work = Workspace::default();
-        self.arms = fit_arms(train, arms, self.dim, self.lambda)
-            .iter()
-            .map(|arm| {
-                let published = arm.to_payload("", &mut work, None)?;
-                let mut theta = vec![0.0; self.dim];
-                packed::sym_mul_vec(self.dim, &published.a_inv, &published.b, &mut theta);
+        self.arms = fit_ridge(train, arms, self.dim, self.lambda)?
+            .into_iter()
+            .map(|(theta, a_inv)| {
                 let mut lower = Vec::new();
-                cholesky::factor_packed(self.dim, &published.a_inv, &mut lower)?;
+                cholesky::factor_packed(self.dim, &a_inv, &mut lower)?;
                 Ok((theta, lower))
             })
             .collect::<Result<_>>()?;
