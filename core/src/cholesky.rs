@@ -14,6 +14,13 @@ pub struct Workspace {
     inverse_factor: Vec<f64>,
 }
 
+/// Dot product of two equal-length slices (the inner loop of every step
+/// below; contiguous, so it vectorises).
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// Factors the packed SPD matrix `a` as LLᵀ; `lower` receives L, full
 /// row-major d×d (zeros above the diagonal).
 ///
@@ -28,23 +35,18 @@ pub fn factor_packed(dim: usize, a: &[f64], lower: &mut Vec<f64>) -> Result<()> 
     l.clear();
     l.resize(dim * dim, 0.0);
     for j in 0..dim {
-        let row_j = j * dim;
-        let mut pivot = a[packed::index(dim, j, j)];
-        for k in 0..j {
-            pivot -= l[row_j + k] * l[row_j + k];
-        }
+        let (_, rest) = l.split_at_mut(j * dim);
+        let (row_j, below) = rest.split_at_mut(dim);
+        let pivot = a[packed::index(dim, j, j)] - dot(&row_j[..j], &row_j[..j]);
         if !(pivot > 0.0 && pivot.is_finite()) {
             return Err(Error::NotPositiveDefinite { field: format!("pivot {j}") });
         }
         let diagonal = pivot.sqrt();
-        l[row_j + j] = diagonal;
-        for i in (j + 1)..dim {
-            let row_i = i * dim;
-            let mut value = a[packed::index(dim, j, i)];
-            for k in 0..j {
-                value -= l[row_i + k] * l[row_j + k];
-            }
-            l[row_i + j] = value / diagonal;
+        row_j[j] = diagonal;
+        for (offset, row_i) in below.chunks_exact_mut(dim).enumerate() {
+            let i = j + 1 + offset;
+            let value = a[packed::index(dim, j, i)] - dot(&row_i[..j], &row_j[..j]);
+            row_i[j] = value / diagonal;
         }
     }
     Ok(())
@@ -67,28 +69,23 @@ pub fn invert_packed(dim: usize, a: &[f64], out: &mut [f64], work: &mut Workspac
     }
     factor_packed(dim, a, &mut work.factor)?;
     let l = &work.factor;
-    // Invert L (still lower triangular).
-    let m = &mut work.inverse_factor;
-    m.clear();
-    m.resize(dim * dim, 0.0);
-    for i in 0..dim {
-        let row_i = i * dim;
-        m[row_i + i] = 1.0 / l[row_i + i];
-        for j in 0..i {
-            let mut sum = 0.0;
-            for k in j..i {
-                sum += l[row_i + k] * m[k * dim + j];
-            }
-            m[row_i + j] = -sum / l[row_i + i];
+    // M = L⁻¹ is lower triangular; keep it transposed (t[j][k] = M[k][j]) so
+    // that both remaining steps read rows.
+    let t = &mut work.inverse_factor;
+    t.clear();
+    t.resize(dim * dim, 0.0);
+    for j in 0..dim {
+        let row_t = &mut t[j * dim..(j + 1) * dim];
+        row_t[j] = 1.0 / l[j * dim + j];
+        for i in (j + 1)..dim {
+            let row_l = &l[i * dim..(i + 1) * dim];
+            // M[i][j] = -(Σ_{k=j}^{i-1} L[i][k]·M[k][j]) / L[i][i]
+            row_t[i] = -dot(&row_l[j..i], &row_t[j..i]) / row_l[i];
         }
     }
-    // A⁻¹ = MᵀM, where M = L⁻¹; (MᵀM)ᵢⱼ = Σ_k M[k][i]·M[k][j] over k ≥ max(i, j).
+    // A⁻¹ = MᵀM: (A⁻¹)ᵢⱼ = Σ_{k ≥ j} M[k][i]·M[k][j] for i ≤ j.
     for (slot, (i, j)) in out.iter_mut().zip(packed::positions(dim)) {
-        let mut sum = 0.0;
-        for k in j..dim {
-            sum += m[k * dim + i] * m[k * dim + j];
-        }
-        *slot = sum;
+        *slot = dot(&t[i * dim + j..(i + 1) * dim], &t[j * dim + j..(j + 1) * dim]);
     }
     Ok(())
 }

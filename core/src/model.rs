@@ -266,6 +266,7 @@ impl Model {
             });
         }
         // Validation is over: nothing below can fail.
+        self.reserve(new_arms);
         let mut applied = Applied::default();
         let mut theta = vec![0.0; dim];
         for arm in &payload.arms {
@@ -335,6 +336,22 @@ impl Model {
             && view.n == arm.n
             && view.reward_sum.to_bits() == arm.reward_sum.to_bits()
             && arm.updated_ms.is_none_or(|ms| ms == view.updated_ms)
+    }
+
+    /// Room for `additional` arms in every column at once, so a large load
+    /// grows each vector once instead of doubling its way there.
+    fn reserve(&mut self, additional: usize) {
+        let dim = self.dim();
+        self.ids.reserve(additional);
+        self.index.reserve(additional);
+        self.params.reserve(additional * self.stride);
+        self.scoring.reserve(additional * self.layout.stride);
+        self.b.reserve(additional * dim);
+        self.gram.reserve(additional * packed::len(dim));
+        self.has_gram.reserve(additional);
+        self.n.reserve(additional);
+        self.reward_sum.reserve(additional);
+        self.updated_ms.reserve(additional);
     }
 
     fn push_empty_row(&mut self, id: &str) -> usize {
