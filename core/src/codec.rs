@@ -62,7 +62,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Payload> {
     }
     let payload = match bytes.first() {
         Some(b'{') => decode_json(bytes)?,
-        _ => decode_binary(bytes, limits)?,
+        _ => decode_binary(bytes)?,
     };
     payload.validate(limits)?;
     Ok(payload)
@@ -84,6 +84,20 @@ pub fn encode(payload: &Payload, format: Format) -> Result<Vec<u8>> {
 /// # Errors
 /// Only if bincode fails to serialize, which it does not for this type.
 pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&BINARY_VERSION.to_le_bytes());
+    // The bincode layout, written with bulk copies (see `wire`).
+    crate::wire::encode_body(payload, &mut out);
+    Ok(out)
+}
+
+/// The same body through serde + bincode: the definition of the layout that
+/// [`crate::wire`] reproduces; kept for the tests that compare the two.
+///
+/// # Errors
+/// Only if bincode fails to serialize, which it does not for this type.
+pub fn encode_binary_with_bincode(payload: &Payload) -> Result<Vec<u8>> {
     let body = bincode_options(usize::MAX)
         .serialize(payload)
         .map_err(|e| Error::InvalidPayload(format!("cannot encode: {e}")))?;
@@ -94,7 +108,7 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_binary(bytes: &[u8], limits: &Limits) -> Result<Payload> {
+fn decode_binary(bytes: &[u8]) -> Result<Payload> {
     let (magic, rest) = bytes.split_at_checked(MAGIC.len()).ok_or_else(not_a_payload)?;
     if magic != MAGIC {
         return Err(not_a_payload());
@@ -105,9 +119,7 @@ fn decode_binary(bytes: &[u8], limits: &Limits) -> Result<Payload> {
         version.get(1).copied().unwrap_or(0),
     ]);
     match version {
-        1 => bincode_options(limits.max_payload_bytes)
-            .deserialize(body)
-            .map_err(|e| Error::InvalidPayload(format!("binary payload: {e}"))),
+        1 => crate::wire::decode_body(body),
         other => Err(Error::InvalidPayload(format!(
             "binary payload version {other} is not supported (this build reads version {BINARY_VERSION})"
         ))),
@@ -240,6 +252,24 @@ mod tests {
             }],
             offsets: vec![(0, 10), (3, 99)],
         }
+    }
+
+    #[test]
+    fn the_hand_written_body_is_bincodes() {
+        let mut payload = sample();
+        payload.arms.push(ArmPayload { id: "ünï".into(), a: None, updated_ms: None, ..payload.arms[0].clone() });
+        let fast = encode_binary(&payload).unwrap();
+        assert_eq!(fast, encode_binary_with_bincode(&payload).unwrap());
+        let through_bincode: Payload = bincode_options(usize::MAX).deserialize(&fast[HEADER_LEN..]).unwrap();
+        assert_eq!(through_bincode, payload);
+        assert_eq!(decode(&fast, &Limits::default()).unwrap(), payload);
+        // Truncated anywhere: an error, never a panic or a huge allocation.
+        for cut in 0..fast.len() {
+            assert!(decode(&fast[..cut], &Limits::default()).is_err(), "cut at {cut}");
+        }
+        let mut huge = fast[..HEADER_LEN + 8].to_vec();
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&huge, &Limits::default()).unwrap_err().to_string().contains("truncated"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   `BANDIT.EXPORT` gives, with its validation.
 //! - [`codec`]: the binary (magic + version + bincode) and JSON encodings of a
 //!   payload, encoder and decoder side by side.
+//! - [`wire`]: the bincode body layout written and read with bulk copies.
 //! - [`model`]: one model: settings, the arm table laid out for scans, the
 //!   offset fence, and atomic application of payloads.
 //! - [`kernel`]: the f32 scoring loop (padded rows, AVX2 when present).
@@ -35,6 +36,7 @@ pub mod packed;
 pub mod payload;
 pub mod rank;
 pub mod snapshot;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use limits::Limits;

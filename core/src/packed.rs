@@ -41,23 +41,28 @@ pub fn quadratic_weights(x: &[f64], out: &mut [f64]) {
     }
 }
 
-/// Symmetric matrix-vector product y = M·v with M packed.
+/// Symmetric matrix-vector product y = M·v with M packed. Slices shorter
+/// than the dimension are treated as zero-padded.
 pub fn sym_mul_vec(dim: usize, m: &[f64], v: &[f64], y: &mut [f64]) {
     y.iter_mut().for_each(|value| *value = 0.0);
-    let mut values = m.iter();
+    let mut rest = m;
     for i in 0..dim {
-        let vi = v.get(i).copied().unwrap_or(0.0);
-        for j in i..dim {
-            let mij = values.next().copied().unwrap_or(0.0);
-            let vj = v.get(j).copied().unwrap_or(0.0);
-            if let Some(yi) = y.get_mut(i) {
-                *yi += mij * vj;
+        let (row, tail) = rest.split_at(dim.saturating_sub(i).min(rest.len()));
+        rest = tail;
+        // Row i of the upper triangle holds M[i][i..dim]: it contributes
+        // M[i][j]·v[j] to y[i] and, off the diagonal, M[i][j]·v[i] to y[j].
+        let (Some(vs), Some(&vi)) = (v.get(i..), v.get(i)) else { break };
+        let mut sum = 0.0;
+        for (&mij, &vj) in row.iter().zip(vs) {
+            sum += mij * vj;
+        }
+        if let Some(ys) = y.get_mut(i + 1..) {
+            for (yj, &mij) in ys.iter_mut().zip(row.iter().skip(1)) {
+                *yj += mij * vi;
             }
-            if i != j {
-                if let Some(yj) = y.get_mut(j) {
-                    *yj += mij * vi;
-                }
-            }
+        }
+        if let Some(yi) = y.get_mut(i) {
+            *yi += sum;
         }
     }
 }
