@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -13,7 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::server::{free_port, TempDir};
+use crate::server::{await_ready, free_port, kill_child, TempDir};
 
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -91,32 +90,9 @@ impl KafkaBroker {
             .spawn()
             .map_err(|e| format!("cannot run tansu (scripts/test installs it): {e}"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + READY_DEADLINE;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("tansu exited with {status}"));
-                }
-            }
-            if self.metadata_ok() {
-                return Ok(());
-            }
-            sleep(Duration::from_millis(100));
-        }
-        self.kill();
-        Err(format!("tansu on port {} not ready after {READY_DEADLINE:?}", self.port))
-    }
-
-    fn metadata_ok(&self) -> bool {
-        let Ok(consumer) = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("log_level", "0")
-            .create::<BaseConsumer>()
-        else {
-            return false;
-        };
-        consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok()
+        let bootstrap = self.bootstrap();
+        let what = format!("tansu on port {}", self.port);
+        await_ready(&mut self.child, &what, READY_DEADLINE, || metadata_ok(&bootstrap))
     }
 
     /// Creates a topic (before anyone produces to it).
@@ -141,10 +117,7 @@ impl KafkaBroker {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 }
 
@@ -152,6 +125,15 @@ impl Drop for KafkaBroker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether the broker answers a metadata request.
+fn metadata_ok(bootstrap: &str) -> bool {
+    let Ok(consumer) = ClientConfig::new().set("bootstrap.servers", bootstrap).set("log_level", "0").create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok()
 }
 
 /// Produces records keyed by product id, as the client does.

@@ -202,25 +202,13 @@ impl RedisServer {
             .stderr(Stdio::null());
         let child = command.spawn().map_err(|e| format!("cannot run redis-server (is it installed?): {e}"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + READY_DEADLINE;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("redis-server exited with {status}"));
-                }
-            }
-            if let Ok(mut conn) = Connection::connect(port) {
-                match conn.call(&["PING"]) {
-                    Ok(Reply::Status(status)) if status == "PONG" => return Ok(()),
-                    // LOADING: the dataset is still being read.
-                    _ => {}
-                }
-            }
-            sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        Err(format!("redis-server on port {port} not ready after {READY_DEADLINE:?}"))
+        let ready = || {
+            Connection::connect(port).is_ok_and(|mut conn| {
+                // LOADING while the dataset is still being read: not yet.
+                matches!(conn.call(&["PING"]), Ok(Reply::Status(status)) if status == "PONG")
+            })
+        };
+        await_ready(&mut self.child, &format!("redis-server on port {port}"), READY_DEADLINE, ready)
     }
 
     /// Waits for the process to end by itself (after SHUTDOWN), killing it at the deadline.
@@ -244,10 +232,7 @@ impl RedisServer {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 }
 
@@ -255,6 +240,34 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// SIGKILLs a child process, if any, and reaps it.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut process) = child.take() {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+}
+
+/// Waits until `ready` answers true, failing early if the process exits and
+/// killing it at the deadline.
+pub fn await_ready(child: &mut Option<Child>, what: &str, deadline: Duration, ready: impl Fn() -> bool) -> Result<(), String> {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if let Some(process) = child.as_mut() {
+            if let Ok(Some(status)) = process.try_wait() {
+                *child = None;
+                return Err(format!("{what} exited with {status}"));
+            }
+        }
+        if ready() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(20));
+    }
+    kill_child(child);
+    Err(format!("{what} not ready after {deadline:?}"))
 }
 
 /// Polls `check` until it returns true or the deadline passes.

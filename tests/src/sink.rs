@@ -93,10 +93,7 @@ impl SinkProcess {
 
     /// SIGKILL: no flush, no commit.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::server::kill_child(&mut self.child);
     }
 
     /// SIGTERM, then waits for the exit.
