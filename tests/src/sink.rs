@@ -124,9 +124,15 @@ impl SinkProcess {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// One value from /metrics (the first sample of that name), if reachable.
+    /// One value from /metrics (the first sample of that name), if reachable
+    /// (a few tries, so a busy machine's hiccup is not a missing metric).
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let text = http_get(self.metrics_port, "/metrics")?;
+        let text = (0..5).find_map(|attempt| {
+            if attempt > 0 {
+                sleep(Duration::from_millis(100));
+            }
+            http_get(self.metrics_port, "/metrics")
+        })?;
         text.lines()
             .filter(|line| !line.starts_with('#'))
             .find(|line| line.split([' ', '{']).next() == Some(name))
@@ -145,7 +151,8 @@ impl Drop for SinkProcess {
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
