@@ -202,35 +202,48 @@ impl Report {
     /// The learning curve as a self-contained SVG.
     #[must_use]
     pub fn svg(&self) -> String {
-        let (width, height, margin) = (720.0, 400.0, 50.0);
+        let (width, height, left, right, margin) = (760.0, 400.0, 50.0, 110.0, 50.0);
         let n = self.windows.len().max(2) as f64 - 1.0;
-        let x = |i: usize| margin + (width - 2.0 * margin) * i as f64 / n;
+        let x = |i: usize| left + (width - left - right) * i as f64 / n;
         let y = |ctr: f64| height - margin - (height - 2.0 * margin) * ctr.clamp(0.0, 1.0);
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{margin}\" y=\"24\" font-size=\"15\">Click-through rate per window of visits ({} visits)</text>\n",
+             <text x=\"{left}\" y=\"24\" font-size=\"15\">Click-through rate per window of visits ({} visits)</text>\n",
             self.steps
         );
         for tick in 0..=5 {
             let value = f64::from(tick) / 5.0;
-            let (right, y0, label_y) = (width - margin, y(value), y(value) + 4.0);
+            let (x_end, y0, label_y) = (width - right, y(value), y(value) + 4.0);
             let _ = writeln!(
                 svg,
-                "<line x1=\"{margin}\" x2=\"{right}\" y1=\"{y0}\" y2=\"{y0}\" stroke=\"#ddd\"/><text x=\"8\" y=\"{label_y}\">{value:.1}</text>"
+                "<line x1=\"{left}\" x2=\"{x_end}\" y1=\"{y0}\" y2=\"{y0}\" stroke=\"#ddd\"/><text x=\"12\" y=\"{label_y}\">{value:.1}</text>"
             );
         }
-        for (label, color, pick) in [
-            ("LinUCB", "#1f77b4", (|w: &Window| w.linucb) as fn(&Window) -> f64),
-            ("random", "#999999", |w: &Window| w.random),
-            ("oracle", "#2ca02c", |w: &Window| w.oracle),
-        ] {
+        // Window ends along the x axis, at most about ten labels.
+        let every = self.windows.len().div_ceil(10).max(1);
+        for (i, w) in self.windows.iter().enumerate().filter(|(i, _)| i % every == 0 || *i + 1 == self.windows.len()) {
+            let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{}</text>", x(i), height - margin + 16.0, w.first_step + w.steps);
+        }
+        let series: [(&str, &str, fn(&Window) -> f64); 3] =
+            [("LinUCB", "#1f77b4", |w| w.linucb), ("random", "#999999", |w| w.random), ("oracle", "#2ca02c", |w| w.oracle)];
+        // End labels, pushed apart so they never overlap.
+        let mut labels: Vec<(f64, &str, &str)> =
+            series.iter().map(|(label, color, pick)| (y(self.windows.last().map_or(0.0, pick)) + 4.0, *label, *color)).collect();
+        labels.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for i in 1..labels.len() {
+            let previous = labels.get(i - 1).map_or(0.0, |l| l.0);
+            if let Some(label) = labels.get_mut(i) {
+                label.0 = label.0.max(previous + 14.0);
+            }
+        }
+        for (label, color, pick) in series {
             let points: Vec<String> = self.windows.iter().enumerate().map(|(i, w)| format!("{:.1},{:.1}", x(i), y(pick(w)))).collect();
             let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
-            let last = self.windows.last().map_or(0.0, pick);
-            let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{label}</text>", width - margin + 4.0, y(last) + 4.0);
+            let label_y = labels.iter().find(|l| l.1 == label).map_or(0.0, |l| l.0);
+            let _ = writeln!(svg, "<text x=\"{}\" y=\"{label_y:.1}\" fill=\"{color}\">{label}</text>", width - right + 8.0);
         }
-        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\">visits →</text>", width / 2.0, height - 15.0);
+        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">visits</text>", (left + width - right) / 2.0, height - 12.0);
         svg.push_str("</svg>\n");
         svg
     }
