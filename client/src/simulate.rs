@@ -225,7 +225,7 @@ impl Report {
         for (i, w) in self.windows.iter().enumerate().filter(|(i, _)| i % every == 0 || *i + 1 == self.windows.len()) {
             let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{}</text>", x(i), height - margin + 16.0, w.first_step + w.steps);
         }
-        let series: [(&str, &str, fn(&Window) -> f64); 3] =
+        let series: [Series; 3] =
             [("LinUCB", "#1f77b4", |w| w.linucb), ("random", "#999999", |w| w.random), ("oracle", "#2ca02c", |w| w.oracle)];
         // End labels, pushed apart so they never overlap.
         let mut labels: Vec<(f64, &str, &str)> =
@@ -248,6 +248,9 @@ impl Report {
         svg
     }
 }
+
+/// One curve of the plot: label, colour, and the value it takes from a window.
+type Series = (&'static str, &'static str, fn(&Window) -> f64);
 
 /// LinUCB in process, publishing its accumulated arms every `publish_every`
 /// feedbacks, as the sink does on its flush interval. For tests and
