@@ -93,7 +93,13 @@ fn score_generic(layout: &Layout, row: &[f32], query: &[f32], alpha: f64) -> f64
     let mean = f64::from(dot_blocks(theta, x));
     // Rounding can push a tiny variance below zero; it is zero.
     let variance = f64::from(dot_blocks(a_inv, weights)).max(0.0);
-    let score = mean + alpha * variance.sqrt();
+    finite_or_lowest(mean + alpha * variance.sqrt())
+}
+
+/// A NaN score (from overflowing inputs) ranks last instead of poisoning
+/// the order.
+#[inline(always)]
+pub(crate) fn finite_or_lowest(score: f64) -> f64 {
     if score.is_nan() {
         f64::NEG_INFINITY
     } else {

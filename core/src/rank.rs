@@ -54,18 +54,10 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn finite_or_lowest(score: f64) -> f64 {
-    if score.is_nan() {
-        f64::NEG_INFINITY
-    } else {
-        score
-    }
-}
-
 /// The score of an arm with no data: α·√(xᵀx/λ).
 #[must_use]
 pub fn prior_score(context: &[f64], alpha: f64, lambda: f64) -> f64 {
-    finite_or_lowest(alpha * (dot(context, context) / lambda).max(0.0).sqrt())
+    kernel::finite_or_lowest(alpha * (dot(context, context) / lambda).max(0.0).sqrt())
 }
 
 /// Best first; equal scores by id, ascending.

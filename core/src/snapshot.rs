@@ -127,8 +127,8 @@ fn decode_v1(bytes: &[u8], limits: &Limits) -> Result<Model> {
             return Err(damaged("a repeated id"));
         }
     }
+    // Model::new derives the same stride and ranking layout from the dim.
     let mut model = Model::new(settings);
-    model.stride = stride;
     model.ids = v1.ids;
     model.index = index;
     // The f32 ranking copy is derived, not stored.
