@@ -130,21 +130,18 @@ fn broker_restart_and_redis_outage_lose_nothing() {
     broker.create_topic("feedback", 2);
     let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
     let sink = SinkProcess::start(&options);
+    // A fresh producer per wave, so none outlives the broker restart.
+    let bootstrap = broker.bootstrap();
+    let produce_wave = |events: &[bandit_core::event::FeedbackEvent]| produce(&KeyedProducer::new(&bootstrap, "feedback"), events);
     let mut all = feedback_events(1000, 20, DIM, 7);
-    {
-        let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
-        produce(&producer, &all);
-    }
+    produce_wave(&all);
     let mut conn = redis.connect();
     wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
 
     // The broker goes away and comes back with its data.
     broker.restart();
     let wave = feedback_events(1000, 20, DIM, 8);
-    {
-        let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
-        produce(&producer, &wave);
-    }
+    produce_wave(&wave);
     all.extend(wave);
     let mut conn = redis.connect();
     wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
@@ -152,10 +149,7 @@ fn broker_restart_and_redis_outage_lose_nothing() {
     // Redis goes away while events keep coming; the sink holds them and retries.
     redis.shutdown();
     let wave = feedback_events(1000, 20, DIM, 9);
-    {
-        let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
-        produce(&producer, &wave);
-    }
+    produce_wave(&wave);
     all.extend(wave);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(bandit_tests::sink::http_get(sink.metrics_port, "/health"), None, "unhealthy while Redis is down");
