@@ -4,11 +4,14 @@
 //! - [`server`]: `redis-server --loadmodule …` per test, RAII-stopped.
 //! - [`resp`]: an exact RESP2/RESP3 client, so tests see reply types.
 //! - [`fixtures`]: deterministic models built with the trainer's own fold.
+//! - [`reference`]: a textbook dense LinUCB, independent of `bandit_core`,
+//!   that the model, the sink and the persistence tests are compared with.
 //! - `src/bin/bench_sink.rs`: the sink's end-to-end rate and freshness.
 //! - `tests/*.rs`: the integration tests.
 
 pub mod fixtures;
 pub mod kafka;
+pub mod reference;
 pub mod resp;
 pub mod server;
 pub mod sink;
