@@ -1,12 +1,17 @@
 //! The two encodings of a [`Payload`], each encoder beside its decoder.
 //!
 //! Binary: the 4-byte magic `BNDT`, a little-endian u16 format version, then
-//! the payload in bincode (fixed-width little-endian integers). Compact and
-//! exact; what the trainer writes.
+//! the body. Version 1 is the payload in bincode's layout (fixed-width
+//! little-endian integers; see [`crate::wire`]); version 2 is the model's
+//! settings (ALPHA, LAMBDA as two little-endian f64) followed by the version-1
+//! body. The encoder writes version 1 when the payload states no settings
+//! (what the trainer sends, byte for byte what earlier builds wrote) and
+//! version 2 when it does (exports). Compact and exact.
 //!
-//! JSON: `{"dim": 3, "arms": [{"id": "42", "a_inv": [[..],..], "b": [..],
-//! "a": [[..],..], "n": 10, "reward_sum": 3.0, "updated_ms": ..}],
-//! "offsets": {"0": 1234}}`, with full matrices for readability. Floats are
+//! JSON: `{"dim": 3, "alpha": 0.5, "lambda": 2, "arms": [{"id": "42",
+//! "a_inv": [[..],..], "b": [..], "a": [[..],..], "n": 10, "reward_sum": 3.0,
+//! "updated_ms": ..}], "offsets": {"0": 1234}}`, with full matrices for
+//! readability; `alpha` and `lambda` are optional and go together. Floats are
 //! written in their shortest round-tripping form, so JSON is exact too.
 //!
 //! [`decode`] tells the two apart by the first byte (`{` is JSON) and always
@@ -20,12 +25,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::packed;
-use crate::payload::{ArmPayload, Payload};
+use crate::payload::{ArmPayload, Payload, PayloadSettings};
 
 /// First bytes of every binary payload.
 pub const MAGIC: &[u8; 4] = b"BNDT";
-/// Version of the binary layout written by [`encode_binary`].
+/// The binary layout without settings (what the trainer writes).
 pub const BINARY_VERSION: u16 = 1;
+/// The binary layout with the model's settings before the version-1 body.
+pub const BINARY_VERSION_WITH_SETTINGS: u16 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 2;
 
 /// Relative tolerance for a JSON matrix to count as symmetric; writers that
@@ -86,7 +93,14 @@ pub fn encode(payload: &Payload, format: Format) -> Result<Vec<u8>> {
 pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&BINARY_VERSION.to_le_bytes());
+    match payload.settings {
+        None => out.extend_from_slice(&BINARY_VERSION.to_le_bytes()),
+        Some(settings) => {
+            out.extend_from_slice(&BINARY_VERSION_WITH_SETTINGS.to_le_bytes());
+            out.extend_from_slice(&settings.alpha.to_le_bytes());
+            out.extend_from_slice(&settings.lambda.to_le_bytes());
+        }
+    }
     // The bincode layout, written with bulk copies (see `wire`).
     crate::wire::encode_body(payload, &mut out);
     Ok(out)
@@ -119,11 +133,26 @@ fn decode_binary(bytes: &[u8]) -> Result<Payload> {
         version.get(1).copied().unwrap_or(0),
     ]);
     match version {
-        1 => crate::wire::decode_body(body),
+        BINARY_VERSION => crate::wire::decode_body(body),
+        BINARY_VERSION_WITH_SETTINGS => {
+            let (alpha, rest) = take_f64(body)?;
+            let (lambda, body) = take_f64(rest)?;
+            let mut payload = crate::wire::decode_body(body)?;
+            payload.settings = Some(PayloadSettings { alpha, lambda });
+            Ok(payload)
+        }
         other => Err(Error::InvalidPayload(format!(
-            "binary payload version {other} is not supported (this build reads version {BINARY_VERSION})"
+            "binary payload version {other} is not supported (this build reads versions \
+             {BINARY_VERSION} and {BINARY_VERSION_WITH_SETTINGS})"
         ))),
     }
+}
+
+fn take_f64(bytes: &[u8]) -> Result<(f64, &[u8])> {
+    let (value, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| Error::InvalidPayload("binary payload truncated in its settings".into()))?;
+    Ok((f64::from_le_bytes(*value), rest))
 }
 
 fn not_a_payload() -> Error {
@@ -134,6 +163,10 @@ fn not_a_payload() -> Error {
 #[serde(deny_unknown_fields)]
 struct JsonPayload {
     dim: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alpha: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lambda: Option<f64>,
     #[serde(default)]
     arms: Vec<JsonArm>,
     #[serde(default)]
@@ -164,6 +197,8 @@ pub fn encode_json(payload: &Payload) -> Result<Vec<u8>> {
     let dim = payload.dim;
     let json = JsonPayload {
         dim,
+        alpha: payload.settings.map(|s| s.alpha),
+        lambda: payload.settings.map(|s| s.lambda),
         arms: payload
             .arms
             .iter()
@@ -186,6 +221,11 @@ fn decode_json(bytes: &[u8]) -> Result<Payload> {
     let json: JsonPayload = serde_json::from_slice(bytes)
         .map_err(|e| Error::InvalidPayload(format!("JSON: {e}")))?;
     let dim = json.dim;
+    let settings = match (json.alpha, json.lambda) {
+        (Some(alpha), Some(lambda)) => Some(PayloadSettings { alpha, lambda }),
+        (None, None) => None,
+        _ => return Err(Error::InvalidPayload("alpha and lambda go together: give both or neither".into())),
+    };
     let arms = json
         .arms
         .into_iter()
@@ -206,7 +246,7 @@ fn decode_json(bytes: &[u8]) -> Result<Payload> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Payload { dim, arms, offsets: json.offsets.into_iter().collect() })
+    Ok(Payload { dim, arms, offsets: json.offsets.into_iter().collect(), settings })
 }
 
 /// Packs a full matrix, checking its shape and symmetry. The packed value is
@@ -251,7 +291,50 @@ mod tests {
                 updated_ms: Some(1_767_225_600_000),
             }],
             offsets: vec![(0, 10), (3, 99)],
+            settings: None,
         }
+    }
+
+    fn with_settings() -> Payload {
+        Payload { settings: Some(PayloadSettings { alpha: 0.3, lambda: 2.5 }), ..sample() }
+    }
+
+    #[test]
+    fn settings_round_trip_in_both_formats() {
+        let payload = with_settings();
+        let binary = encode_binary(&payload).unwrap();
+        // Version 2: the settings, then exactly the version-1 body.
+        assert_eq!(&binary[4..6], &2u16.to_le_bytes());
+        assert_eq!(&binary[6..14], &0.3f64.to_le_bytes());
+        assert_eq!(&binary[14..22], &2.5f64.to_le_bytes());
+        assert_eq!(&binary[22..], &encode_binary(&sample()).unwrap()[HEADER_LEN..]);
+        assert_eq!(decode(&binary, &Limits::default()).unwrap(), payload);
+        let json = encode_json(&payload).unwrap();
+        assert!(String::from_utf8_lossy(&json).starts_with(r#"{"dim":2,"alpha":0.3,"lambda":2.5,"#));
+        assert_eq!(decode(&json, &Limits::default()).unwrap(), payload);
+        // Without settings, version 1 as before.
+        assert_eq!(&encode_binary(&sample()).unwrap()[4..6], &1u16.to_le_bytes());
+        for cut in 0..binary.len() {
+            assert!(decode(&binary[..cut], &Limits::default()).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let limits = Limits::default();
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"dim": 1, "alpha": 0.5}"#, "go together"),
+            (br#"{"dim": 1, "lambda": 0.5}"#, "go together"),
+            (br#"{"dim": 1, "alpha": -1, "lambda": 1}"#, "ALPHA"),
+            (br#"{"dim": 1, "alpha": 1, "lambda": 0}"#, "LAMBDA"),
+        ];
+        for (bytes, expected) in cases {
+            let error = decode(bytes, &limits).unwrap_err().to_string();
+            assert!(error.contains(expected), "{:?}: {error}", String::from_utf8_lossy(bytes));
+        }
+        let mut payload = with_settings();
+        payload.settings = Some(PayloadSettings { alpha: 1.0, lambda: f64::NAN });
+        assert!(decode(&encode_binary(&payload).unwrap(), &limits).unwrap_err().to_string().contains("LAMBDA"));
     }
 
     #[test]
@@ -304,6 +387,7 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"", "expected JSON"),
             (b"BNDT\x09\x00", "version 9"),
+            (b"BNDT\x02\x00\x00", "truncated in its settings"),
             (b"XXXX\x01\x00", "expected JSON"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 2], [0, 1]], "b": [0, 0]}]}"#, "not symmetric"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 0]], "b": [0, 0]}]}"#, "2x2 matrix"),

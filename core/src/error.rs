@@ -12,6 +12,14 @@ pub enum Error {
     #[error("{what} has {got} values, model dim is {dim}")]
     DimMismatch { what: String, got: usize, dim: usize },
 
+    /// A payload written for a model of another dimension.
+    #[error("payload is for dim {payload}, the model has dim {model}")]
+    PayloadDim { payload: usize, model: usize },
+
+    /// A payload that states settings other than the model's.
+    #[error("payload has ALPHA {payload_alpha} LAMBDA {payload_lambda}, the model has ALPHA {alpha} LAMBDA {lambda}")]
+    SettingsMismatch { payload_alpha: f64, payload_lambda: f64, alpha: f64, lambda: f64 },
+
     /// NaN or an infinity where a finite number is required.
     #[error("value is not a finite number{}", at_field(.field))]
     NotFinite { field: String },

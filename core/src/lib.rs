@@ -21,6 +21,7 @@
 //!   selection without per-arm allocation.
 //! - [`snapshot`]: the versioned encoding of a whole model for RDB persistence.
 //! - [`event`]: the feedback event the trainer consumes.
+//! - [`number`]: numbers printed at their shortest round-trip text.
 //! - [`limits`]: size bounds every decoder and command enforces.
 //! - [`error`]: this crate's error type.
 
@@ -32,6 +33,7 @@ pub mod fold;
 pub mod kernel;
 pub mod limits;
 pub mod model;
+pub mod number;
 pub mod packed;
 pub mod payload;
 pub mod rank;
@@ -41,5 +43,5 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use model::{Applied, Model, ModelSettings};
-pub use payload::{ArmPayload, Payload};
+pub use payload::{ArmPayload, Payload, PayloadSettings};
 pub use rank::{RankRequest, RankScratch, Ranked};

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::kernel::Layout;
 use crate::limits::Limits;
 use crate::packed;
-use crate::payload::{ArmPayload, Payload};
+use crate::payload::{ArmPayload, Payload, PayloadSettings};
 
 /// The settings a model is created with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -209,7 +209,8 @@ impl Model {
         ModelStats {
             arms: self.len(),
             updates: self.n.iter().fold(0u64, |sum, &n| sum.saturating_add(n)),
-            reward_sum: self.reward_sum.iter().sum(),
+            // + 0.0: the sum over no arms is -0, which users should read as 0.
+            reward_sum: self.reward_sum.iter().sum::<f64>() + 0.0,
             loads: self.loads,
             last_load_ms: self.last_load_ms,
             memory_bytes: self.memory_bytes(),
@@ -248,7 +249,18 @@ impl Model {
     pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
         let dim = self.dim();
         if payload.dim != dim {
-            return Err(Error::DimMismatch { what: "payload".into(), got: payload.dim, dim });
+            return Err(Error::PayloadDim { payload: payload.dim, model: dim });
+        }
+        if let Some(given) = payload.settings {
+            let have = self.settings;
+            if given.alpha.to_bits() != have.alpha.to_bits() || given.lambda.to_bits() != have.lambda.to_bits() {
+                return Err(Error::SettingsMismatch {
+                    payload_alpha: given.alpha,
+                    payload_lambda: given.lambda,
+                    alpha: have.alpha,
+                    lambda: have.lambda,
+                });
+            }
         }
         for &(partition, given) in &payload.offsets {
             if let Some(&stored) = self.offsets.get(&partition) {
@@ -393,7 +405,26 @@ impl Model {
             dim: self.dim(),
             arms,
             offsets: self.offsets.iter().map(|(&p, &o)| (p, o)).collect(),
+            settings: Some(PayloadSettings { alpha: self.settings.alpha, lambda: self.settings.lambda }),
         }
+    }
+
+    /// Fills in, for every arm of an applied payload that came without an
+    /// update time, the time this model stored for it (the apply time when
+    /// the arm changed, its earlier time when it did not). The payload then
+    /// states exactly what the model holds, so replicas and the AOF can be
+    /// sent it instead of the command as received. Returns whether anything
+    /// was filled in.
+    pub fn stamp(&self, payload: &mut Payload) -> bool {
+        let mut filled = false;
+        for arm in payload.arms.iter_mut().filter(|arm| arm.updated_ms.is_none()) {
+            let stored = self.index.get(arm.id.as_str()).and_then(|&row| self.updated_ms.get(row as usize));
+            if let Some(&ms) = stored {
+                arm.updated_ms = Some(ms);
+                filled = true;
+            }
+        }
+        filled
     }
 }
 
@@ -438,7 +469,7 @@ mod tests {
     #[test]
     fn apply_computes_theta_and_keeps_everything() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)] };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None };
         assert_eq!(model.apply(&payload, 1000, &Limits::default()).unwrap().arms_changed, 1);
         let view = model.arm(0).unwrap();
         assert_eq!(view.theta, &[0.5, 0.5]);
@@ -452,7 +483,7 @@ mod tests {
     #[test]
     fn an_identical_load_changes_nothing() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)] };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None };
         assert!(model.apply(&payload, 1000, &Limits::default()).unwrap().changed());
         assert!(!model.apply(&payload, 2000, &Limits::default()).unwrap().changed());
         assert_eq!(model.arm(0).unwrap().updated_ms, 1000);
@@ -462,10 +493,10 @@ mod tests {
     #[test]
     fn stale_offsets_reject_the_whole_payload() {
         let mut model = Model::new(settings(2));
-        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)] };
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         let before = model.clone();
-        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)] };
+        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None };
         let error = model.apply(&stale, 2000, &Limits::default()).unwrap_err();
         assert_eq!(error, Error::Stale { partition: 1, stored: 7, given: 6 });
         assert_eq!(model, before);
@@ -475,7 +506,7 @@ mod tests {
     fn arm_limit_is_checked_before_writing() {
         let mut model = Model::new(settings(2));
         let limits = Limits { max_arms: 1, ..Limits::default() };
-        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![] };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None };
         assert!(matches!(model.apply(&payload, 0, &limits), Err(Error::TooLarge { .. })));
         assert!(model.is_empty());
     }
@@ -487,11 +518,49 @@ mod tests {
             dim: 2,
             arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.1, 0.7], 9)],
             offsets: vec![(2, 11)],
+            settings: None,
         };
         model.apply(&payload, 1234, &Limits::default()).unwrap();
         let mut copy = Model::new(settings(2));
         copy.apply(&model.export(None), 9999, &Limits::default()).unwrap();
         assert_eq!(copy.export(None), model.export(None));
         assert_eq!(model.export(Some(&[1])).arms[0].id, "b");
+    }
+
+    #[test]
+    fn export_carries_the_settings_and_other_settings_are_refused() {
+        let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.3, lambda: 2.0 });
+        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None }, 5, &Limits::default()).unwrap();
+        let export = model.export(None);
+        assert_eq!(export.settings, Some(PayloadSettings { alpha: 0.3, lambda: 2.0 }));
+        let before = model.clone();
+        for (alpha, lambda) in [(1.0, 2.0), (0.3, 1.0)] {
+            let other = Payload { settings: Some(PayloadSettings { alpha, lambda }), ..export.clone() };
+            let error = model.apply(&other, 9, &Limits::default()).unwrap_err();
+            assert_eq!(error.to_string(), format!("payload has ALPHA {alpha} LAMBDA {lambda}, the model has ALPHA 0.3 LAMBDA 2"));
+            assert_eq!(model, before, "nothing applied");
+        }
+        let error = model.apply(&Payload { dim: 3, ..Payload::default() }, 9, &Limits::default()).unwrap_err();
+        assert_eq!(error.to_string(), "payload is for dim 3, the model has dim 2");
+    }
+
+    #[test]
+    fn stamp_states_what_the_model_stored() {
+        let mut model = Model::new(settings(2));
+        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None };
+        model.apply(&first, 1000, &Limits::default()).unwrap();
+        assert!(model.stamp(&mut first));
+        assert_eq!(first.arms[0].updated_ms, Some(1000));
+        // An unchanged arm keeps its time; a changed one takes the new time.
+        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None };
+        model.apply(&second, 2000, &Limits::default()).unwrap();
+        assert!(model.stamp(&mut second));
+        assert_eq!(second.arms.iter().map(|a| a.updated_ms).collect::<Vec<_>>(), vec![Some(1000), Some(2000)]);
+        // Already stamped: nothing to fill in.
+        assert!(!model.stamp(&mut second));
+        let mut replica = Model::new(settings(2));
+        replica.apply(&first, 5555, &Limits::default()).unwrap();
+        replica.apply(&second, 7777, &Limits::default()).unwrap();
+        assert_eq!(replica.export(None).arms, model.export(None).arms);
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::model::ModelSettings;
 use crate::packed;
 
 /// One arm's published parameters.
@@ -30,6 +31,18 @@ pub struct ArmPayload {
     pub updated_ms: Option<i64>,
 }
 
+/// The model-wide settings a payload may carry besides `dim`, so that a
+/// backup (`EXPORT`) restores the model it came from exactly, exploration
+/// and prior included. A writer that only adds arms (the trainer) leaves
+/// them out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PayloadSettings {
+    /// The model's default exploration weight.
+    pub alpha: f64,
+    /// The model's ridge prior.
+    pub lambda: f64,
+}
+
 /// A batch of arms for one model, plus the trainer's next offset for every
 /// partition it folded into them.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -38,6 +51,11 @@ pub struct Payload {
     pub arms: Vec<ArmPayload>,
     /// (partition, next offset), sorted by partition, partitions unique.
     pub offsets: Vec<(i32, i64)>,
+    /// The model's settings, when the writer states them: a model created by
+    /// this payload takes them, and a model with other settings refuses it.
+    /// Not part of the version-1 body (see [`crate::codec`]).
+    #[serde(skip)]
+    pub settings: Option<PayloadSettings>,
 }
 
 impl Payload {
@@ -53,6 +71,9 @@ impl Payload {
         }
         if dim > limits.max_dim {
             return Err(Error::TooLarge { what: "dim", got: dim, limit: limits.max_dim });
+        }
+        if let Some(settings) = self.settings {
+            ModelSettings { dim, alpha: settings.alpha, lambda: settings.lambda }.validate(limits)?;
         }
         if self.arms.len() > limits.max_arms {
             return Err(Error::TooLarge {

@@ -202,6 +202,7 @@ mod tests {
                 })
                 .collect(),
             offsets: vec![],
+            settings: None,
         };
         model.apply(&payload, 0, &Limits::default()).unwrap();
         model

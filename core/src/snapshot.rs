@@ -167,6 +167,7 @@ mod tests {
                 updated_ms: Some(77),
             }],
             offsets: vec![(4, 40)],
+            settings: None,
         };
         model.apply(&payload, 5, &Limits::default()).unwrap();
         let bytes = encode(&model).unwrap();

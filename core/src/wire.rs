@@ -143,5 +143,5 @@ pub fn decode_body(bytes: &[u8]) -> Result<Payload> {
     if !reader.rest.is_empty() {
         return Err(Error::InvalidPayload(format!("binary payload: {} trailing bytes", reader.rest.len())));
     }
-    Ok(Payload { dim, arms, offsets })
+    Ok(Payload { dim, arms, offsets, settings: None })
 }

@@ -2,6 +2,8 @@
 //! slices (no copies, no reference counting) and parses numbers with Redis'
 //! own error wording.
 
+use bandit_core::Limits;
+
 use crate::error::CommandError;
 
 /// A cursor over a command's arguments, after the command name.
@@ -51,15 +53,27 @@ impl<'a> Args<'a> {
         parse_usize(self.next_arg()?)
     }
 
-    /// `n id1 … idn` (after an ARMS keyword), with n bounded by `limit`.
-    pub fn next_id_list(&mut self, limit: usize) -> Result<&'a [&'a [u8]], CommandError> {
+    /// `n id1 … idn` (after an ARMS keyword), with n bounded by
+    /// `limits.max_arms` and every id a valid arm id: non-empty and at most
+    /// `limits.max_id_bytes` long, the same rule LOAD applies.
+    pub fn next_id_list(&mut self, limits: &Limits) -> Result<&'a [&'a [u8]], CommandError> {
         let count = self.next_usize()?;
-        if count > limit {
-            return Err(bandit_core::Error::TooLarge { what: "ARMS count", got: count, limit }.into());
+        if count > limits.max_arms {
+            return Err(bandit_core::Error::TooLarge { what: "ARMS count", got: count, limit: limits.max_arms }.into());
         }
         let available = self.remaining();
-        self.take(count)
-            .ok_or_else(|| CommandError::SyntaxDetail(format!("ARMS {count} is followed by {available} arguments")))
+        let ids = self
+            .take(count)
+            .ok_or_else(|| CommandError::SyntaxDetail(format!("ARMS {count} is followed by {available} arguments")))?;
+        for id in ids {
+            if id.is_empty() {
+                return Err(CommandError::Other("arm id is empty".into()));
+            }
+            if id.len() > limits.max_id_bytes {
+                return Err(bandit_core::Error::TooLarge { what: "arm id length", got: id.len(), limit: limits.max_id_bytes }.into());
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -117,5 +131,24 @@ mod tests {
         assert_eq!(args.next_arg().unwrap(), b"c");
         assert!(args.is_empty());
         assert_eq!(args.next_arg().unwrap_err(), CommandError::Syntax);
+    }
+
+    #[test]
+    fn id_lists_follow_the_rules_load_applies() {
+        let limits = Limits { max_arms: 3, max_id_bytes: 4, ..Limits::default() };
+        let list = |items: &[&[u8]]| Args::new(items).next_id_list(&limits).map(<[&[u8]]>::len);
+        assert_eq!(list(&[b"2", b"a", b"bcde"]).unwrap(), 2);
+        assert_eq!(list(&[b"1", b""]).unwrap_err().to_string(), "ERR arm id is empty");
+        assert_eq!(list(&[b"1", b"abcde"]).unwrap_err().to_string(), "ERR arm id length is 5, the limit is 4");
+        assert_eq!(list(&[b"4", b"a", b"b", b"c", b"d"]).unwrap_err().to_string(), "ERR ARMS count is 4, the limit is 3");
+        assert_eq!(list(&[b"2", b"a"]).unwrap_err().to_string(), "ERR syntax error, ARMS 2 is followed by 1 arguments");
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        assert_eq!(CommandError::unexpected(b"WITHSCORE").to_string(), "ERR syntax error, unexpected 'WITHSCORE'");
+        let long = [b'x'; 40];
+        assert_eq!(CommandError::unexpected(&long).to_string(), format!("ERR syntax error, unexpected '{}…'", "x".repeat(32)));
+        assert_eq!(CommandError::unexpected(b"a\r\nb").to_string(), "ERR syntax error, unexpected 'a??b'");
     }
 }

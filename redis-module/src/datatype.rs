@@ -19,6 +19,7 @@ use bandit_core::{codec, packed, snapshot, Model};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
+use crate::commands::create::StatedSettings;
 use crate::config;
 
 /// Type name as Redis stores it in RDB files: exactly nine characters.
@@ -99,12 +100,8 @@ unsafe extern "C" fn aof_rewrite(aof: *mut raw::RedisModuleIO, key: *mut raw::Re
 
 fn emit_model(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, model: &Model) {
     let settings = model.settings();
-    let dim = settings.dim.to_string();
-    // `{:?}` prints the shortest text that parses back to the same f64.
-    let alpha = format!("{:?}", settings.alpha);
-    let lambda = format!("{:?}", settings.lambda);
-    let create = [b"DIM".as_slice(), dim.as_bytes(), b"ALPHA", alpha.as_bytes(), b"LAMBDA", lambda.as_bytes()];
-    emit(aof, "BANDIT.CREATE", key, &create);
+    let create = StatedSettings::new(settings);
+    emit(aof, "BANDIT.CREATE", key, &create.arguments());
 
     let limit = config::get().limits.max_payload_bytes.min(AOF_CHUNK_BYTES);
     let per_arm = (2 * packed::len(settings.dim) + settings.dim) * 8 + 128;

@@ -4,24 +4,28 @@
 
 use std::os::raw::{c_char, c_long};
 
+use std::fmt::Write;
+
+use bandit_core::number::Shortest;
 use redis_module::{raw, Context};
 
 /// The reply being written for one command.
 #[derive(Debug, Clone, Copy)]
 pub struct Reply {
     ctx: *mut raw::RedisModuleCtx,
+    resp3: bool,
 }
 
 impl Reply {
     pub fn new(ctx: &Context) -> Self {
-        Self { ctx: ctx.ctx }
+        // SAFETY: the context is the live one of the current command.
+        let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) };
+        Self { ctx: ctx.ctx, resp3: flags & (raw::REDISMODULE_CTX_FLAGS_RESP3 as i32) != 0 }
     }
 
     /// Whether the client speaks RESP3 (HELLO 3).
     pub fn is_resp3(self) -> bool {
-        // SAFETY: the context is the live one of the current command.
-        let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(self.ctx)) };
-        flags & (raw::REDISMODULE_CTX_FLAGS_RESP3 as i32) != 0
+        self.resp3
     }
 
     pub fn array(self, len: usize) {
@@ -50,9 +54,19 @@ impl Reply {
         self.integer(i64::try_from(value).unwrap_or(i64::MAX));
     }
 
-    /// A double: RESP3 double, or in RESP2 the bulk string Redis formats.
+    /// A double: a RESP3 double, or in RESP2 a bulk string at the shortest
+    /// text that reads back as the same value (Redis' own RESP2 formatting
+    /// prints 0.3 as 0.29999999999999999). Formatted on the stack: RANK
+    /// WITHSCORES writes one per arm.
     pub fn double(self, value: f64) {
-        raw::reply_with_double(self.ctx, value);
+        if self.resp3 {
+            raw::reply_with_double(self.ctx, value);
+            return;
+        }
+        let mut text = StackText::default();
+        // Cannot fail: the longest shortest-form f64 is far below the capacity.
+        let _ = write!(text, "{}", Shortest(value));
+        self.bulk(text.as_bytes());
     }
 
     pub fn doubles(self, values: &[f64]) {
@@ -78,5 +92,34 @@ impl Reply {
     /// Writes a field name of a map.
     pub fn field(self, name: &str) {
         self.bulk(name.as_bytes());
+    }
+}
+
+/// A fixed buffer that `write!` fills without allocating.
+#[derive(Debug)]
+struct StackText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self { bytes: [0; 64], len: 0 }
+    }
+}
+
+impl StackText {
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl Write for StackText {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len.checked_add(text.len()).ok_or(std::fmt::Error)?;
+        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }

@@ -1,9 +1,11 @@
 //! `BANDIT.CREATE key DIM d [ALPHA a] [LAMBDA l]` → OK
 //!
 //! Creates an empty model. Creating a model that already exists with the same
-//! settings is a no-op that still answers OK (so set-up scripts can rerun);
-//! other dims or settings are an error, as is a key of another type.
+//! settings (ALPHA and LAMBDA left out count at the module's defaults) is a
+//! no-op that still answers OK, so set-up scripts can rerun; other settings
+//! are an `EXISTS` error, a key of another type `WRONGTYPE`.
 
+use bandit_core::number::Shortest;
 use bandit_core::{Model, ModelSettings};
 
 use super::{entry_point, publish_change, write_model, CommandSpec, Invocation};
@@ -33,7 +35,7 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         } else if is_keyword(option, "LAMBDA") {
             lambda = Some(call.args.next_f64()?);
         } else {
-            return Err(CommandError::Syntax);
+            return Err(CommandError::unexpected(option));
         }
     }
     let dim = dim.ok_or_else(|| CommandError::SyntaxDetail("DIM is required".into()))?;
@@ -46,21 +48,57 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
 
     let key = call.ctx.open_key_writable(&call.key);
     if let Some(existing) = write_model(&key)? {
-        let have = existing.settings();
-        if have.dim != dim {
-            return Err(CommandError::Other(format!("model exists with dim {}", have.dim)));
-        }
-        if alpha.is_some_and(|a| a != have.alpha) || lambda.is_some_and(|l| l != have.lambda) {
-            return Err(CommandError::Other(format!(
-                "model exists with ALPHA {} LAMBDA {}",
-                have.alpha, have.lambda
+        // Settings left out count at the module's defaults, as they would for
+        // a new model: rerunning a set-up script is a no-op, asking for other
+        // settings is an error.
+        let have = *existing.settings();
+        if have != settings {
+            return Err(CommandError::Exists(format!(
+                "the model exists with {}; this CREATE asks for {}",
+                describe(&have),
+                describe(&settings)
             )));
         }
         call.reply.simple(c"OK");
         return Ok(());
     }
     key.set_value(&BANDIT_TYPE, Model::new(settings)).map_err(|_| CommandError::WrongType)?;
-    publish_change(call, "bandit.create");
+    // Stated in full: a replica's module defaults may differ from ours.
+    let stated = StatedSettings::new(&settings);
+    publish_change(call, SPEC.name, Some(&stated.arguments()));
     call.reply.simple(c"OK");
     Ok(())
+}
+
+/// `DIM d ALPHA a LAMBDA l` with every value written out (numbers at their
+/// shortest round-trip text), for replication and the AOF rewrite.
+#[derive(Debug)]
+pub struct StatedSettings {
+    dim: String,
+    alpha: String,
+    lambda: String,
+}
+
+impl StatedSettings {
+    pub fn new(settings: &ModelSettings) -> Self {
+        Self {
+            dim: settings.dim.to_string(),
+            alpha: Shortest(settings.alpha).to_string(),
+            lambda: Shortest(settings.lambda).to_string(),
+        }
+    }
+
+    /// The arguments after the key.
+    pub fn arguments(&self) -> [&[u8]; 6] {
+        [b"DIM", self.dim.as_bytes(), b"ALPHA", self.alpha.as_bytes(), b"LAMBDA", self.lambda.as_bytes()]
+    }
+}
+
+fn describe(settings: &ModelSettings) -> String {
+    format!(
+        "DIM {} ALPHA {} LAMBDA {}",
+        settings.dim,
+        Shortest(settings.alpha),
+        Shortest(settings.lambda)
+    )
 }

@@ -28,7 +28,7 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
     while !call.args.is_empty() {
         let option = call.args.next_arg()?;
         if is_keyword(option, "ARMS") {
-            ids = Some(call.args.next_id_list(limits.max_arms)?);
+            ids = Some(call.args.next_id_list(limits)?);
         } else if is_keyword(option, "FORMAT") {
             let name = call.args.next_arg()?;
             format = if is_keyword(name, "BINARY") {
@@ -39,7 +39,7 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
                 return Err(CommandError::SyntaxDetail("FORMAT is BINARY or JSON".into()));
             };
         } else {
-            return Err(CommandError::Syntax);
+            return Err(CommandError::unexpected(option));
         }
     }
     let key = call.ctx.open_key(&call.key);

@@ -1,12 +1,21 @@
-//! `BANDIT.LOAD key payload` → integer: arms written
+//! `BANDIT.LOAD key payload` → integer: arms changed
 //!
 //! Applies a payload (binary from `bandit_core::codec`, or JSON when it starts
 //! with `{`) atomically: every arm and offset, or nothing. Offsets fence
 //! writers: a payload behind the model on any partition is refused with
-//! `STALE`. A missing key is created with the payload's dim and the module's
-//! default ALPHA and LAMBDA. Replicated only when something changed.
+//! `STALE`. A payload that states settings (ALPHA, LAMBDA: every EXPORT does)
+//! creates a missing key with them and is refused with `SETTINGS` by a model
+//! that has others; one without settings creates the key with the module's
+//! defaults. The reply counts the arms whose stored values changed (new arms
+//! included; an arm loaded again with the same values is not counted).
+//!
+//! Replicated only when something changed. When the module filled something
+//! in (an arm's update time, the settings of a model it created), replicas
+//! and the AOF receive the payload as applied, with those values stated, so
+//! they hold what this server holds; otherwise the command as received.
 
-use bandit_core::{codec, Model, ModelSettings};
+use bandit_core::codec::{self, Format};
+use bandit_core::{Model, ModelSettings, PayloadSettings};
 
 use super::{entry_point, now_ms, publish_change, write_model, CommandSpec, Invocation};
 use crate::config;
@@ -28,26 +37,37 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         return Err(CommandError::WrongArity(SPEC.name));
     }
     let config = config::get();
-    let payload = codec::decode(bytes, &config.limits)?;
+    let mut payload = codec::decode(bytes, &config.limits)?;
     let key = call.ctx.open_key_writable(&call.key);
     let now = now_ms();
-    let applied = match write_model(&key)? {
-        Some(model) => model.apply(&payload, now, &config.limits)?,
+    let (applied, filled_in) = match write_model(&key)? {
+        Some(model) => {
+            let applied = model.apply(&payload, now, &config.limits)?;
+            (applied, model.stamp(&mut payload))
+        }
         None => {
-            let settings = ModelSettings {
-                dim: payload.dim,
+            let stated = payload.settings;
+            let settings = PayloadSettings {
                 alpha: config.default_alpha,
                 lambda: config.default_lambda,
             };
-            let mut model = Model::new(settings);
+            let settings = stated.unwrap_or(settings);
+            payload.settings = Some(settings);
+            let mut model = Model::new(ModelSettings { dim: payload.dim, alpha: settings.alpha, lambda: settings.lambda });
             let mut applied = model.apply(&payload, now, &config.limits)?;
+            let stamped = model.stamp(&mut payload);
             key.set_value(&BANDIT_TYPE, model).map_err(|_| CommandError::WrongType)?;
             applied.created = true;
-            applied
+            (applied, stamped || stated.is_none())
         }
     };
     if applied.changed() {
-        publish_change(call, "bandit.load");
+        if filled_in {
+            let stated = codec::encode(&payload, Format::Binary)?;
+            publish_change(call, SPEC.name, Some(&[stated.as_slice()]));
+        } else {
+            publish_change(call, SPEC.name, None);
+        }
     }
     call.reply.unsigned(applied.arms_changed as u64);
     Ok(())

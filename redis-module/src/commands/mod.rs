@@ -140,11 +140,23 @@ pub fn write_model(key: &RedisKeyWritable) -> Result<Option<&mut Model>> {
     key.get_value::<Model>(&BANDIT_TYPE).map_err(|_| CommandError::WrongType)
 }
 
-/// Propagates the command as received to replicas and the AOF, and tells
-/// keyspace subscribers; called only after a real change.
-pub fn publish_change(invocation: &Invocation<'_>, event: &str) {
-    invocation.ctx.replicate_verbatim();
-    invocation.ctx.notify_keyspace_event(NotifyEvent::MODULE, event, &invocation.key);
+/// Propagates a change to replicas and the AOF, and tells keyspace
+/// subscribers; called only after a real change. `stated` is the command's
+/// arguments after the key with every value the module filled in written
+/// out (defaults, clock readings), so that replicas and an AOF replay hold
+/// what this server holds whatever their own settings and clocks; `None`
+/// propagates the command as received.
+pub fn publish_change(invocation: &Invocation<'_>, command: &str, stated: Option<&[&[u8]]>) {
+    match stated {
+        None => invocation.ctx.replicate_verbatim(),
+        Some(args) => {
+            let mut full: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
+            full.push(invocation.key.as_slice());
+            full.extend_from_slice(args);
+            invocation.ctx.replicate(command, full.as_slice());
+        }
+    }
+    invocation.ctx.notify_keyspace_event(NotifyEvent::MODULE, command, &invocation.key);
 }
 
 /// Wall-clock milliseconds, for the model's update times.

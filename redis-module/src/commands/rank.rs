@@ -90,7 +90,7 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
             have_context = true;
             read_blob(call.args.next_arg()?, model.dim(), context)?;
         } else if is_keyword(option, "ARMS") {
-            candidates = Some(call.args.next_id_list(limits.max_arms)?);
+            candidates = Some(call.args.next_id_list(limits)?);
         } else if is_keyword(option, "TOP") {
             let k = call.args.next_usize()?;
             if k > limits.max_top {
@@ -105,7 +105,7 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
         } else if is_keyword(option, "WITHSCORES") {
             with_scores = true;
         } else {
-            return Err(CommandError::Syntax);
+            return Err(CommandError::unexpected(option));
         }
     }
     if !have_context {

@@ -24,12 +24,12 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         Some(option) if is_keyword(option, "ARM") => {
             call.args.next_arg()?;
             let id = call.args.next_arg()?;
-            if !call.args.is_empty() {
-                return Err(CommandError::Syntax);
+            if let Some(extra) = call.args.peek() {
+                return Err(CommandError::unexpected(extra));
             }
             Some(id)
         }
-        Some(_) => return Err(CommandError::Syntax),
+        Some(other) => return Err(CommandError::unexpected(other)),
     };
     let key = call.ctx.open_key(&call.key);
     let model = read_model(&key)?;
