@@ -3,7 +3,8 @@
 //! - [`run`]: BANDIT.RANK beside a plain GET of a small string on the same
 //!   server in the same run, so the ratio says what ranking costs over Redis'
 //!   own floor: latency on one connection, throughput over many, and the
-//!   server's own time per call from INFO commandstats.
+//!   server's own time per call from INFO commandstats. It writes the keys
+//!   [`RANK_KEYS`] and deletes them when done, also after a failure.
 //! - [`fold_rate`]: the trainer's per-event CPU cost (decode + fold).
 //! - [`flush_cost`]: inverting and encoding many dirty arms, as one flush does.
 
@@ -18,7 +19,7 @@ use bandit_core::event::FeedbackEvent;
 use bandit_core::fold::ArmAccumulator;
 use bandit_core::Payload;
 
-use crate::error::{ClientError, Result};
+use crate::error::Result;
 use crate::rng::Rng;
 
 /// What to measure.
@@ -51,9 +52,18 @@ pub struct BenchResult {
     pub rank: Measured,
 }
 
+/// The model [`run`] ranks.
+const MODEL_KEY: &str = "bench:model";
+/// The string [`run`] GETs.
+const STRING_KEY: &str = "bench:string";
+/// The model [`flush_with_load`] loads.
+const FLUSH_KEY: &str = "bench:flush";
+/// Every key [`run`] writes (and deletes at its end).
+pub const RANK_KEYS: [&str; 2] = [MODEL_KEY, STRING_KEY];
+
 fn rank_command(dim: usize, top: usize, rng: &mut Rng) -> redis::Cmd {
     let mut command = redis::cmd("BANDIT.RANK");
-    command.arg("bench:model").arg("CONTEXT");
+    command.arg(MODEL_KEY).arg("CONTEXT");
     for _ in 0..dim {
         command.arg(format!("{:.6}", rng.unit()));
     }
@@ -63,19 +73,26 @@ fn rank_command(dim: usize, top: usize, rng: &mut Rng) -> redis::Cmd {
 
 fn get_command() -> redis::Cmd {
     let mut command = redis::cmd("GET");
-    command.arg("bench:string");
+    command.arg(STRING_KEY);
     command
 }
 
-/// A model of `arms` arms, each folded from `events` random events.
+/// A model of `arms` arms, each folded from `events` random events, with
+/// the prior λ = 1.
 #[must_use]
 pub fn trained_payload(dim: usize, arms: usize, events: usize, seed: u64) -> Payload {
+    trained_payload_with_lambda(dim, arms, events, seed, 1.0)
+}
+
+/// As [`trained_payload`], with the prior A = λI.
+#[must_use]
+pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed: u64, lambda: f64) -> Payload {
     let mut rng = Rng::new(seed);
     let mut work = Workspace::default();
     let mut x = vec![0.0; dim];
     let arms = (0..arms)
         .filter_map(|k| {
-            let mut arm = ArmAccumulator::new(dim, 1.0);
+            let mut arm = ArmAccumulator::new(dim, lambda);
             for _ in 0..events {
                 x.iter_mut().for_each(|v| *v = rng.unit());
                 let reward = if rng.unit() < 0.3 { 1.0 } else { 0.0 };
@@ -84,12 +101,25 @@ pub fn trained_payload(dim: usize, arms: usize, events: usize, seed: u64) -> Pay
             arm.to_payload(&format!("p{k}"), &mut work, None).ok()
         })
         .collect();
-    Payload { dim, arms, offsets: vec![] }
+    Payload { dim, arms, offsets: vec![], settings: None }
 }
 
 fn connect(url: &str) -> Result<redis::Connection> {
     let client = redis::Client::open(url)?;
     Ok(client.get_connection_with_timeout(Duration::from_secs(5))?)
+}
+
+/// Runs `body`, then deletes `keys` whether it succeeded or not; the body's
+/// error comes first, a failed delete after a successful body second.
+fn with_cleanup<T>(url: &str, keys: &[&str], body: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outcome = body();
+    let deleted = connect(url).and_then(|mut conn| {
+        let _: u64 = redis::cmd("DEL").arg(keys).query(&mut conn)?;
+        Ok(())
+    });
+    let value = outcome.map_err(|e| e.naming_server(url))?;
+    deleted?;
+    Ok(value)
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
@@ -101,13 +131,13 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 /// and the GET key.
 pub fn prepare(url: &str, config: &BenchConfig) -> Result<()> {
     let mut conn = connect(url)?;
-    let () = redis::cmd("DEL").arg("bench:model").query(&mut conn)?;
-    let () = redis::cmd("SET").arg("bench:string").arg("hello").query(&mut conn)?;
+    let _: u64 = redis::cmd("DEL").arg(MODEL_KEY).query(&mut conn)?;
+    let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
     let payload = trained_payload(config.dim, config.arms, 20, 7);
     for chunk in payload.arms.chunks(2000) {
-        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![] };
+        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None };
         let bytes = encode_binary(&part)?;
-        let _: u64 = redis::cmd("BANDIT.LOAD").arg("bench:model").arg(bytes).query(&mut conn)?;
+        let _: u64 = redis::cmd("BANDIT.LOAD").arg(MODEL_KEY).arg(bytes).query(&mut conn)?;
     }
     Ok(())
 }
@@ -161,11 +191,16 @@ fn server_us_per_call(conn: &mut redis::Connection, command: &str) -> Result<f64
         .unwrap_or(0.0))
 }
 
-/// Runs the benchmark against a server that has the module loaded.
+/// Runs the benchmark against a server that has the module loaded, and
+/// deletes its keys ([`RANK_KEYS`]) at the end, also after a failure.
 ///
 /// # Errors
 /// Connection or command failures.
 pub fn run(url: &str, config: &BenchConfig) -> Result<BenchResult> {
+    with_cleanup(url, &RANK_KEYS, || measure(url, config))
+}
+
+fn measure(url: &str, config: &BenchConfig) -> Result<BenchResult> {
     prepare(url, config)?;
     let mut rng = Rng::new(99);
     let rank: Vec<redis::Cmd> = (0..64).map(|_| rank_command(config.dim, config.top, &mut rng)).collect();
@@ -276,21 +311,26 @@ pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
         .enumerate()
         .filter_map(|(i, arm)| arm.to_payload(&format!("p{i}"), &mut work, None).ok())
         .collect();
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)] }).map_or(0, |b| b.len());
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None }).map_or(0, |b| b.len());
     (start.elapsed().as_secs_f64() * 1e3, bytes)
 }
 
 /// Invert, encode and BANDIT.LOAD `arms` dirty arms in one payload, as a
 /// sink flush does in steady state (the arms already exist in the model);
-/// milliseconds for the whole and for the LOAD alone.
+/// milliseconds for the whole and for the LOAD alone. The model is the key
+/// `bench:flush`, deleted at the end, also after a failure.
 ///
 /// # Errors
 /// Connection or command failures.
 pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
+    with_cleanup(url, &[FLUSH_KEY], || measure_flush(url, dim, arms))
+}
+
+fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
     let mut conn = connect(url)?;
-    let _: () = redis::cmd("DEL").arg("bench:flush").query(&mut conn)?;
+    let _: u64 = redis::cmd("DEL").arg(FLUSH_KEY).query(&mut conn)?;
     let first = trained_payload(dim, arms, dim * 2, 9);
-    let _: u64 = redis::cmd("BANDIT.LOAD").arg("bench:flush").arg(encode_binary(&first)?).query(&mut conn)?;
+    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(encode_binary(&first)?).query(&mut conn)?;
     // The next flush: every arm has seen one more event.
     let mut rng = Rng::new(10);
     let mut accumulators = Vec::with_capacity(arms);
@@ -306,11 +346,10 @@ pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)>
     for (id, accumulator) in &accumulators {
         published.push(accumulator.to_payload(id, &mut work, None)?);
     }
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)] })?;
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None })?;
     let load_start = Instant::now();
-    let _: u64 = redis::cmd("BANDIT.LOAD").arg("bench:flush").arg(bytes).query(&mut conn)?;
+    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(bytes).query(&mut conn)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
-    let _: () = redis::cmd("DEL").arg("bench:flush").query(&mut conn).map_err(ClientError::from)?;
     Ok((total_ms, load_ms))
 }

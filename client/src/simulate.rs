@@ -289,7 +289,7 @@ impl LocalLinUcb {
             let arm = self.arms.entry(id.clone()).or_insert_with(|| ArmAccumulator::new(DIM, lambda));
             arms.push(arm.to_payload(&id, &mut self.work, None)?);
         }
-        self.model.apply(&Payload { dim: DIM, arms, offsets: vec![] }, 0, &Limits::default())?;
+        self.model.apply(&Payload { dim: DIM, arms, offsets: vec![], settings: None }, 0, &Limits::default())?;
         self.pending = 0;
         Ok(())
     }

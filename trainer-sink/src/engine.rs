@@ -59,6 +59,15 @@ struct PartitionState {
     published: Option<i64>,
     /// Offset after the last record handled (None: from the beginning).
     next: Option<i64>,
+    /// Records handled since `published` (folded, skipped past or
+    /// dead-lettered), i.e. what a reset of this partition gives up.
+    unflushed: u64,
+}
+
+impl PartitionState {
+    fn at(offset: Option<i64>) -> Self {
+        Self { published: offset, next: offset, unflushed: 0 }
+    }
 }
 
 #[derive(Debug)]
@@ -82,7 +91,6 @@ pub struct Engine {
     arms: FxHashMap<String, Arm>,
     dirty: Vec<String>,
     partitions: BTreeMap<i32, PartitionState>,
-    unflushed: u64,
     work: Workspace,
     metrics: Arc<Metrics>,
 }
@@ -95,15 +103,23 @@ impl Engine {
             arms: FxHashMap::default(),
             dirty: Vec::new(),
             partitions: BTreeMap::new(),
-            unflushed: 0,
             work: Workspace::default(),
             metrics,
         }
     }
 
-    /// Events folded (or skipped past) since the last successful flush.
+    /// Events folded (or skipped past) and not yet published, over the
+    /// partitions held.
     pub fn unflushed(&self) -> u64 {
-        self.unflushed
+        self.partitions.values().map(|state| state.unflushed).sum()
+    }
+
+    /// Asks Redis whether it is there (for health while nothing is written).
+    ///
+    /// # Errors
+    /// As [`ModelStore::ping`].
+    pub fn probe(&mut self) -> Result<()> {
+        self.store.ping()
     }
 
     pub fn dirty_arms(&self) -> usize {
@@ -126,7 +142,7 @@ impl Engine {
         for &partition in partitions {
             self.drop_arms_of(partition);
             let offset = stored.get(&partition).copied();
-            self.partitions.insert(partition, PartitionState { published: offset, next: offset });
+            self.partitions.insert(partition, PartitionState::at(offset));
             starts.push((partition, offset));
         }
         self.update_gauges();
@@ -156,7 +172,8 @@ impl Engine {
     ///
     /// # Errors
     /// Only Redis failures while restoring an arm; the record was not
-    /// handled and must be retried.
+    /// handled (nothing changed) and must be handled again, before any later
+    /// record of its partition.
     pub fn handle(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) -> Result<Verdict> {
         let Some(state) = self.partitions.get(&partition) else {
             return Ok(Verdict::Skipped);
@@ -201,9 +218,9 @@ impl Engine {
     pub fn advance(&mut self, partition: i32, offset: i64) {
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.next = Some(offset + 1);
-            self.unflushed += 1;
+            state.unflushed += 1;
         }
-        Metrics::set(&self.metrics.unflushed_events, self.unflushed);
+        Metrics::set(&self.metrics.unflushed_events, self.unflushed());
     }
 
     /// Loads one arm from the model, or starts it from the prior. Returns a
@@ -215,6 +232,7 @@ impl Engine {
         if stored != published {
             let offset = stored.unwrap_or(0);
             tracing::warn!(partition, ?published, model = ?stored, "the model moved under this instance: resetting the partition");
+            Metrics::inc(&self.metrics.partition_resets);
             self.reset(partition, stored);
             return Ok(Some(Verdict::Reset { partition, offset }));
         }
@@ -234,7 +252,7 @@ impl Engine {
 
     fn reset(&mut self, partition: i32, stored: Option<i64>) {
         self.drop_arms_of(partition);
-        self.partitions.insert(partition, PartitionState { published: stored, next: stored });
+        self.partitions.insert(partition, PartitionState::at(stored));
         self.update_gauges();
     }
 
@@ -251,6 +269,11 @@ impl Engine {
             let started = Instant::now();
             let payload = self.build_payload()?;
             if payload.arms.is_empty() && payload.offsets.is_empty() {
+                // Nothing moved (records below the model's offsets only).
+                for state in self.partitions.values_mut() {
+                    state.unflushed = 0;
+                }
+                self.update_gauges();
                 return Ok(Flushed { resets, ..Flushed::default() });
             }
             match self.store.load(&payload) {
@@ -260,12 +283,15 @@ impl Engine {
                             state.published = Some(offset);
                         }
                     }
+                    // Every held partition's records are in the model now.
+                    for state in self.partitions.values_mut() {
+                        state.unflushed = 0;
+                    }
                     for id in self.dirty.drain(..) {
                         if let Some(arm) = self.arms.get_mut(&id) {
                             arm.dirty = false;
                         }
                     }
-                    self.unflushed = 0;
                     self.metrics.observe_flush(started.elapsed(), payload.arms.len() as u64);
                     self.update_gauges();
                     return Ok(Flushed { arms: payload.arms.len(), offsets: payload.offsets, resets });
@@ -282,6 +308,8 @@ impl Engine {
                         .collect();
                     for partition in moved {
                         let stored = model.get(&partition).copied();
+                        tracing::warn!(partition, model = ?stored, "resetting the partition to the model's offset");
+                        Metrics::inc(&self.metrics.partition_resets);
                         self.reset(partition, stored);
                         resets.push((partition, stored.unwrap_or(0)));
                     }
@@ -305,7 +333,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        Ok(Payload { dim: self.settings.dim, arms, offsets })
+        Ok(Payload { dim: self.settings.dim, arms, offsets, settings: None })
     }
 
     /// Inverts every dirty arm; large flushes are split across cores (each
@@ -347,7 +375,7 @@ impl Engine {
     fn update_gauges(&self) {
         Metrics::set(&self.metrics.dirty_arms, self.dirty.len() as u64);
         Metrics::set(&self.metrics.arms_in_memory, self.arms.len() as u64);
-        Metrics::set(&self.metrics.unflushed_events, self.unflushed);
+        Metrics::set(&self.metrics.unflushed_events, self.unflushed());
     }
 }
 

@@ -205,7 +205,7 @@ impl Policy for LinUcb {
             .collect::<bandit_core::Result<Vec<_>>>()?;
         let mut model = Model::new(ModelSettings { dim: self.dim, alpha: self.alpha, lambda: self.lambda });
         let limits = Limits { max_dim: usize::MAX, max_arms: usize::MAX, ..Limits::default() };
-        model.apply(&Payload { dim: self.dim, arms: published, offsets: vec![] }, 0, &limits)?;
+        model.apply(&Payload { dim: self.dim, arms: published, offsets: vec![], settings: None }, 0, &limits)?;
         self.model = Some(model);
         self.ids = arms.ids.clone();
         Ok(())
