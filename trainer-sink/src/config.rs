@@ -133,13 +133,13 @@ pub struct Cli {
     /// Model key in Redis.
     #[arg(long, env = "BANDIT_SINK_MODEL")]
     pub model: Option<String>,
-    /// Context dimension.
+    /// Context dimension; events with another length are invalid.
     #[arg(long, env = "BANDIT_SINK_DIM")]
     pub dim: Option<usize>,
-    /// Ridge prior λ.
+    /// Ridge prior λ (A = λI for a new arm); must equal the model's LAMBDA.
     #[arg(long, env = "BANDIT_SINK_LAMBDA")]
     pub lambda: Option<f64>,
-    /// ALPHA the model is created with.
+    /// ALPHA the model is created with (an existing model keeps its own; a difference is logged).
     #[arg(long, env = "BANDIT_SINK_ALPHA")]
     pub alpha: Option<f64>,
     /// Flush interval in milliseconds.
@@ -166,6 +166,45 @@ pub struct Cli {
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+impl Cli {
+    /// The command line, with every flag's help naming its default. The
+    /// defaults are shown, not set: a flag left out must not override the
+    /// file or the environment, so they come from [`Config::default`].
+    pub fn command_with_defaults() -> clap::Command {
+        let d = Config::default();
+        let tolerance = format!("{:?}", d.errors_tolerance).to_lowercase();
+        let shown: [(&str, String); 13] = [
+            ("brokers", d.brokers),
+            ("topic", d.topic),
+            ("group", d.group_id),
+            ("redis", d.redis_url),
+            ("model", d.model_key),
+            ("dim", d.dim.to_string()),
+            ("lambda", format!("{:?}", d.lambda)),
+            ("alpha", format!("{:?}", d.alpha)),
+            ("flush_interval_ms", d.flush_interval_ms.to_string()),
+            ("max_dirty_arms", d.max_dirty_arms.to_string()),
+            ("max_unflushed_events", d.max_unflushed_events.to_string()),
+            ("errors_tolerance", tolerance),
+            ("metrics_addr", d.metrics_addr.unwrap_or_default()),
+        ];
+        let mut command = <Self as clap::CommandFactory>::command();
+        for (id, value) in shown {
+            command = command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {value}]"))
+            });
+        }
+        command
+    }
+
+    /// Parses the process's arguments (exits with usage on error, as clap does).
+    pub fn parse_with_defaults() -> Self {
+        let matches = Self::command_with_defaults().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// librdkafka properties the sink sets itself: overriding them would break
@@ -391,6 +430,53 @@ mod tests {
         for (args, expected) in cases {
             let error = Config::from_cli(&cli(args)).unwrap_err().to_string();
             assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn help_shows_every_default() {
+        let help = Cli::command_with_defaults().render_help().to_string();
+        for shown in ["[default: 127.0.0.1:9092]", "[default: feedback]", "[default: bandit-sink]", "[default: redis://127.0.0.1:6379]", "[default: bandit:model]", "[default: 15]", "[default: 1.0]", "[default: 5000]", "[default: 10000]", "[default: 1000000]", "[default: none]", "[default: 127.0.0.1:9464]"] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+        // Shown, not set: a flag left out leaves the value to the file.
+        assert_eq!(cli(&[]).brokers, None);
+    }
+
+    /// The README's configuration table (TOML key, flag, environment,
+    /// default) must say what the code does.
+    #[test]
+    fn readme_table_matches_the_code() {
+        let readme = include_str!("../../README.md");
+        let section = readme.split("### Configuration").nth(1).unwrap().split("### Metrics").next().unwrap();
+        let rows: Vec<Vec<String>> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| line.split('|').map(|cell| cell.trim().trim_matches('`').to_owned()).collect())
+            .collect();
+        let help = Cli::command_with_defaults();
+        let d = Config::default();
+        let expected: [(&str, &str, &str, String); 14] = [
+            ("errors_tolerance", "--errors-tolerance", "BANDIT_SINK_ERRORS_TOLERANCE", format!("{:?}", d.errors_tolerance).to_lowercase()),
+            ("brokers", "--brokers", "BANDIT_SINK_BROKERS", d.brokers.clone()),
+            ("topic", "--topic", "BANDIT_SINK_TOPIC", d.topic.clone()),
+            ("group_id", "--group", "BANDIT_SINK_GROUP", d.group_id.clone()),
+            ("redis_url", "--redis", "BANDIT_SINK_REDIS", d.redis_url.clone()),
+            ("model_key", "--model", "BANDIT_SINK_MODEL", d.model_key.clone()),
+            ("dim", "--dim", "BANDIT_SINK_DIM", d.dim.to_string()),
+            ("lambda", "--lambda", "BANDIT_SINK_LAMBDA", format!("{:?}", d.lambda)),
+            ("alpha", "--alpha", "BANDIT_SINK_ALPHA", format!("{:?}", d.alpha)),
+            ("flush_interval_ms", "--flush-interval-ms", "BANDIT_SINK_FLUSH_INTERVAL_MS", d.flush_interval_ms.to_string()),
+            ("max_dirty_arms", "--max-dirty-arms", "BANDIT_SINK_MAX_DIRTY_ARMS", d.max_dirty_arms.to_string()),
+            ("max_unflushed_events", "--max-unflushed-events", "BANDIT_SINK_MAX_UNFLUSHED_EVENTS", d.max_unflushed_events.to_string()),
+            ("metrics_addr", "--metrics-addr", "BANDIT_SINK_METRICS_ADDR", d.metrics_addr.clone().unwrap_or_default()),
+            ("dead_letter_topic", "--dead-letter-topic", "BANDIT_SINK_DEAD_LETTER_TOPIC", "—".to_owned()),
+        ];
+        for (key, flag, env, default) in expected {
+            let row = rows.iter().find(|row| row[1] == key || row[1].starts_with(&format!("{key}` or"))).unwrap_or_else(|| panic!("README has no row for {key}"));
+            assert_eq!((row[2].as_str(), row[3].as_str(), row[4].as_str()), (flag, env, default.as_str()), "README row {key}");
+            let arg = help.get_arguments().find(|arg| arg.get_long() == flag.strip_prefix("--")).unwrap();
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env), "{flag}");
         }
     }
 

@@ -1,256 +1,43 @@
-//! The Kafka side: the consumer loop, the rebalance protocol and the
-//! dead-letter producer. Runs on one dedicated thread: rebalance callbacks
-//! fire inside `poll` on that same thread, so a revoke can flush and commit
-//! synchronously before the partitions are given up.
+//! The Kafka loop. Runs on one dedicated thread: rebalance callbacks fire
+//! inside `poll` on that same thread (see [`crate::context`]), so a revoke
+//! can flush and commit synchronously before the partitions are given up.
 //!
 //! Offsets are stored only after the write downstream succeeded: the model's
 //! offsets are the truth, and Kafka's committed offsets follow them after
 //! each successful BANDIT.LOAD (so lag tools stay right).
+//!
+//! The loop never blocks on Redis: a record whose arm cannot be restored
+//! while Redis is unavailable is held and its partition paused, and flushes
+//! are retried with back-off, while `poll` keeps the group membership alive.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::statistics::Statistics;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::ClientContext;
 
+use crate::backoff::Backoff;
 use crate::config::{Config, Tolerance};
-use crate::engine::{Engine, EngineSettings, Verdict};
+use crate::context::{lock, SinkContext};
+use crate::dead_letter::DeadLetterQueue;
+use crate::engine::{Engine, EngineSettings, Flushed, Verdict};
 use crate::error::{Result, SinkError};
-use crate::http::Health;
+use crate::health::Health;
+use crate::kafka_config::client_config;
 use crate::metrics::Metrics;
-use crate::store::ModelStore;
+use crate::store::{ModelSettings, ModelStore};
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a revoke or shutdown keeps retrying its final flush.
 const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Capped exponential back-off.
-#[derive(Debug)]
-struct Backoff {
-    current: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self { current: Duration::from_millis(100) }
-    }
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
-        self.current = (self.current * 2).min(MAX_BACKOFF);
-        delay
-    }
-    fn reset(&mut self) {
-        self.current = Duration::from_millis(100);
-    }
-}
-
-/// Callbacks librdkafka runs on the consumer thread.
-struct SinkContext {
-    topic: String,
-    engine: Arc<Mutex<Engine>>,
-    metrics: Arc<Metrics>,
-    /// The dead-letter queue (errors.tolerance = all).
-    dlq: Option<DeadLetterQueue>,
-    /// A fatal error raised inside a callback, for the loop to return.
-    failure: Mutex<Option<SinkError>>,
-}
-
-impl SinkContext {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        // A poisoned lock means a panic mid-update; the state may be torn,
-        // but the model's offsets stay the truth, so go on and let the
-        // restore logic reconcile.
-        self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn fail(&self, error: SinkError) {
-        if let Ok(mut slot) = self.failure.lock() {
-            slot.get_or_insert(error);
-        }
-    }
-
-    fn take_failure(&self) -> Option<SinkError> {
-        self.failure.lock().ok().and_then(|mut slot| slot.take())
-    }
-
-    fn partitions_in(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements_for_topic(&self.topic).iter().map(|element| element.partition()).collect()
-    }
-
-    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let partitions = self.partitions_in(tpl);
-        let deadline = Instant::now() + FINAL_FLUSH_DEADLINE * 3;
-        let mut backoff = Backoff::new();
-        let starts = loop {
-            match self.engine().assign(&partitions) {
-                Ok(starts) => break Some(starts),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "cannot read the model's offsets for the new partitions; retrying");
-                    std::thread::sleep(backoff.next_delay());
-                }
-                Err(e) => {
-                    self.fail(e);
-                    break None;
-                }
-            }
-        };
-        for (partition, start) in starts.unwrap_or_default() {
-            let offset = start.map_or(Offset::Beginning, Offset::Offset);
-            if let Err(e) = tpl.set_partition_offset(&self.topic, partition, offset) {
-                self.fail(e.into());
-            }
-            tracing::info!(partition, offset = ?offset, "partition assigned; resuming from the model's offset");
-        }
-        let result = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
-            _ => consumer.assign(tpl),
-        };
-        if let Err(e) = result {
-            self.fail(e.into());
-        }
-    }
-
-    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let partitions = self.partitions_in(tpl);
-        if consumer.assignment_lost() {
-            tracing::warn!(?partitions, "assignment lost: dropping state without flushing (the new owner restarts from the model)");
-        } else if let Err(e) = flush_with_deadline(self, consumer, CommitMode::Sync) {
-            tracing::warn!(error = %e, ?partitions, "could not flush before giving partitions up; the new owner re-reads from the model's offsets");
-        }
-        self.engine().revoke(&partitions);
-        tracing::info!(?partitions, "partitions revoked");
-        let result = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
-            _ => consumer.unassign(),
-        };
-        if let Err(e) = result {
-            self.fail(e.into());
-        }
-    }
-}
-
-impl ClientContext for SinkContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
-    }
-
-    fn stats(&self, statistics: Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.topic) {
-            let lag = topic
-                .partitions
-                .iter()
-                .filter(|(&partition, stats)| partition >= 0 && stats.consumer_lag >= 0)
-                .map(|(&partition, stats)| (partition, stats.consumer_lag))
-                .collect();
-            self.metrics.set_lag(lag);
-        }
-    }
-}
-
-impl ConsumerContext for SinkContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
-            other => {
-                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                let partitions = self.partitions_in(tpl);
-                self.engine().revoke(&partitions);
-                let _ = consumer.unassign();
-            }
-        }
-    }
-}
-
-/// Delivery bookkeeping of the dead-letter producer.
-#[derive(Debug, Default)]
-struct DeadLetters {
-    failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-struct DeadLetterContext(Arc<DeadLetters>);
-
-impl ClientContext for DeadLetterContext {}
-
-impl ProducerContext for DeadLetterContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        if let Err((error, _)) = result {
-            self.0.failed.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut slot) = self.0.last_error.lock() {
-                *slot = Some(error.to_string());
-            }
-        }
-    }
-}
-
-/// The dead-letter producer and its topic.
-struct DeadLetterQueue {
-    producer: BaseProducer<DeadLetterContext>,
-    topic: String,
-    state: Arc<DeadLetters>,
-}
-
-impl DeadLetterQueue {
-    /// Queues an invalid record with Kafka Connect's error headers.
-    fn send(&self, source_topic: &str, message: &BorrowedMessage<'_>, reason: &str) -> Result<()> {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "__connect.errors.topic", value: Some(source_topic) })
-            .insert(Header { key: "__connect.errors.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "__connect.errors.offset", value: Some(offset.as_str()) })
-            .insert(Header { key: "__connect.errors.exception.class.name", value: Some("bandit.InvalidEvent") })
-            .insert(Header { key: "__connect.errors.exception.message", value: Some(reason) });
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    self.producer.poll(Duration::from_millis(100));
-                }
-                Err((e, _)) => return Err(SinkError::DeadLetter(e.to_string())),
-            }
-        }
-    }
-
-    /// Waits for every queued dead letter; fails if any was not delivered.
-    fn flush(&self) -> Result<()> {
-        self.producer.flush(Duration::from_secs(30)).map_err(|e| SinkError::DeadLetter(e.to_string()))?;
-        if self.state.failed.load(Ordering::Relaxed) > 0 {
-            let last = self.state.last_error.lock().ok().and_then(|slot| slot.clone()).unwrap_or_default();
-            return Err(SinkError::DeadLetter(format!("an invalid event could not be dead-lettered: {last}")));
-        }
-        Ok(())
-    }
-}
-
 /// Publishes the dirty arms and commits the offsets now in the model.
-fn flush_and_commit(context: &SinkContext, consumer: &BaseConsumer<SinkContext>, mode: CommitMode) -> Result<()> {
+fn flush_and_commit(context: &SinkContext, consumer: &BaseConsumer<SinkContext>, mode: CommitMode) -> Result<Flushed> {
     // Dead letters must exist before the model claims their offsets.
     if let Some(dlq) = &context.dlq {
         dlq.flush()?;
@@ -270,16 +57,21 @@ fn flush_and_commit(context: &SinkContext, consumer: &BaseConsumer<SinkContext>,
             tracing::warn!(error = %e, "offset commit failed (the model's offsets remain the truth)");
         }
     }
-    Ok(())
+    Ok(flushed)
 }
 
-fn flush_with_deadline(context: &SinkContext, consumer: &BaseConsumer<SinkContext>, mode: CommitMode) -> Result<()> {
+/// A flush that waits (up to a deadline) for Redis to come back: for a
+/// revoke and for shutdown, which must not give state up lightly.
+///
+/// # Errors
+/// A permanent error, or a transient one past the deadline.
+pub fn flush_with_deadline(context: &SinkContext, consumer: &BaseConsumer<SinkContext>, mode: CommitMode) -> Result<()> {
     let deadline = Instant::now() + FINAL_FLUSH_DEADLINE;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     loop {
         match flush_and_commit(context, consumer, mode) {
-            Ok(()) => return Ok(()),
-            Err(SinkError::Redis(e)) if Instant::now() < deadline => {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
                 tracing::warn!(error = %e, "flush failed; retrying");
                 std::thread::sleep(backoff.next_delay());
             }
@@ -288,59 +80,31 @@ fn flush_with_deadline(context: &SinkContext, consumer: &BaseConsumer<SinkContex
     }
 }
 
+/// Moves a partition's position. Sleeps, never polls, between attempts: a
+/// poll here would hand out a record that nobody handles.
 fn seek(consumer: &BaseConsumer<SinkContext>, topic: &str, partition: i32, offset: i64) {
     for _ in 0..50 {
         match consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
             Ok(()) => return,
             Err(e) => {
                 tracing::debug!(error = %e, partition, offset, "seek not possible yet; retrying");
-                consumer.poll(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
     tracing::warn!(partition, offset, "could not seek; events already in the model will be skipped");
 }
 
-/// Consumer-only librdkafka properties, kept away from the dead-letter
-/// producer (which would warn about each).
-fn is_consumer_property(key: &str) -> bool {
-    key.starts_with("fetch.")
-        || key.starts_with("group.")
-        || key.starts_with("auto.")
-        || matches!(
-            key,
-            "session.timeout.ms" | "heartbeat.interval.ms" | "max.poll.interval.ms" | "partition.assignment.strategy"
-                | "isolation.level" | "enable.partition.eof" | "queued.min.messages" | "queued.max.messages.kbytes"
-                | "check.crcs" | "coordinator.query.interval.ms"
-        )
-}
-
-fn client_config(config: &Config, consumer: bool) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    if consumer {
-        client.set("statistics.interval.ms", "5000");
-        // Freshness is the point: do not let an idle fetch sit for librdkafka's
-        // default 500 ms before new events are seen.
-        client.set("fetch.wait.max.ms", "100");
-    }
-    for (key, value) in &config.kafka {
-        if consumer || !is_consumer_property(key) {
-            client.set(key, value);
-        }
-    }
-    client
-}
-
 /// Connects to Redis and makes sure the model exists with our settings,
-/// retrying while Redis is unreachable.
-fn open_store(config: &Config, stop: &AtomicBool) -> Result<ModelStore> {
-    let mut store = ModelStore::new(&config.redis_url, &config.model_key, REDIS_TIMEOUT)?;
-    let mut backoff = Backoff::new();
+/// waiting while Redis is unavailable and failing at once on a refusal.
+fn open_store(config: &Config, health: &Arc<Health>, stop: &AtomicBool) -> Result<ModelStore> {
+    let mut store = ModelStore::new(&config.redis_url, &config.model_key, REDIS_TIMEOUT, health.clone())?;
+    let settings = ModelSettings { dim: config.dim, alpha: config.alpha, lambda: config.lambda };
+    let mut backoff = Backoff::default();
     loop {
-        match store.ensure_model(config.dim, config.alpha, config.lambda) {
+        match store.ensure_model(settings) {
             Ok(()) => return Ok(store),
-            Err(SinkError::Redis(e)) if !stop.load(Ordering::Relaxed) => {
+            Err(e) if e.is_transient() && !stop.load(Ordering::Relaxed) => {
                 tracing::warn!(error = %e, "Redis is not reachable yet; retrying");
                 std::thread::sleep(backoff.next_delay());
             }
@@ -351,26 +115,18 @@ fn open_store(config: &Config, stop: &AtomicBool) -> Result<ModelStore> {
 
 /// Runs the sink until `stop` is set (then flushes, commits and returns Ok)
 /// or a fatal error occurs.
+///
+/// # Errors
+/// A permanent Redis refusal, a model mismatch, an invalid event with
+/// errors.tolerance=none, an undeliverable dead letter, a Kafka failure.
 pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop: Arc<AtomicBool>) -> Result<()> {
-    let store = open_store(&config, &stop)?;
+    let store = open_store(&config, &health, &stop)?;
     let engine = Engine::new(EngineSettings { dim: config.dim, lambda: config.lambda }, store, metrics.clone());
     let dlq = match &config.dead_letter_topic {
-        Some(topic) if config.errors_tolerance == Tolerance::All => {
-            let state = Arc::new(DeadLetters::default());
-            let producer: BaseProducer<DeadLetterContext> = client_config(&config, false)
-                .set("enable.idempotence", "true")
-                .create_with_context(DeadLetterContext(state.clone()))?;
-            Some(DeadLetterQueue { producer, topic: topic.clone(), state })
-        }
+        Some(topic) if config.errors_tolerance == Tolerance::All => Some(DeadLetterQueue::new(&config, topic)?),
         _ => None,
     };
-    let context = SinkContext {
-        topic: config.topic.clone(),
-        engine: Arc::new(Mutex::new(engine)),
-        metrics: metrics.clone(),
-        dlq,
-        failure: Mutex::new(None),
-    };
+    let context = SinkContext::new(&config.topic, engine, metrics.clone(), health.clone(), dlq);
     let consumer: BaseConsumer<SinkContext> = client_config(&config, true)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
@@ -380,10 +136,10 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
         .create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
     tracing::info!(topic = %config.topic, group = %config.group_id, model = %config.model_key, "consuming");
-    health.healthy.store(true, Ordering::Relaxed);
+    health.set_running(true);
 
-    let result = run_loop(&config, &consumer, &metrics, &health, &stop);
-    health.healthy.store(false, Ordering::Relaxed);
+    let result = Loop::new(&config, &consumer).run(&stop);
+    health.set_running(false);
     let context = consumer.context();
     match result {
         Ok(()) => {
@@ -404,91 +160,206 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
     }
 }
 
-fn run_loop(
-    config: &Config,
-    consumer: &BaseConsumer<SinkContext>,
-    metrics: &Metrics,
-    health: &Health,
-    stop: &AtomicBool,
-) -> Result<()> {
-    let context = consumer.context();
-    let dlq = context.dlq.as_ref();
-    let interval = Duration::from_millis(config.flush_interval_ms);
-    let mut next_flush = Instant::now() + interval;
-    let mut retry_at = Instant::now();
-    let mut backoff = Backoff::new();
-    let mut paused = false;
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(error) = context.take_failure() {
-            return Err(error);
-        }
-        let wait = next_flush.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
-        match consumer.poll(wait) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            Some(Ok(message)) => handle(config, consumer, &message, stop)?,
-        }
-        if let Some(dlq) = dlq {
-            dlq.producer.poll(Duration::ZERO);
-        }
+/// The loop's own state between polls.
+struct Loop<'a> {
+    config: &'a Config,
+    consumer: &'a BaseConsumer<SinkContext>,
+    context: &'a SinkContext,
+    interval: Duration,
+    next_flush: Instant,
+    /// When Redis may be tried again (flush, held records) after a failure.
+    retry_at: Instant,
+    backoff: Backoff,
+    /// Whether every partition is paused at max_unflushed_events.
+    at_bound: bool,
+}
+
+impl<'a> Loop<'a> {
+    fn new(config: &'a Config, consumer: &'a BaseConsumer<SinkContext>) -> Self {
+        let interval = Duration::from_millis(config.flush_interval_ms);
         let now = Instant::now();
-        let due = now >= next_flush || context.engine().dirty_arms() >= config.max_dirty_arms;
-        if due && now >= retry_at {
-            match flush_and_commit(context, consumer, CommitMode::Async) {
-                Ok(()) => {
-                    next_flush = now + interval;
-                    backoff.reset();
-                    health.healthy.store(true, Ordering::Relaxed);
-                    if paused {
-                        consumer.resume(&consumer.assignment()?)?;
-                        paused = false;
-                        Metrics::set(&metrics.paused, 0);
-                        tracing::info!("publishing works again: consumption resumed");
-                    }
+        Self {
+            config,
+            consumer,
+            context: consumer.context(),
+            interval,
+            next_flush: now + interval,
+            retry_at: now,
+            backoff: Backoff::default(),
+            at_bound: false,
+        }
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(error) = self.context.take_failure() {
+                return Err(error);
+            }
+            self.retry_held()?;
+            let wait = self.next_flush.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            match self.consumer.poll(wait) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Ok(message)) => {
+                    self.context.health.kafka_ok();
+                    self.receive(&message)?;
                 }
-                Err(SinkError::Redis(e)) => {
-                    let delay = backoff.next_delay();
-                    retry_at = now + delay;
-                    health.healthy.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot publish to Redis; state kept, retrying");
+            }
+            if let Some(dlq) = &self.context.dlq {
+                dlq.poll();
+            }
+            self.maybe_flush()?;
+            self.apply_pauses()?;
+        }
+        Ok(())
+    }
+
+    /// A transient Redis failure: wait before the next attempt.
+    fn redis_failed(&mut self, error: &SinkError, what: &str) {
+        let delay = self.backoff.next_delay();
+        self.retry_at = Instant::now() + delay;
+        tracing::warn!(error = %error, retry_in = ?delay, "{what}");
+    }
+
+    fn redis_worked(&mut self) {
+        self.backoff.reset();
+        self.retry_at = Instant::now();
+    }
+
+    /// Handles a fresh record, or holds it (pausing its partition) when its
+    /// arm cannot be restored because Redis is unavailable.
+    fn receive(&mut self, message: &BorrowedMessage<'_>) -> Result<()> {
+        if message.topic() != self.config.topic {
+            return Ok(());
+        }
+        if lock(&self.context.held).contains_key(&message.partition()) {
+            // A pause drops what was fetched past the held record, and the
+            // fetch resumes right after it; a record here would be out of
+            // order, so it is not handled (the resumed fetch brings it again).
+            tracing::debug!(partition = message.partition(), offset = message.offset(), "record behind a held one; dropped");
+            return Ok(());
+        }
+        match handle(self.config, self.consumer, message) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => {
+                lock(&self.context.held).insert(message.partition(), message.detach());
+                self.redis_failed(&e, "cannot restore an arm from Redis; the record is held and its partition paused");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tries the held records again once the back-off allows.
+    fn retry_held(&mut self) -> Result<()> {
+        if Instant::now() < self.retry_at {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut *lock(&self.context.held));
+        let mut still_held = held.into_iter();
+        while let Some((partition, message)) = still_held.next() {
+            match handle(self.config, self.consumer, &message) {
+                Ok(()) => {
+                    self.redis_worked();
+                    tracing::info!(partition, offset = message.offset(), "held record handled; partition resumes");
+                }
+                Err(e) if e.is_transient() => {
+                    self.redis_failed(&e, "Redis still unavailable; records stay held");
+                    let mut slot = lock(&self.context.held);
+                    slot.insert(partition, message);
+                    slot.extend(still_held);
+                    return Ok(());
                 }
                 Err(e) => return Err(e),
             }
         }
-        if !paused && context.engine().unflushed() >= config.max_unflushed_events {
-            consumer.pause(&consumer.assignment()?)?;
-            paused = true;
-            Metrics::set(&metrics.paused, 1);
-            tracing::warn!(limit = config.max_unflushed_events, "too many unpublished events: consumption paused until Redis accepts a flush");
+        Ok(())
+    }
+
+    fn maybe_flush(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let due = now >= self.next_flush || self.context.engine().dirty_arms() >= self.config.max_dirty_arms;
+        if !due || now < self.retry_at {
+            return Ok(());
+        }
+        match flush_and_commit(self.context, self.consumer, CommitMode::Async) {
+            Ok(flushed) => {
+                self.next_flush = now + self.interval;
+                self.redis_worked();
+                if flushed.arms == 0 && flushed.offsets.is_empty() {
+                    // Nothing was written: ask Redis anyway, so health
+                    // follows it while the topic is quiet.
+                    match self.context.engine().probe() {
+                        Ok(()) => {}
+                        Err(e) if e.is_transient() => self.redis_failed(&e, "Redis does not answer"),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                self.redis_failed(&e, "cannot publish to Redis; state kept, retrying");
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
-    Ok(())
+
+    /// Pauses every partition at max_unflushed_events, else just those with
+    /// a held record; resumes the rest.
+    fn apply_pauses(&mut self) -> Result<()> {
+        let assigned = self.context.engine().assigned();
+        let at_bound = self.context.engine().unflushed() >= self.config.max_unflushed_events;
+        if at_bound != self.at_bound {
+            self.at_bound = at_bound;
+            if at_bound {
+                tracing::warn!(limit = self.config.max_unflushed_events, "too many unpublished events: consumption paused until Redis accepts a flush");
+            } else {
+                tracing::info!("publishing works again: consumption resumed");
+            }
+        }
+        let wanted: BTreeSet<i32> = if at_bound {
+            assigned.into_iter().collect()
+        } else {
+            let held = lock(&self.context.held);
+            assigned.into_iter().filter(|p| held.contains_key(p)).collect()
+        };
+        let mut paused = lock(&self.context.paused);
+        if *paused == wanted {
+            return Ok(());
+        }
+        let to_pause: Vec<i32> = wanted.difference(&paused).copied().collect();
+        let to_resume: Vec<i32> = paused.difference(&wanted).copied().collect();
+        if !to_pause.is_empty() {
+            self.consumer.pause(&self.partition_list(&to_pause)?)?;
+        }
+        if !to_resume.is_empty() {
+            self.consumer.resume(&self.partition_list(&to_resume)?)?;
+        }
+        Metrics::set(&self.context.metrics.paused, u64::from(!wanted.is_empty()));
+        *paused = wanted;
+        Ok(())
+    }
+
+    fn partition_list(&self, partitions: &[i32]) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for &partition in partitions {
+            tpl.add_partition_offset(&self.config.topic, partition, Offset::Invalid)?;
+        }
+        Ok(tpl)
+    }
 }
 
-fn handle(
-    config: &Config,
-    consumer: &BaseConsumer<SinkContext>,
-    message: &BorrowedMessage<'_>,
-    stop: &AtomicBool,
-) -> Result<()> {
+/// Handles one record: fold, skip, reset or reject it.
+///
+/// # Errors
+/// [`SinkError::RedisUnavailable`] when its arm cannot be restored (nothing
+/// changed: handle it again later), or a fatal error.
+fn handle<M: Message>(config: &Config, consumer: &BaseConsumer<SinkContext>, message: &M) -> Result<()> {
     let context = consumer.context();
-    if message.topic() != config.topic {
-        return Ok(());
-    }
     let (partition, offset) = (message.partition(), message.offset());
-    let mut backoff = Backoff::new();
-    let verdict = loop {
-        match context.engine().handle(partition, offset, message.payload()) {
-            Ok(verdict) => break verdict,
-            // Restoring the arm needs Redis: wait for it, the record is not lost.
-            Err(SinkError::Redis(e)) if !stop.load(Ordering::Relaxed) => {
-                tracing::warn!(error = %e, "cannot restore an arm from Redis; retrying");
-                std::thread::sleep(backoff.next_delay());
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let verdict = context.engine().handle(partition, offset, message.payload())?;
     match verdict {
         Verdict::Folded | Verdict::Skipped => Ok(()),
         Verdict::Reset { partition, offset } => {

@@ -1,4 +1,7 @@
-//! Errors of the sink, one enum for the crate.
+//! Errors of the sink, one enum for the crate, and the rule that splits
+//! Redis failures into "wait and retry" and "stop now".
+
+use redis::{ErrorKind, RedisError, RetryMethod};
 
 /// Result alias of this crate.
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;
@@ -11,10 +14,16 @@ pub enum SinkError {
     /// Kafka client error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// Redis or the module refused or failed (retried by the caller).
-    #[error("redis: {0}")]
-    Redis(String),
-    /// The model in Redis does not match this sink (dim, wrong type…).
+    /// Redis cannot serve right now (connection refused or reset, timeout,
+    /// LOADING, BUSY, TRYAGAIN, MASTERDOWN…): the caller keeps its state and
+    /// retries with back-off.
+    #[error("redis unavailable: {0}")]
+    RedisUnavailable(String),
+    /// Redis or the module refused in a way no retry can fix (authentication,
+    /// ACL, a module limit, WRONGTYPE, the module not loaded): the sink stops.
+    #[error("redis refused: {0}")]
+    RedisRefused(String),
+    /// The model in Redis does not match this sink (dim, lambda, wrong type…).
     #[error("model: {0}")]
     Model(String),
     /// An invalid event with errors.tolerance=none: the sink stops without
@@ -29,8 +38,71 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
 }
 
-impl From<redis::RedisError> for SinkError {
-    fn from(error: redis::RedisError) -> Self {
-        Self::Redis(error.to_string())
+impl SinkError {
+    /// Whether waiting can cure this error (only Redis being unavailable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::RedisUnavailable(_))
+    }
+}
+
+/// Error codes (the reply's first word) that mean "not now" rather than "no":
+/// a script or module command is running (BUSY), the server is out of memory
+/// until something is freed (OOM), too few replicas are in sync (NOREPLICAS).
+const TRANSIENT_CODES: &[&str] = &["BUSY", "OOM", "NOREPLICAS"];
+
+/// Whether a Redis failure can pass by itself. Decided by the error's kind
+/// and code, never by its text, so a reworded message cannot turn a
+/// permanent refusal into an endless retry (or the reverse).
+pub fn is_transient_redis(error: &RedisError) -> bool {
+    match error.kind() {
+        // Refused, reset, broken pipe, timed out, EOF: the server is down or
+        // restarting. Permission denied (a unix socket) is configuration.
+        ErrorKind::IoError => !matches!(error.retry_method(), RetryMethod::NoRetry),
+        // Loading its dataset, a failover in progress, a replica that lost
+        // its master, or one we were left connected to after a failover.
+        ErrorKind::BusyLoadingError
+        | ErrorKind::TryAgain
+        | ErrorKind::MasterDown
+        | ErrorKind::ClusterDown
+        | ErrorKind::ReadOnly => true,
+        _ => error.code().is_some_and(|code| TRANSIENT_CODES.contains(&code)),
+    }
+}
+
+impl From<RedisError> for SinkError {
+    fn from(error: RedisError) -> Self {
+        if is_transient_redis(&error) {
+            Self::RedisUnavailable(error.to_string())
+        } else {
+            Self::RedisRefused(error.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn server_error(reply: &str) -> RedisError {
+        // The crate's own parser, so codes are split as for a real reply.
+        let value = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn classifies_by_kind_and_code() {
+        for transient in ["LOADING Redis is loading the dataset in memory", "BUSY Redis is busy running a script", "TRYAGAIN x", "MASTERDOWN Link with MASTER is down", "READONLY You can't write against a read only replica.", "OOM command not allowed"] {
+            assert!(SinkError::from(server_error(transient)).is_transient(), "{transient}");
+        }
+        for permanent in ["ERR DIM is 300, the limit is 256", "NOAUTH Authentication required.", "WRONGPASS invalid username-password pair", "NOPERM this user has no permissions", "WRONGTYPE Operation against a key holding the wrong kind of value", "ERR unknown command 'BANDIT.STATS'", "NOMODEL no such model", "EXISTS model exists with other settings"] {
+            assert!(!SinkError::from(server_error(permanent)).is_transient(), "{permanent}");
+        }
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(SinkError::from(refused).is_transient());
+        let denied = RedisError::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(!SinkError::from(denied).is_transient());
+        let auth = RedisError::from((ErrorKind::AuthenticationFailed, "Password authentication failed"));
+        assert!(!SinkError::from(auth).is_transient());
     }
 }

@@ -1,20 +1,15 @@
 //! A minimal HTTP/1.1 endpoint: `GET /metrics` (Prometheus text) and
-//! `GET /health` (200 while the consumer runs and flushes succeed). Small
+//! `GET /health` (200 "ok" while the consumer runs and both Redis and Kafka
+//! are reachable; 503 with one line per failing part otherwise). Small
 //! enough that a web framework would be all overhead.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub use crate::health::Health;
 use crate::metrics::Metrics;
-
-/// Shared health flag, cleared when the consumer stops or cannot flush.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub healthy: AtomicBool,
-}
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
@@ -42,10 +37,10 @@ async fn respond(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> s
     }
     let request = String::from_utf8_lossy(&buffer);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, content_type, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        "/health" if health.healthy.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ok\n".to_owned()),
-        "/health" => ("503 Service Unavailable", "text/plain", "unhealthy\n".to_owned()),
+    let (status, content_type, body) = match (path, health.report()) {
+        ("/metrics", _) => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        ("/health", Ok(())) => ("200 OK", "text/plain", "ok\n".to_owned()),
+        ("/health", Err(problems)) => ("503 Service Unavailable", "text/plain", problems),
         _ => ("404 Not Found", "text/plain", "not found: try /metrics or /health\n".to_owned()),
     };
     let response = format!(
@@ -67,7 +62,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
-        health.healthy.store(true, Ordering::Relaxed);
+        health.set_running(true);
         let server = tokio::spawn(serve(listener, metrics, health));
         for (path, status) in [("/metrics", "200 OK"), ("/health", "200 OK"), ("/nope", "404 Not Found")] {
             let mut stream = TcpStream::connect(addr).await.unwrap();

@@ -10,17 +10,25 @@
 //! - [`config`]: settings from TOML, environment and flags, validated.
 //! - [`engine`]: partitions, arms, restore, flush: the state machine.
 //! - [`store`]: the model in Redis (CREATE, EXPORT, LOAD).
-//! - [`consumer`]: the Kafka loop, rebalances, dead-letter producer.
-//! - [`metrics`], [`http`]: Prometheus text on /metrics, and /health.
-//! - [`error`]: this crate's error type.
+//! - [`consumer`]: the Kafka loop; [`context`]: its librdkafka callbacks
+//!   (rebalances, statistics, errors); [`dead_letter`]: the DLQ producer;
+//!   [`kafka_config`]: librdkafka properties; [`backoff`]: retry delays.
+//! - [`metrics`], [`http`], [`health`]: Prometheus text on /metrics, and
+//!   /health (consumer, Redis and Kafka).
+//! - [`error`]: this crate's error type, transient vs permanent failures.
 //!
 //! [`run`] is the whole service, for the binary and for in-process tests.
 
+pub mod backoff;
 pub mod config;
 pub mod consumer;
+pub mod context;
+pub mod dead_letter;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod http;
+pub mod kafka_config;
 pub mod metrics;
 pub mod store;
 
@@ -35,11 +43,12 @@ pub use error::{Result, SinkError};
 /// returns Ok) or a fatal error stops it.
 ///
 /// # Errors
-/// Configuration, model mismatch, an invalid event with
-/// errors.tolerance=none, or a dead letter that could not be delivered.
+/// Configuration, a permanent Redis refusal, model mismatch, an invalid
+/// event with errors.tolerance=none, or a dead letter that could not be
+/// delivered.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let health = Arc::new(http::Health::default());
+    let health = Arc::new(health::Health::default());
     let server = match &config.metrics_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

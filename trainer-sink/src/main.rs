@@ -3,12 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 
 use bandit_sink::{Cli, Config};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_defaults();
     let config = match Config::from_cli(&cli) {
         Ok(config) => config,
         Err(e) => {

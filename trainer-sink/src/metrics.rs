@@ -19,6 +19,7 @@ pub struct Metrics {
     pub flushes_ok: AtomicU64,
     pub flushes_failed: AtomicU64,
     pub flushes_stale: AtomicU64,
+    pub partition_resets: AtomicU64,
     pub arms_published: AtomicU64,
     pub dirty_arms: AtomicU64,
     pub arms_in_memory: AtomicU64,
@@ -82,6 +83,11 @@ impl Metrics {
         counter("bandit_sink_events_rejected_total", "Invalid events.", get(&self.events_rejected));
         counter("bandit_sink_events_dead_lettered_total", "Invalid events sent to the dead-letter topic.", get(&self.events_dead_lettered));
         counter("bandit_sink_arms_published_total", "Arms written by BANDIT.LOAD.", get(&self.arms_published));
+        counter(
+            "bandit_sink_partition_resets_total",
+            "Partitions reset to the model because another writer moved it (restore check or STALE).",
+            get(&self.partition_resets),
+        );
         let _ = writeln!(out, "# HELP bandit_sink_flushes_total Flushes by result.\n# TYPE bandit_sink_flushes_total counter");
         for (result, value) in [("ok", &self.flushes_ok), ("error", &self.flushes_failed), ("stale", &self.flushes_stale)] {
             let _ = writeln!(out, "bandit_sink_flushes_total{{result=\"{result}\"}} {}", get(value));

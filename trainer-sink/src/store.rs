@@ -1,14 +1,25 @@
 //! The model in Redis, as the sink sees it: create it, read its offsets and
 //! arms (BANDIT.EXPORT) and publish batches (BANDIT.LOAD). The connection is
 //! re-opened after any I/O error, so a Redis restart costs a retry, not a
-//! crash.
+//! crash. Every command's outcome is recorded in [`Health`], and every
+//! failure is classified as transient or permanent (see
+//! [`crate::error::is_transient_redis`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bandit_core::codec::{self, Format};
 use bandit_core::{Limits, Payload};
 
-use crate::error::{Result, SinkError};
+use crate::error::{is_transient_redis, Result, SinkError};
+use crate::health::Health;
+
+/// The module's error code for a key that holds no model.
+const NO_MODEL: &str = "NOMODEL";
+/// The module's error code for CREATE of an existing model with other settings.
+const EXISTS: &str = "EXISTS";
+/// The module's error code for a LOAD refused by the offset fence.
+const STALE: &str = "STALE";
 
 /// How a LOAD ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +30,14 @@ pub enum LoadOutcome {
     Stale(String),
 }
 
+/// The settings the sink trains with, checked against the stored model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelSettings {
+    pub dim: usize,
+    pub alpha: f64,
+    pub lambda: f64,
+}
+
 /// A Redis connection to one model.
 pub struct ModelStore {
     client: redis::Client,
@@ -26,6 +45,7 @@ pub struct ModelStore {
     key: String,
     timeout: Duration,
     limits: Limits,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for ModelStore {
@@ -37,68 +57,77 @@ impl std::fmt::Debug for ModelStore {
 impl ModelStore {
     /// # Errors
     /// [`SinkError::Config`] for a malformed URL (nothing is contacted yet).
-    pub fn new(url: &str, key: &str, timeout: Duration) -> Result<Self> {
+    pub fn new(url: &str, key: &str, timeout: Duration, health: Arc<Health>) -> Result<Self> {
         let client = redis::Client::open(url).map_err(|e| SinkError::Config(format!("redis_url: {e}")))?;
         // Exports are read back without the module's size limits: the model
         // itself already enforced them when it was written.
         let limits = Limits { max_payload_bytes: usize::MAX, max_arms: usize::MAX, max_dim: usize::MAX, ..Limits::default() };
-        Ok(Self { client, connection: None, key: key.to_owned(), timeout, limits })
+        Ok(Self { client, connection: None, key: key.to_owned(), timeout, limits, health })
     }
 
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    fn connection(&mut self) -> Result<&mut redis::Connection> {
+    fn connect(&mut self) -> Result<&mut redis::Connection, redis::RedisError> {
         if self.connection.is_none() {
             let connection = self.client.get_connection_with_timeout(self.timeout)?;
             connection.set_read_timeout(Some(self.timeout))?;
             connection.set_write_timeout(Some(self.timeout))?;
             self.connection = Some(connection);
         }
-        self.connection.as_mut().ok_or_else(|| SinkError::Redis("no connection".into()))
+        self.connection.as_mut().ok_or_else(|| redis::RedisError::from((redis::ErrorKind::ClientError, "no connection")))
     }
 
     /// Runs a command; drops the connection after a transport error so the
-    /// next call reconnects.
+    /// next call reconnects, and records whether Redis answered.
     fn query<T: redis::FromRedisValue>(&mut self, command: &redis::Cmd) -> Result<T, redis::RedisError> {
-        let connection = match self.connection() {
-            Ok(connection) => connection,
-            Err(e) => return Err(redis::RedisError::from((redis::ErrorKind::IoError, "connect", e.to_string()))),
-        };
-        let result = command.query(connection);
-        if let Err(error) = &result {
-            if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() || error.is_unrecoverable_error() {
-                self.connection = None;
+        let result = self.connect().and_then(|connection| command.query(connection));
+        match &result {
+            Err(error) if is_transient_redis(error) => {
+                if error.is_io_error() || error.is_unrecoverable_error() {
+                    self.connection = None;
+                }
+                self.health.redis_failed(&error.to_string());
             }
+            Err(error) => {
+                if error.is_unrecoverable_error() {
+                    self.connection = None;
+                }
+                // Redis answered: it is reachable, the command was refused.
+                self.health.redis_ok();
+            }
+            Ok(_) => self.health.redis_ok(),
         }
         result
+    }
+
+    /// PING, so health follows Redis while the sink has nothing to write.
+    ///
+    /// # Errors
+    /// [`SinkError::RedisUnavailable`] or [`SinkError::RedisRefused`].
+    pub fn ping(&mut self) -> Result<()> {
+        self.query::<()>(&redis::cmd("PING")).map_err(SinkError::from)
     }
 
     /// Creates the model with the sink's settings if it is missing, and checks
     /// that an existing one has the sink's dim and lambda: RANK scores arms it
     /// has never seen with the model's prior, the sink trains with its own.
+    /// Another ALPHA is only worth a warning: the model's is RANK's default.
     ///
     /// # Errors
-    /// [`SinkError::Model`] for a mismatched or foreign key, [`SinkError::Redis`] otherwise.
-    pub fn ensure_model(&mut self, dim: usize, alpha: f64, lambda: f64) -> Result<()> {
+    /// [`SinkError::Model`] for a mismatched or foreign key,
+    /// [`SinkError::RedisRefused`] for any other refusal,
+    /// [`SinkError::RedisUnavailable`] while Redis cannot answer.
+    pub fn ensure_model(&mut self, settings: ModelSettings) -> Result<()> {
         let stats = match self.query::<Vec<redis::Value>>(redis::cmd("BANDIT.STATS").arg(&self.key)) {
             Ok(stats) => stats,
-            Err(e) if e.to_string().contains("no such model") => {
-                let mut create = redis::cmd("BANDIT.CREATE");
-                create.arg(&self.key).arg("DIM").arg(dim).arg("ALPHA").arg(alpha).arg("LAMBDA").arg(lambda);
-                return match self.query::<()>(&create) {
-                    Ok(()) => Ok(()),
-                    // Another instance created it at the same moment: check it.
-                    Err(e) if e.to_string().contains("model exists") => self.ensure_model(dim, alpha, lambda),
-                    Err(e) => Err(e.into()),
-                };
-            }
+            Err(e) if e.code() == Some(NO_MODEL) => return self.create(settings),
             Err(e) if e.code() == Some("WRONGTYPE") => {
-                return Err(SinkError::Model(format!("{} holds another type of value", self.key)))
+                return Err(SinkError::Model(format!("{} holds another type of value ({e})", self.key)))
             }
-            Err(e) if e.to_string().to_lowercase().contains("unknown command") => {
-                return Err(SinkError::Model("the bandit module is not loaded in this Redis".into()))
+            Err(e) if !is_transient_redis(&e) && !self.module_loaded() => {
+                return Err(SinkError::RedisRefused(format!("the bandit module is not loaded in this Redis ({e})")))
             }
             Err(e) => return Err(e.into()),
         };
@@ -109,6 +138,7 @@ impl ModelStore {
                 .and_then(|pair| pair.get(1))
                 .and_then(|value| redis::from_redis_value::<f64>(value).ok())
         };
+        let ModelSettings { dim, alpha, lambda } = settings;
         if field("dim") != Some(dim as f64) {
             return Err(SinkError::Model(format!(
                 "{} has dim {}, the sink is configured with dim {dim}",
@@ -118,19 +148,52 @@ impl ModelStore {
         }
         if field("lambda") != Some(lambda) {
             return Err(SinkError::Model(format!(
-                "{} was created with LAMBDA {}, the sink is configured with lambda {lambda}",
+                "{} was created with LAMBDA {}, the sink is configured with lambda {lambda}: \
+                 arms would be trained with another prior than the model scores new arms with",
                 self.key,
                 field("lambda").unwrap_or(f64::NAN)
             )));
         }
+        if let Some(stored) = field("alpha").filter(|&stored| stored != alpha) {
+            tracing::warn!(
+                model = %self.key,
+                model_alpha = stored,
+                sink_alpha = alpha,
+                "the model's ALPHA is {stored}, the sink's alpha {alpha} is ignored: alpha only applies when the sink creates the model"
+            );
+        }
         Ok(())
+    }
+
+    fn create(&mut self, settings: ModelSettings) -> Result<()> {
+        let mut create = redis::cmd("BANDIT.CREATE");
+        create.arg(&self.key).arg("DIM").arg(settings.dim).arg("ALPHA").arg(settings.alpha).arg("LAMBDA").arg(settings.lambda);
+        match self.query::<()>(&create) {
+            Ok(()) => Ok(()),
+            // Another instance created it at the same moment with other
+            // settings: the check above names the difference.
+            Err(e) if e.code() == Some(EXISTS) => self.ensure_model(settings),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether BANDIT.STATS is a command of this server, asked through
+    /// COMMAND INFO's structure (a nil entry) rather than an error's text.
+    /// When COMMAND itself is not allowed, assume it is loaded: the original
+    /// error is then reported as it is.
+    fn module_loaded(&mut self) -> bool {
+        match self.query::<Vec<redis::Value>>(redis::cmd("COMMAND").arg("INFO").arg("BANDIT.STATS")) {
+            Ok(entries) => !matches!(entries.as_slice(), [redis::Value::Nil]),
+            Err(_) => true,
+        }
     }
 
     /// The arms with these ids (those the model has) and every stored offset,
     /// read atomically.
     ///
     /// # Errors
-    /// [`SinkError::Redis`] or [`SinkError::Model`].
+    /// [`SinkError::RedisUnavailable`], [`SinkError::RedisRefused`] or
+    /// [`SinkError::Model`].
     pub fn export(&mut self, ids: &[&str]) -> Result<Payload> {
         let mut command = redis::cmd("BANDIT.EXPORT");
         command.arg(&self.key).arg("ARMS").arg(ids.len());
@@ -141,7 +204,10 @@ impl ModelStore {
             Ok(bytes) => bytes,
             // A model deleted under a running sink reads as empty: partitions
             // then restart from the beginning and rebuild it.
-            Err(e) if e.to_string().contains("no such model") => return Ok(Payload::default()),
+            Err(e) if e.code() == Some(NO_MODEL) => return Ok(Payload::default()),
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                return Err(SinkError::Model(format!("{} holds another type of value ({e})", self.key)))
+            }
             Err(e) => return Err(e.into()),
         };
         codec::decode(&bytes, &self.limits).map_err(|e| SinkError::Model(format!("cannot read the export: {e}")))
@@ -150,14 +216,15 @@ impl ModelStore {
     /// Publishes one payload atomically.
     ///
     /// # Errors
-    /// [`SinkError::Redis`] for transport or server errors other than STALE.
+    /// [`SinkError::RedisUnavailable`] or [`SinkError::RedisRefused`] for
+    /// transport or server errors other than STALE.
     pub fn load(&mut self, payload: &Payload) -> Result<LoadOutcome> {
         let bytes = codec::encode(payload, Format::Binary).map_err(|e| SinkError::Model(e.to_string()))?;
         let mut command = redis::cmd("BANDIT.LOAD");
         command.arg(&self.key).arg(bytes);
         match self.query::<u64>(&command) {
             Ok(changed) => Ok(LoadOutcome::Applied(changed)),
-            Err(e) if e.code() == Some("STALE") => Ok(LoadOutcome::Stale(e.detail().unwrap_or_default().to_owned())),
+            Err(e) if e.code() == Some(STALE) => Ok(LoadOutcome::Stale(e.detail().unwrap_or_default().to_owned())),
             Err(e) => Err(e.into()),
         }
     }

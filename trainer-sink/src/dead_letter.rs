@@ -1,0 +1,117 @@
+//! The dead-letter producer (errors.tolerance = all): invalid records go to
+//! their topic with Kafka Connect's error headers, and a flush proves they
+//! were delivered before the model's offsets move past them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use crate::config::Config;
+use crate::error::{Result, SinkError};
+use crate::kafka_config::client_config;
+
+/// How long a flush waits for the broker to acknowledge the dead letters.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Delivery bookkeeping of the dead-letter producer.
+#[derive(Debug, Default)]
+struct DeadLetters {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+struct DeadLetterContext(Arc<DeadLetters>);
+
+impl ClientContext for DeadLetterContext {}
+
+impl ProducerContext for DeadLetterContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut slot) = self.0.last_error.lock() {
+                *slot = Some(error.to_string());
+            }
+        }
+    }
+}
+
+/// The dead-letter producer and its topic.
+pub struct DeadLetterQueue {
+    producer: BaseProducer<DeadLetterContext>,
+    topic: String,
+    state: Arc<DeadLetters>,
+}
+
+impl std::fmt::Debug for DeadLetterQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterQueue").field("topic", &self.topic).finish()
+    }
+}
+
+impl DeadLetterQueue {
+    /// # Errors
+    /// When librdkafka refuses the producer configuration.
+    pub fn new(config: &Config, topic: &str) -> Result<Self> {
+        let state = Arc::new(DeadLetters::default());
+        let producer: BaseProducer<DeadLetterContext> = client_config(config, false)
+            .set("enable.idempotence", "true")
+            .create_with_context(DeadLetterContext(state.clone()))?;
+        Ok(Self { producer, topic: topic.to_owned(), state })
+    }
+
+    /// Serves delivery reports.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Queues an invalid record with Kafka Connect's error headers.
+    ///
+    /// # Errors
+    /// [`SinkError::DeadLetter`] when the producer refuses the record.
+    pub fn send(&self, source_topic: &str, message: &impl Message, reason: &str) -> Result<()> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "__connect.errors.topic", value: Some(source_topic) })
+            .insert(Header { key: "__connect.errors.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "__connect.errors.offset", value: Some(offset.as_str()) })
+            .insert(Header { key: "__connect.errors.exception.class.name", value: Some("bandit.InvalidEvent") })
+            .insert(Header { key: "__connect.errors.exception.message", value: Some(reason) });
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => return Err(SinkError::DeadLetter(e.to_string())),
+            }
+        }
+    }
+
+    /// Waits for every queued dead letter; fails if any was not delivered.
+    ///
+    /// # Errors
+    /// [`SinkError::DeadLetter`] naming the delivery error.
+    pub fn flush(&self) -> Result<()> {
+        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| SinkError::DeadLetter(format!("dead letters not acknowledged: {e}")))?;
+        if self.state.failed.load(Ordering::Relaxed) > 0 {
+            let last = self.state.last_error.lock().ok().and_then(|slot| slot.clone()).unwrap_or_default();
+            return Err(SinkError::DeadLetter(format!("an invalid event could not be dead-lettered: {last}")));
+        }
+        Ok(())
+    }
+}
