@@ -165,7 +165,17 @@ impl KeyedProducer {
     }
 
     pub fn send(&self, key: &str, payload: &[u8]) {
-        let mut record = BaseRecord::<str, [u8]>::to(&self.topic).key(key).payload(payload);
+        self.send_record(BaseRecord::<str, [u8]>::to(&self.topic).key(key).payload(payload));
+    }
+
+    /// Sends to a chosen partition, whatever the key says (a producer that
+    /// does not key by product id, or a test that needs to know where a
+    /// record lands).
+    pub fn send_to(&self, partition: i32, key: &str, payload: &[u8]) {
+        self.send_record(BaseRecord::<str, [u8]>::to(&self.topic).partition(partition).key(key).payload(payload));
+    }
+
+    fn send_record(&self, mut record: BaseRecord<'_, str, [u8]>) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -192,9 +202,44 @@ pub struct ReadRecord {
     pub headers: Vec<(String, String)>,
 }
 
+fn plain_consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"))
+}
+
+/// (partition, high watermark) of every partition of a topic (0 for an
+/// empty one), retried until the broker answers.
+pub fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<(i32, i64)> {
+    let consumer = plain_consumer(bootstrap);
+    let end = Instant::now() + READY_DEADLINE;
+    loop {
+        let answer = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok().and_then(|metadata| {
+            let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+            partitions
+                .into_iter()
+                .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).ok().map(|(_, high)| (p, high)))
+                .collect::<Option<Vec<_>>>()
+                .filter(|marks| !marks.is_empty())
+        });
+        if let Some(marks) = answer {
+            return marks;
+        }
+        assert!(Instant::now() < end, "no watermarks for {topic} from {bootstrap}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Reads every record of a topic (all partitions from the beginning) until
-/// `expected` have arrived or the deadline passes.
-pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, expected: usize, deadline: Duration) -> Vec<ReadRecord> {
+/// it is drained: every partition's position has reached the high
+/// watermark and no record arrived for a quiet second. Fails at the
+/// deadline. Reading to the end, not to an expected count, lets the caller
+/// see duplicates.
+pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, deadline: Duration) -> Vec<ReadRecord> {
+    const QUIET: Duration = Duration::from_secs(1);
+    let marks: std::collections::BTreeMap<i32, i64> = high_watermarks(bootstrap, topic).into_iter().collect();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", std::process::id()))
@@ -206,10 +251,19 @@ pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, expected: usize
         let _ = tpl.add_partition_offset(topic, partition, Offset::Beginning);
     }
     consumer.assign(&tpl).unwrap_or_else(|e| panic!("assign: {e}"));
-    let mut records = Vec::new();
+    let mut records: Vec<ReadRecord> = Vec::new();
     let end = Instant::now() + deadline;
-    while records.len() < expected && Instant::now() < end {
+    let mut last_record = Instant::now();
+    let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+    loop {
+        let at_end = (0..partitions).all(|p| next.get(&p).copied().unwrap_or(0) >= marks.get(&p).copied().unwrap_or(0));
+        if at_end && last_record.elapsed() >= QUIET {
+            return records;
+        }
+        assert!(Instant::now() < end, "{topic} not drained within {deadline:?}: at {next:?}, end {marks:?}");
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            last_record = Instant::now();
+            next.insert(message.partition(), message.offset() + 1);
             let headers = message
                 .headers()
                 .map(|headers| {
@@ -228,5 +282,4 @@ pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, expected: usize
             });
         }
     }
-    records
 }

@@ -91,6 +91,8 @@ pub struct ServerOptions {
 pub struct RedisServer {
     pub port: u16,
     options: ServerOptions,
+    /// False only for [`RedisServer::without_module`].
+    load_module: bool,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -103,7 +105,7 @@ impl RedisServer {
 
     pub fn with_options(options: ServerOptions) -> Self {
         let dir = TempDir::new("redis");
-        let mut server = Self { port: 0, options, child: None, dir };
+        let mut server = Self { port: 0, options, load_module: true, child: None, dir };
         server.launch_on_free_port();
         server
     }
@@ -112,11 +114,20 @@ impl RedisServer {
     /// (for tests of refused configurations).
     pub fn try_with_options(options: ServerOptions) -> Result<Self, String> {
         let dir = TempDir::new("redis");
-        let mut server = Self { port: 0, options, child: None, dir };
+        let mut server = Self { port: 0, options, load_module: true, child: None, dir };
         match server.launch(free_port()) {
             Ok(()) => Ok(server),
             Err(e) => Err(format!("{e}\n{}", server.log())),
         }
+    }
+
+    /// A plain redis-server without the bandit module (for clients that must
+    /// notice its absence).
+    pub fn without_module() -> Self {
+        let dir = TempDir::new("redis");
+        let mut server = Self { port: 0, options: ServerOptions::default(), load_module: false, child: None, dir };
+        server.launch_on_free_port();
+        server
     }
 
     /// Options for a replica of this server.
@@ -173,6 +184,12 @@ impl RedisServer {
         self.launch(self.port).unwrap_or_else(|e| panic!("relaunch failed: {e}\n{}", self.log()));
     }
 
+    /// One attempt to start a stopped server again; on failure, the reason
+    /// and the server's log (for tests of data the server must refuse).
+    pub fn try_relaunch(&mut self) -> Result<(), String> {
+        self.launch(self.port).map_err(|e| format!("{e}\n{}", self.log()))
+    }
+
     fn launch_on_free_port(&mut self) {
         let mut last_error = String::new();
         // Another process can take a port between the probe and the bind.
@@ -192,10 +209,11 @@ impl RedisServer {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(["--logfile", "redis.log", "--enable-debug-command", "yes", "--daemonize", "no"])
-            .arg("--loadmodule")
-            .arg(module_path())
-            .args(&self.options.module_args)
+            .args(["--logfile", "redis.log", "--enable-debug-command", "yes", "--daemonize", "no"]);
+        if self.load_module {
+            command.arg("--loadmodule").arg(module_path()).args(&self.options.module_args);
+        }
+        command
             .args(&self.options.server_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

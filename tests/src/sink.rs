@@ -1,6 +1,6 @@
 //! The sink as a separate process (so tests can SIGKILL it), its metrics
-//! endpoint, feedback events, and the independent reference fold that the
-//! model in Redis must equal.
+//! and health endpoint, feedback events, and the check that the model in
+//! Redis equals the textbook fold of [`crate::reference`].
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -10,14 +10,20 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use bandit_core::cholesky::Workspace;
 use bandit_core::event::FeedbackEvent;
-use bandit_core::fold::ArmAccumulator;
 use bandit_core::Limits;
 
 use crate::fixtures::Rng;
+use crate::kafka::high_watermarks;
+use crate::reference::{close, fold_events, full};
 use crate::resp::Connection;
 use crate::server::{free_port, TempDir};
+
+/// The ridge prior every sink test trains with: not 1, so a sink that
+/// ignored λ (or swapped it with α) could not pass.
+pub const LAMBDA: f64 = 2.5;
+/// The exploration the sink creates models with: neither 1 nor λ.
+pub const ALPHA: f64 = 0.3;
 
 /// The bandit-sink binary.
 pub fn sink_path() -> PathBuf {
@@ -33,6 +39,8 @@ pub struct SinkOptions {
     pub redis_port: u16,
     pub model: String,
     pub dim: usize,
+    pub lambda: f64,
+    pub alpha: f64,
     pub flush_interval_ms: u64,
     pub extra: Vec<String>,
 }
@@ -46,6 +54,8 @@ impl SinkOptions {
             redis_port,
             model: "model:test".into(),
             dim,
+            lambda: LAMBDA,
+            alpha: ALPHA,
             flush_interval_ms: 200,
             extra: Vec::new(),
         }
@@ -62,13 +72,20 @@ pub struct SinkProcess {
 
 impl SinkProcess {
     pub fn start(options: &SinkOptions) -> Self {
+        Self::start_with_redis_url(options, &format!("redis://127.0.0.1:{}", options.redis_port))
+    }
+
+    /// As [`SinkProcess::start`], with a Redis URL of the test's own
+    /// (credentials, say).
+    pub fn start_with_redis_url(options: &SinkOptions, redis_url: &str) -> Self {
         let dir = TempDir::new("sink");
         let metrics_port = free_port();
         let log = std::fs::File::create(dir.path().join("sink.log")).unwrap_or_else(|e| panic!("sink log: {e}"));
         let child = Command::new(sink_path())
             .args(["--brokers", &options.brokers, "--topic", &options.topic, "--group", &options.group])
-            .args(["--redis", &format!("redis://127.0.0.1:{}", options.redis_port), "--model", &options.model])
+            .args(["--redis", redis_url, "--model", &options.model])
             .args(["--dim", &options.dim.to_string(), "--flush-interval-ms", &options.flush_interval_ms.to_string()])
+            .args(["--lambda", &options.lambda.to_string(), "--alpha", &options.alpha.to_string()])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             // Short group timeouts so rebalances take seconds, not minutes.
             .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500", "-X", "max.poll.interval.ms=20000"])
@@ -124,20 +141,45 @@ impl SinkProcess {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// One value from /metrics (the first sample of that name), if reachable
-    /// (a few tries, so a busy machine's hiccup is not a missing metric).
+    /// One value from /metrics (the first sample whose name, with labels,
+    /// starts with `name`, e.g. `bandit_sink_flushes_total{result="stale"}`),
+    /// if reachable (a few tries, so a busy machine's hiccup is not a
+    /// missing metric).
     pub fn metric(&self, name: &str) -> Option<f64> {
         let text = (0..5).find_map(|attempt| {
             if attempt > 0 {
                 sleep(Duration::from_millis(100));
             }
-            http_get(self.metrics_port, "/metrics")
+            http_get(self.metrics_port, "/metrics").filter(|r| r.status == 200)
         })?;
-        text.lines()
+        text.body
+            .lines()
             .filter(|line| !line.starts_with('#'))
-            .find(|line| line.split([' ', '{']).next() == Some(name))
+            .find(|line| {
+                let sample = line.split(' ').next().unwrap_or_default();
+                sample == name || (!name.contains('{') && sample.strip_prefix(name).is_some_and(|labels| labels.starts_with('{')))
+            })
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|value| value.parse().ok())
+    }
+
+    /// GET /health: status and body, None when the endpoint does not answer.
+    pub fn health(&self) -> Option<HttpResponse> {
+        http_get(self.metrics_port, "/health")
+    }
+
+    /// Waits until /health answers `status` with a body containing `part`.
+    pub fn wait_for_health(&self, status: u16, part: &str, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        let mut last = None;
+        while Instant::now() < end {
+            last = self.health();
+            if last.as_ref().is_some_and(|r| r.status == status && r.body.contains(part)) {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("/health never answered {status} naming {part:?} within {deadline:?}; last {last:?}\n{}", self.log());
     }
 }
 
@@ -147,8 +189,16 @@ impl Drop for SinkProcess {
     }
 }
 
-/// A plain HTTP GET on loopback; the body, or None.
-pub fn http_get(port: u16, path: &str) -> Option<String> {
+/// An HTTP response: status code and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A plain HTTP GET on loopback; None when nothing answers (a crashed
+/// sink), so that is never mistaken for a 503.
+pub fn http_get(port: u16, path: &str) -> Option<HttpResponse> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
@@ -156,7 +206,8 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some(HttpResponse { status, body: body.to_owned() })
 }
 
 /// `count` events over `products` products, deterministic for a seed.
@@ -187,17 +238,6 @@ pub fn produce(producer: &crate::kafka::KeyedProducer, events: &[FeedbackEvent])
     producer.flush();
 }
 
-/// The fold of `events` in order, independently of the sink.
-pub fn reference_fold(events: &[FeedbackEvent], dim: usize, lambda: f64) -> BTreeMap<String, ArmAccumulator> {
-    let mut arms: BTreeMap<String, ArmAccumulator> = BTreeMap::new();
-    for event in events {
-        arms.entry(event.product_id.clone())
-            .or_insert_with(|| ArmAccumulator::new(dim, lambda))
-            .update(&event.context_vector, event.reward);
-    }
-    arms
-}
-
 /// Total events folded into the model (Σn), or 0 while it is missing.
 pub fn model_updates(conn: &mut Connection, key: &str) -> i64 {
     match conn.call(&["BANDIT.STATS", key]) {
@@ -206,38 +246,93 @@ pub fn model_updates(conn: &mut Connection, key: &str) -> i64 {
     }
 }
 
-/// Asserts that the model holds exactly the reference fold: the same arms,
-/// n, reward_sum, A and b to the bit (events of one product are folded in
-/// partition order, as the reference does), and θ within 1e-9.
-pub fn assert_model_equals_fold(conn: &mut Connection, key: &str, reference: &BTreeMap<String, ArmAccumulator>) {
+/// The model's offset (next record) for every partition it holds one for.
+pub fn model_offsets(conn: &mut Connection, key: &str) -> BTreeMap<i32, i64> {
+    match conn.call(&["BANDIT.STATS", key]) {
+        Ok(reply) if !reply.is_error() => reply
+            .field("offsets")
+            .pairs()
+            .iter()
+            .filter_map(|(partition, offset)| Some((partition.parse().ok()?, offset.integer())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The model as exported (binary), decoded.
+pub fn export_model(conn: &mut Connection, key: &str) -> bandit_core::Payload {
     let export = conn.call(&["BANDIT.EXPORT", key]).unwrap_or_else(|e| panic!("export: {e}")).bytes();
     let limits = Limits { max_payload_bytes: usize::MAX, ..Limits::default() };
-    let payload = bandit_core::codec::decode(&export, &limits).unwrap_or_else(|e| panic!("export decode: {e}"));
+    bandit_core::codec::decode(&export, &limits).unwrap_or_else(|e| panic!("export decode: {e}"))
+}
+
+/// Asserts that the model holds exactly the textbook fold of `events`
+/// ([`crate::reference`], no code shared with the sink) with prior λ: the
+/// same arms; n and reward_sum exactly; A and b to the bit (a product's
+/// events are folded in partition order, as the reference does); θ and A⁻¹,
+/// from another algorithm, within 1e-9 relative.
+pub fn assert_model_equals_fold(conn: &mut Connection, key: &str, events: &[FeedbackEvent], dim: usize, lambda: f64) {
+    let payload = export_model(conn, key);
+    let reference = fold_events(events, dim, lambda);
     let model: BTreeMap<&str, _> = payload.arms.iter().map(|arm| (arm.id.as_str(), arm)).collect();
     let expected_ids: Vec<&str> = reference.keys().map(String::as_str).collect();
     let got_ids: Vec<&str> = model.keys().copied().collect();
     assert_eq!(got_ids, expected_ids, "arms in the model");
-    let mut work = Workspace::default();
-    for (id, accumulator) in reference {
+    for (id, want) in &reference {
         let arm = model[id.as_str()];
-        assert_eq!(arm.n, accumulator.n, "{id}: n (events folded exactly once)");
-        assert_eq!(arm.reward_sum, accumulator.reward_sum, "{id}: reward_sum");
-        assert_eq!(arm.b, accumulator.b, "{id}: b");
-        assert_eq!(arm.a.as_ref(), Some(&accumulator.a), "{id}: A");
-        let want = accumulator.to_payload(id, &mut work, None).unwrap_or_else(|e| panic!("{e}"));
-        let theta = |a_inv: &[f64], b: &[f64]| {
-            let mut out = vec![0.0; b.len()];
-            bandit_core::packed::sym_mul_vec(b.len(), a_inv, b, &mut out);
-            out
-        };
-        for (got, want) in theta(&arm.a_inv, &arm.b).iter().zip(theta(&want.a_inv, &want.b)) {
-            assert!((got - want).abs() <= 1e-9, "{id}: theta {got} vs {want}");
+        assert_eq!(arm.n, want.n, "{id}: n (events folded exactly once)");
+        assert_eq!(arm.reward_sum, want.reward_sum, "{id}: reward_sum");
+        assert_eq!(arm.b, want.b, "{id}: b");
+        assert_eq!(arm.a.as_ref(), Some(&want.a_upper()), "{id}: A (packed upper triangle)");
+        let a_inv = full(dim, &arm.a_inv);
+        for (got_row, want_row) in a_inv.iter().zip(want.a_inv()) {
+            for (got, want) in got_row.iter().zip(want_row) {
+                assert!(close(*got, want, 1e-9), "{id}: A⁻¹ {got} vs {want}");
+            }
+        }
+        let theta: Vec<f64> = a_inv.iter().map(|row| row.iter().zip(&arm.b).map(|(a, b)| a * b).sum()).collect();
+        for (got, want) in theta.iter().zip(want.theta()) {
+            assert!(close(*got, want, 1e-9), "{id}: θ {got} vs {want}");
         }
     }
 }
 
-/// Waits until the model holds `expected` events, then a little longer, and
-/// checks that no more arrive (an over-count would show up here).
+/// Waits until the model's offsets reach the end of every partition of the
+/// topic, i.e. every record was handled and published, then asserts that
+/// the model counted exactly `expected` events: an over-count would be in
+/// the very LOAD that reached the end. No settling sleep.
+pub fn wait_for_model_at_end(
+    conn: &mut Connection,
+    key: &str,
+    bootstrap: &str,
+    topic: &str,
+    expected: i64,
+    deadline: Duration,
+    context: &dyn Fn() -> String,
+) {
+    let end = high_watermarks(bootstrap, topic);
+    let end_offsets: BTreeMap<i32, i64> = end.iter().copied().filter(|&(_, high)| high > 0).collect();
+    let limit = Instant::now() + deadline;
+    loop {
+        let offsets = model_offsets(conn, key);
+        let done = end_offsets.iter().all(|(partition, high)| offsets.get(partition) == Some(high));
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "the model's offsets {offsets:?} did not reach the topic's end {end_offsets:?} within {deadline:?} ({} of {expected} events)\n{}",
+            model_updates(conn, key),
+            context()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    assert_eq!(model_updates(conn, key), expected, "events in the model once it is at the topic's end\n{}", context());
+}
+
+/// Waits until the model holds at least `expected` events, then asserts it
+/// holds exactly that many. Prefer [`wait_for_model_at_end`], which knows
+/// when the sink is done and so also catches a late over-count.
 pub fn wait_for_updates(conn: &mut Connection, key: &str, expected: i64, deadline: Duration, context: &dyn Fn() -> String) {
     let end = Instant::now() + deadline;
     let mut seen = 0;
@@ -248,8 +343,5 @@ pub fn wait_for_updates(conn: &mut Connection, key: &str, expected: i64, deadlin
         }
         sleep(Duration::from_millis(50));
     }
-    assert!(seen >= expected, "model has {seen} of {expected} events after {deadline:?}\n{}", context());
-    sleep(Duration::from_millis(700));
-    let settled = model_updates(conn, key);
-    assert_eq!(settled, expected, "model counted events more than once\n{}", context());
+    assert_eq!(seen, expected, "model has {seen} of {expected} events after {deadline:?}\n{}", context());
 }

@@ -1,15 +1,18 @@
 //! bandit-sink against a real broker (tansu) and a real redis-server with the
-//! module: the model must always equal an independent fold of every event,
-//! exactly once, through crashes, rebalances, restarts and bad events.
+//! module: the model must always equal the textbook fold of every event
+//! (`bandit_tests::reference`), exactly once, through crashes, rebalances,
+//! restarts, outages, concurrent writers and bad events. Every sink trains
+//! with λ = 2.5 and creates models with α = 0.3 (`SinkOptions`' defaults).
 
 use std::time::Duration;
 
+use bandit_core::event::FeedbackEvent;
 use bandit_tests::kafka::{read_topic, KafkaBroker, KeyedProducer};
 use bandit_tests::resp::Reply;
 use bandit_tests::server::{wait_until, RedisServer, ServerOptions};
 use bandit_tests::sink::{
-    assert_model_equals_fold, feedback_events, model_updates, produce, reference_fold, wait_for_updates, SinkOptions,
-    SinkProcess,
+    assert_model_equals_fold, feedback_events, model_offsets, model_updates, produce,
+    wait_for_model_at_end, SinkOptions, SinkProcess, LAMBDA,
 };
 
 const DIM: usize = 4;
@@ -17,6 +20,20 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn describe(sinks: &[&SinkProcess]) -> String {
     sinks.iter().map(|s| s.log()).collect::<Vec<_>>().join("\n----\n")
+}
+
+/// Waits until the model is at the end of `topic` with exactly `events`
+/// folded, and equals their textbook fold.
+fn assert_converges(
+    conn: &mut bandit_tests::resp::Connection,
+    broker: &KafkaBroker,
+    options: &SinkOptions,
+    events: &[FeedbackEvent],
+    sinks: &[&SinkProcess],
+) {
+    let context = || describe(sinks);
+    wait_for_model_at_end(conn, &options.model, &broker.bootstrap(), &options.topic, events.len() as i64, DEADLINE * 2, &context);
+    assert_model_equals_fold(conn, &options.model, events, options.dim, options.lambda);
 }
 
 #[test]
@@ -31,8 +48,10 @@ fn events_fold_into_the_model_exactly() {
     let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
     let sink = SinkProcess::start(&options);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, 1500, DEADLINE, &|| describe(&[&sink]));
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&events, DIM, 1.0));
+    assert_converges(&mut conn, &broker, &options, &events, &[&sink]);
+    // The model was created with the sink's settings.
+    let stats = conn.cmd(&format!("BANDIT.STATS {}", options.model));
+    assert_eq!((stats.field("lambda").number(), stats.field("alpha").number()), (LAMBDA, options.alpha));
 
     // The offsets in the model cover every partition's events.
     let offsets = conn.cmd(&format!("BANDIT.STATS {}", options.model)).field("offsets");
@@ -43,7 +62,8 @@ fn events_fold_into_the_model_exactly() {
     });
     assert_eq!(sink.metric("bandit_sink_events_skipped_total"), Some(0.0));
     assert!(sink.metric("bandit_sink_flushes_total").is_some_and(|v| v >= 1.0));
-    assert_eq!(bandit_tests::sink::http_get(sink.metrics_port, "/health").as_deref(), Some("ok\n"));
+    let health = sink.health().unwrap_or_else(|| panic!("/health does not answer\n{}", sink.log()));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
 }
 
 #[test]
@@ -88,12 +108,12 @@ fn sigkill_at_several_points_counts_every_event_once() {
         first.metric("bandit_sink_events_folded_total").is_some_and(|v| v > 0.0)
     });
     let second = SinkProcess::start(&options);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the rebalance to start (the first instance gives its partitions up)", DEADLINE, || {
+        first.log().contains("partitions revoked")
+    });
     first.kill();
 
-    let expected = all.len() as i64;
-    wait_for_updates(&mut conn, &options.model, expected, DEADLINE * 2, &|| describe(&[&second]));
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&all, DIM, 1.0));
+    assert_converges(&mut conn, &broker, &options, &all, &[&second]);
 }
 
 #[test]
@@ -116,8 +136,7 @@ fn instances_in_one_group_share_the_work_and_survive_one_stopping() {
     produce(&producer, &wave);
     all.extend(wave);
 
-    wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE * 2, &|| describe(&[&sinks[0], &sinks[2]]));
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&all, DIM, 1.0));
+    assert_converges(&mut conn, &broker, &options, &all, &[&sinks[0], &sinks[2]]);
 }
 
 #[test]
@@ -136,27 +155,33 @@ fn broker_restart_and_redis_outage_lose_nothing() {
     let mut all = feedback_events(1000, 20, DIM, 7);
     produce_wave(&all);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
+    let context = || describe(&[&sink]);
+    wait_for_model_at_end(&mut conn, &options.model, &bootstrap, "feedback", all.len() as i64, DEADLINE, &context);
+    sink.wait_for_health(200, "ok", DEADLINE);
 
-    // The broker goes away and comes back with its data.
+    // The broker goes away: /health names Kafka until it is back with its data.
+    broker.kill();
+    sink.wait_for_health(503, "kafka: ", DEADLINE);
     broker.restart();
+    sink.wait_for_health(200, "ok", DEADLINE);
     let wave = feedback_events(1000, 20, DIM, 8);
     produce_wave(&wave);
     all.extend(wave);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
+    wait_for_model_at_end(&mut conn, &options.model, &bootstrap, "feedback", all.len() as i64, DEADLINE, &context);
 
-    // Redis goes away while events keep coming; the sink holds them and retries.
+    // Redis goes away while events keep coming; the sink holds them, says
+    // so on /health, and retries.
     redis.shutdown();
     let wave = feedback_events(1000, 20, DIM, 9);
     produce_wave(&wave);
     all.extend(wave);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(bandit_tests::sink::http_get(sink.metrics_port, "/health"), None, "unhealthy while Redis is down");
+    sink.wait_for_health(503, "redis: ", DEADLINE);
     redis.relaunch();
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&all, DIM, 1.0));
+    wait_for_model_at_end(&mut conn, &options.model, &bootstrap, "feedback", all.len() as i64, DEADLINE, &context);
+    assert_model_equals_fold(&mut conn, &options.model, &all, DIM, LAMBDA);
+    sink.wait_for_health(200, "ok", DEADLINE);
 }
 
 /// An invalid record: its position among the valid ones, its bytes, and the
@@ -205,14 +230,11 @@ fn invalid_events_go_to_the_dead_letter_topic_with_their_origin() {
     options.extra = ["--errors-tolerance", "all", "--dead-letter-topic", "feedback-dlq"].map(String::from).to_vec();
     let sink = SinkProcess::start(&options);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, valid.len() as i64, DEADLINE, &|| describe(&[&sink]));
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&valid, DIM, 1.0));
-    // Every record, good or bad, is behind the model's offset.
-    let offset = conn.cmd(&format!("BANDIT.STATS {}", options.model)).field("offsets").field("0");
-    assert_eq!(offset, Reply::Integer((valid.len() + invalid.len()) as i64));
+    // At the topic's end: every record, good or bad, is behind the model's offset.
+    assert_converges(&mut conn, &broker, &options, &valid, &[&sink]);
 
-    let dead = read_topic(&broker.bootstrap(), "feedback-dlq", 1, invalid.len(), DEADLINE);
-    assert_eq!(dead.len(), invalid.len(), "every invalid event is dead-lettered");
+    let dead = read_topic(&broker.bootstrap(), "feedback-dlq", 1, DEADLINE);
+    assert_eq!(dead.len(), invalid.len(), "every invalid event is dead-lettered, once");
     for (record, (at, bytes, reason)) in dead.iter().zip(&invalid) {
         let header = |name: &str| record.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
         assert_eq!(record.payload.as_deref(), Some(bytes.as_slice()), "the original bytes");
@@ -251,7 +273,7 @@ fn tolerance_none_stops_in_front_of_the_first_invalid_event() {
         let offset = conn.cmd(&format!("BANDIT.STATS {}", options.model)).field("offsets").field("0");
         assert_eq!(offset, Reply::Integer(5), "the model's offset stops in front of the bad event");
     }
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&valid[..5], DIM, 1.0));
+    assert_model_equals_fold(&mut conn, &options.model, &valid[..5], DIM, LAMBDA);
 }
 
 #[test]
@@ -271,7 +293,7 @@ fn sigterm_flushes_before_exit() {
     let status = sink.terminate(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{}", sink.log());
     assert_eq!(model_updates(&mut conn, &options.model), 800);
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&events, DIM, 1.0));
+    assert_model_equals_fold(&mut conn, &options.model, &events, DIM, LAMBDA);
 }
 
 #[test]
@@ -289,7 +311,8 @@ fn redis_down_pauses_consumption_at_the_bound_and_resumes() {
     let mut all = feedback_events(50, 10, DIM, 12);
     produce(&producer, &all);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, 50, DEADLINE, &|| describe(&[&sink]));
+    let context = || describe(&[&sink]);
+    wait_for_model_at_end(&mut conn, &options.model, &broker.bootstrap(), "feedback", 50, DEADLINE, &context);
 
     redis.shutdown();
     let wave = feedback_events(500, 10, DIM, 13);
@@ -302,7 +325,284 @@ fn redis_down_pauses_consumption_at_the_bound_and_resumes() {
 
     redis.relaunch();
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, all.len() as i64, DEADLINE, &|| describe(&[&sink]));
+    assert_converges(&mut conn, &broker, &options, &all, &[&sink]);
     assert_eq!(sink.metric("bandit_sink_paused"), Some(0.0));
-    assert_model_equals_fold(&mut conn, &options.model, &reference_fold(&all, DIM, 1.0));
+}
+
+/// Starts a sink expected to refuse to run, and returns its log once it
+/// exited with a failure status.
+fn refused_start(options: &SinkOptions, redis_url: Option<&str>) -> String {
+    let mut sink = match redis_url {
+        Some(url) => SinkProcess::start_with_redis_url(options, url),
+        None => SinkProcess::start(options),
+    };
+    let status = sink.wait_exit(DEADLINE).unwrap_or_else(|| panic!("the sink kept running (retrying?):\n{}", sink.log()));
+    let log = sink.log();
+    assert!(!status.success(), "a refusal is a failure exit:\n{log}");
+    assert!(!log.contains("retrying"), "a permanent error is not retried:\n{log}");
+    log
+}
+
+#[test]
+fn permanent_redis_errors_stop_the_sink_at_once() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 1);
+    let redis = RedisServer::start();
+    let mut conn = redis.connect();
+    let base = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+
+    // A module limit: DIM above MAX-DIM (256).
+    let log = refused_start(&SinkOptions { dim: 300, model: "big".into(), ..base.clone() }, None);
+    assert!(log.contains("redis refused") && log.contains("DIM is 300"), "{log}");
+
+    // A model created with another λ than the sink trains with.
+    conn.cmd("BANDIT.CREATE other-lambda DIM 4 LAMBDA 1");
+    let log = refused_start(&SinkOptions { model: "other-lambda".into(), ..base.clone() }, None);
+    assert!(log.contains("other-lambda was created with LAMBDA 1, the sink is configured with lambda 2.5"), "{log}");
+
+    // The key holds a string.
+    conn.cmd("SET a-string hello");
+    let log = refused_start(&SinkOptions { model: "a-string".into(), ..base.clone() }, None);
+    assert!(log.contains("a-string holds another type of value") && log.contains("WRONGTYPE"), "{log}");
+
+    // Authentication: none given, and a wrong password.
+    conn.cmd("CONFIG SET requirepass right-password");
+    let log = refused_start(&base, None);
+    assert!(log.contains("redis refused") && log.contains("NOAUTH"), "{log}");
+    let log = refused_start(&base, Some(&format!("redis://:wrong-password@127.0.0.1:{}", redis.port)));
+    assert!(log.contains("redis refused"), "{log}");
+    assert!(!log.contains("wrong-password"), "the password stays out of the log:\n{log}");
+
+    // A plain Redis without the module.
+    let plain = RedisServer::without_module();
+    let log = refused_start(&SinkOptions { redis_port: plain.port, ..base.clone() }, None);
+    assert!(log.contains("the bandit module is not loaded in this Redis"), "{log}");
+}
+
+#[test]
+fn another_alpha_in_the_model_is_logged_with_both_values() {
+    let redis = RedisServer::start();
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 1);
+    let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    redis.connect().cmd(&format!("BANDIT.CREATE {} DIM 4 ALPHA 0.7 LAMBDA {LAMBDA}", options.model));
+    let sink = SinkProcess::start(&options);
+    wait_until("the sink to warn about ALPHA", DEADLINE, || {
+        let log = sink.log();
+        log.contains("WARN") && log.contains("model_alpha=0.7") && log.contains("sink_alpha=0.3")
+    });
+    // A warning, not a refusal: the model keeps its ALPHA and the sink runs.
+    sink.wait_for_health(200, "ok", DEADLINE);
+    assert_eq!(redis.connect().cmd(&format!("BANDIT.STATS {}", options.model)).field("alpha").number(), 0.7);
+}
+
+/// Events for products the sink has never seen arrive while Redis is down:
+/// their partition waits (the record is held), the other partition keeps
+/// folding, /health says Redis, and when Redis is back every event is in the
+/// model exactly once.
+#[test]
+fn new_products_while_redis_is_down_are_held_then_folded_exactly_once() {
+    let mut redis = RedisServer::with_options(ServerOptions {
+        server_args: vec!["--appendonly".into(), "yes".into()],
+        ..ServerOptions::default()
+    });
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 2);
+    let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    let sink = SinkProcess::start(&options);
+    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let send = |partition: i32, events: &[FeedbackEvent]| {
+        for event in events {
+            producer.send_to(partition, &event.product_id, &serde_json::to_vec(event).unwrap());
+        }
+        producer.flush();
+    };
+    let rename = |events: Vec<FeedbackEvent>, prefix: &str| -> Vec<FeedbackEvent> {
+        events.into_iter().map(|e| FeedbackEvent { product_id: format!("{prefix}{}", e.product_id), ..e }).collect()
+    };
+    // Products a* live in partition 0, b* in partition 1.
+    let known_a = rename(feedback_events(100, 5, DIM, 30), "a");
+    let known_b = rename(feedback_events(100, 5, DIM, 31), "b");
+    send(0, &known_a);
+    send(1, &known_b);
+    let mut conn = redis.connect();
+    let context = || describe(&[&sink]);
+    wait_for_model_at_end(&mut conn, &options.model, &broker.bootstrap(), "feedback", 200, DEADLINE, &context);
+
+    redis.shutdown();
+    // Partition 0 gets products never seen (their arms need a restore from
+    // Redis); partition 1 more events of arms already in memory.
+    let new_a = rename(feedback_events(200, 8, DIM, 32), "new-a");
+    let more_b = rename(feedback_events(200, 5, DIM, 33), "b");
+    send(0, &new_a);
+    send(1, &more_b);
+    sink.wait_for_health(503, "redis: ", DEADLINE);
+    // The consumer still polls: partition 1's events are folded meanwhile.
+    wait_until("partition 1 to be folded while Redis is down", DEADLINE, || {
+        sink.metric("bandit_sink_events_folded_total") == Some(400.0)
+    });
+    assert_eq!(sink.metric("bandit_sink_paused"), Some(1.0), "partition 0 waits for Redis");
+
+    redis.relaunch();
+    let mut conn = redis.connect();
+    let all: Vec<FeedbackEvent> = [known_a, known_b, new_a, more_b].concat();
+    assert_converges(&mut conn, &broker, &options, &all, &[&sink]);
+    sink.wait_for_health(200, "ok", DEADLINE);
+    assert_eq!(sink.metric("bandit_sink_paused"), Some(0.0));
+}
+
+/// Two live writers on the same partitions and model: instances in two
+/// consumer groups, and an old owner that publishes after the model moved.
+/// The restore check and the STALE fence must keep the model exact.
+#[test]
+fn concurrent_writers_are_fenced_by_the_model_offsets() {
+    let redis = RedisServer::start();
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 2);
+    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let mut conn = redis.connect();
+    let base = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    // A: publishes only on a revoke or shutdown, and stops consuming at 100
+    // unpublished events, so it falls behind on purpose.
+    let old = SinkOptions {
+        group: "group-a".into(),
+        flush_interval_ms: 600_000,
+        extra: vec!["--max-unflushed-events".into(), "100".into()],
+        ..base.clone()
+    };
+    let a = SinkProcess::start(&old);
+    let mut all = feedback_events(60, 6, DIM, 40);
+    produce(&producer, &all);
+    wait_until("A to fold the first wave", DEADLINE, || a.metric("bandit_sink_events_folded_total") == Some(60.0));
+
+    // B, another group, publishes the first wave itself.
+    let b = SinkProcess::start(&SinkOptions { group: "group-b".into(), ..base.clone() });
+    wait_for_model_at_end(&mut conn, &base.model, &broker.bootstrap(), "feedback", 60, DEADLINE, &|| describe(&[&a, &b]));
+
+    // Restore check: A meets products it has not seen; the model's offsets
+    // are no longer those A started from, so A resets to the model.
+    let wave = feedback_events(60, 6, DIM, 41).into_iter().map(|e| FeedbackEvent { product_id: format!("n{}", e.product_id), ..e });
+    let wave: Vec<FeedbackEvent> = wave.collect();
+    produce(&producer, &wave);
+    all.extend(wave);
+    wait_until("A to reset a partition to the model", DEADLINE, || {
+        a.metric("bandit_sink_partition_resets_total").is_some_and(|n| n >= 1.0)
+    });
+    wait_for_model_at_end(&mut conn, &base.model, &broker.bootstrap(), "feedback", all.len() as i64, DEADLINE, &|| describe(&[&a, &b]));
+
+    // STALE: A stops at 100 unpublished events while B publishes all.
+    let wave = feedback_events(400, 6, DIM, 42);
+    produce(&producer, &wave);
+    all.extend(wave);
+    wait_until("A to pause at its bound", DEADLINE, || a.metric("bandit_sink_paused") == Some(1.0));
+    wait_for_model_at_end(&mut conn, &base.model, &broker.bootstrap(), "feedback", all.len() as i64, DEADLINE, &|| describe(&[&a, &b]));
+    // A second member of A's group makes A give its partitions up, which
+    // publishes A's state: offsets behind the model's, refused as STALE.
+    let a2 = SinkProcess::start(&old);
+    wait_until("A's publish to be refused as STALE", DEADLINE, || {
+        a.metric("bandit_sink_flushes_total{result=\"stale\"}").is_some_and(|n| n >= 1.0)
+    });
+
+    // Every writer goes on; the model stays the exact fold.
+    let wave = feedback_events(100, 9, DIM, 43);
+    produce(&producer, &wave);
+    all.extend(wave);
+    assert_converges(&mut conn, &broker, &base, &all, &[&a, &a2, &b]);
+}
+
+/// A product whose events reach two partitions (a producer that did not key
+/// by product id): the partition that did not restore the arm first has its
+/// event rejected, to the dead-letter topic.
+#[test]
+fn a_product_on_two_partitions_is_dead_lettered_on_the_second() {
+    let redis = RedisServer::start();
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 2);
+    broker.create_topic("feedback-dlq", 1);
+    let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    options.extra = ["--errors-tolerance", "all", "--dead-letter-topic", "feedback-dlq"].map(String::from).to_vec();
+    let sink = SinkProcess::start(&options);
+    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let events = feedback_events(2, 1, DIM, 50);
+    let bytes = |e: &FeedbackEvent| serde_json::to_vec(e).unwrap();
+    producer.send_to(0, "key-0", &bytes(&events[0]));
+    producer.flush();
+    let mut conn = redis.connect();
+    wait_for_model_at_end(&mut conn, &options.model, &broker.bootstrap(), "feedback", 1, DEADLINE, &|| sink.log());
+    producer.send_to(1, "key-1", &bytes(&events[1]));
+    producer.flush();
+    assert_converges(&mut conn, &broker, &options, &events[..1], &[&sink]);
+    let dead = read_topic(&broker.bootstrap(), "feedback-dlq", 1, DEADLINE);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let header = |name: &str| dead[0].headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(header("__connect.errors.partition"), "1");
+    let reason = header("__connect.errors.exception.message");
+    assert!(reason.contains("arrived on partition 1, but partition 0 owns its arm"), "{reason}");
+}
+
+/// errors.tolerance=all with a dead-letter topic that cannot take records:
+/// the sink stops with an error and the model does not move past the event.
+#[test]
+fn an_undeliverable_dead_letter_stops_the_sink_before_the_event() {
+    let redis = RedisServer::start();
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 1);
+    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (valid, invalid) = mixed_events();
+    produce_mixed(&producer, &valid, &invalid);
+    let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    // A topic name Kafka forbids: the broker refuses every record for it.
+    options.extra = ["--errors-tolerance", "all", "--dead-letter-topic", "no such topic!", "-X", "message.timeout.ms=5000"]
+        .map(String::from)
+        .to_vec();
+    let mut sink = SinkProcess::start(&options);
+    let status = sink.wait_exit(DEADLINE).unwrap_or_else(|| panic!("the sink should stop:\n{}", sink.log()));
+    let log = sink.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("dead-letter topic"), "{log}");
+    let mut conn = redis.connect();
+    // The first bad record is at offset 5: the model may hold what came
+    // before it, never anything from it on.
+    let offset = model_offsets(&mut conn, &options.model).get(&0).copied().unwrap_or(0);
+    assert!(offset <= 5, "the model moved past the undelivered dead letter to {offset}\n{log}");
+    assert_model_equals_fold(&mut conn, &options.model, &valid[..offset as usize], DIM, LAMBDA);
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let dir = bandit_tests::server::TempDir::new("sink-config");
+    let file = dir.path().join("sink.toml");
+    std::fs::write(&file, "topic = \"from-file\"\ngroup_id = \"file-group\"\ndim = 7\nflush_interval_ms = 111\n[kafka]\n\"sasl.password\" = \"file-secret\"\n").unwrap();
+    let output = std::process::Command::new(bandit_tests::sink::sink_path())
+        .args(["--config", file.to_str().unwrap(), "--print-config", "--dim", "9"])
+        .env("BANDIT_SINK_TOPIC", "from-env")
+        .env("BANDIT_SINK_DIM", "8")
+        .env("BANDIT_SINK_REDIS", "redis://app:env-secret@10.0.0.1:6380/2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    for expected in [
+        "topic = \"from-env\"",                       // environment over file
+        "group_id = \"file-group\"",                  // file over default
+        "dim = 9",                                    // flag over environment and file
+        "flush_interval_ms = 111",                    // file
+        "redis_url = \"redis://app:***@10.0.0.1:6380/2\"", // masked
+        "\"sasl.password\" = \"***\"",               // masked
+        "lambda = 1.0",                               // default
+    ] {
+        assert!(lines.contains(&expected), "{expected:?} missing from:\n{text}");
+    }
+    assert!(!text.contains("secret"), "{text}");
+}
+
+#[test]
+fn help_names_every_default() {
+    let output = std::process::Command::new(bandit_tests::sink::sink_path()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for default in ["[default: 127.0.0.1:9092]", "[default: redis://127.0.0.1:6379]", "[default: 5000]", "[default: none]"] {
+        assert!(help.contains(default), "{default} missing:\n{help}");
+    }
 }
