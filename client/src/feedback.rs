@@ -11,6 +11,7 @@ use std::time::Duration;
 use bandit_core::event::FeedbackEvent;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
@@ -54,13 +55,15 @@ pub struct DeliveryReport {
 /// A feedback producer for one topic.
 pub struct FeedbackProducer {
     producer: ThreadedProducer<DeliveryContext>,
+    /// For messages: failures name where events were going.
+    brokers: String,
     topic: String,
     deliveries: Arc<Deliveries>,
 }
 
 impl std::fmt::Debug for FeedbackProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedbackProducer").field("topic", &self.topic).finish()
+        f.debug_struct("FeedbackProducer").field("brokers", &self.brokers).field("topic", &self.topic).finish()
     }
 }
 
@@ -77,7 +80,36 @@ impl FeedbackProducer {
             config.set(key, value);
         }
         let producer = config.create_with_context(DeliveryContext(deliveries.clone()))?;
-        Ok(Self { producer, topic: topic.to_owned(), deliveries })
+        Ok(Self { producer, brokers: brokers.to_owned(), topic: topic.to_owned(), deliveries })
+    }
+
+    /// Checks, within `timeout`, that a broker answers and has the topic
+    /// with at least one partition; returns the number of partitions. Send
+    /// failures would otherwise surface only when a flush times out.
+    ///
+    /// # Errors
+    /// [`ClientError::Kafka`] naming the brokers and the topic.
+    pub fn check_topic(&self, timeout: Duration) -> Result<usize> {
+        let metadata: KafkaResult<_> = self.producer.client().fetch_metadata(Some(&self.topic), timeout);
+        let metadata = metadata.map_err(|e| {
+            ClientError::Kafka(format!(
+                "no answer from the brokers {} about topic '{}' within {} s ({e})",
+                self.brokers,
+                self.topic,
+                timeout.as_secs_f64()
+            ))
+        })?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
+        match topic {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+            Some(t) => Err(ClientError::Kafka(format!(
+                "topic '{}' is not available on the brokers {}: {}",
+                self.topic,
+                self.brokers,
+                t.error().map_or_else(|| "it has no partitions".to_owned(), |e| RDKafkaErrorCode::from(e).to_string())
+            ))),
+            None => Err(ClientError::Kafka(format!("topic '{}' does not exist on the brokers {}", self.topic, self.brokers))),
+        }
     }
 
     /// Queues one event (returns at once; delivery is reported by [`Self::flush`]).
@@ -129,17 +161,55 @@ impl FeedbackProducer {
     /// Waits for every queued event; fails if any could not be delivered.
     ///
     /// # Errors
-    /// [`ClientError::Kafka`] with the last delivery error.
+    /// [`ClientError::Kafka`] with the last delivery error, naming the
+    /// brokers and the topic.
     pub fn flush(&self, timeout: Duration) -> Result<DeliveryReport> {
-        self.producer.flush(timeout)?;
+        if let Err(e) = self.producer.flush(timeout) {
+            return Err(ClientError::Kafka(format!(
+                "{} feedback events not delivered to topic '{}' on the brokers {} within {} s ({e})",
+                self.producer.in_flight_count(),
+                self.topic,
+                self.brokers,
+                timeout.as_secs_f64()
+            )));
+        }
         let report = DeliveryReport {
             delivered: self.deliveries.delivered.load(Ordering::Relaxed),
             failed: self.deliveries.failed.load(Ordering::Relaxed),
         };
         if report.failed > 0 {
             let last = self.deliveries.last_error.lock().ok().and_then(|slot| slot.clone()).unwrap_or_default();
-            return Err(ClientError::Kafka(format!("{} feedback events were not delivered: {last}", report.failed)));
+            return Err(ClientError::Kafka(format!(
+                "{} feedback events were not delivered to topic '{}' on the brokers {}: {last}",
+                report.failed, self.topic, self.brokers
+            )));
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer for a broker address where nothing listens (port 1 on
+    /// the loopback refuses at once).
+    fn nowhere() -> FeedbackProducer {
+        FeedbackProducer::new("127.0.0.1:1", "clicks", &BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn a_missing_broker_is_named_with_the_topic() {
+        let error = nowhere().check_topic(Duration::from_millis(300)).unwrap_err().to_string();
+        assert!(error.contains("127.0.0.1:1") && error.contains("'clicks'"), "{error}");
+    }
+
+    #[test]
+    fn an_undelivered_event_names_the_brokers_and_the_topic() {
+        let producer = nowhere();
+        let event = FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward: 1.0, context_vector: vec![0.5], timestamp: 0 };
+        producer.send(&event).unwrap();
+        let error = producer.flush(Duration::from_millis(300)).unwrap_err().to_string();
+        assert!(error.contains("127.0.0.1:1") && error.contains("'clicks'"), "{error}");
     }
 }

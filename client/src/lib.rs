@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`models`]: rank, stats, export, load, create over Redis (BANDIT.*).
 //! - [`feedback`]: the buffered Kafka producer of feedback events.
+//! - [`format`]: numbers at their shortest round-trip text.
 //! - [`shop`]: the simulated shop: catalogue, visitors, context, click model.
 //! - [`simulate`]: the learning loop against a recommender, with random and
 //!   oracle baselines, its table, SVG curve and summary line.
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod error;
 pub mod evaluate;
 pub mod feedback;
+pub mod format;
 pub mod generate;
 pub mod history;
 pub mod live;

@@ -1,6 +1,8 @@
 //! `bandit`: the command line of the recommender. Thin: every subcommand is
 //! a few calls into the `bandit` library.
 
+mod cli;
+
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -8,50 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bandit::feedback::FeedbackProducer;
+use bandit::format;
 use bandit::live::LiveStack;
 use bandit::models::{Models, RankOptions};
 use bandit::shop::{Catalogue, DIM};
 use bandit::simulate::{self, SimulationConfig};
+use bandit::ClientError;
 use bandit_core::codec::Format;
 use bandit_core::event::FeedbackEvent;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-#[derive(Debug, Parser)]
-#[command(name = "bandit", version, about = "Real-time product recommendations with contextual bandits (LinUCB) on Redis and Kafka.")]
-struct Cli {
-    #[command(flatten)]
-    connection: Connection,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Args)]
-struct Connection {
-    /// Redis URL.
-    #[arg(long, global = true, env = "BANDIT_REDIS", default_value = "redis://127.0.0.1:6379")]
-    redis: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "BANDIT_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// Feedback topic.
-    #[arg(long, global = true, env = "BANDIT_TOPIC", default_value = "feedback")]
-    topic: String,
-    /// Model key in Redis.
-    #[arg(long, global = true, env = "BANDIT_MODEL", default_value = "bandit:model")]
-    model: String,
-    /// librdkafka property key=value for the producer (repeatable).
-    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
-    kafka: Vec<String>,
-}
-
-/// Which outcomes become feedback events.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FeedbackArg {
-    /// 0 for every product read and passed over, 1 for the click.
-    Cascade,
-    /// The reference design's: 1 for the click, else 0 for the first product.
-    Reference,
-}
+use clap::Parser;
+use cli::args::{BenchCommand, Cli, Command, Connection, FeedbackArg, PayloadFormat, ReportFormat};
 
 impl From<FeedbackArg> for simulate::FeedbackMode {
     fn from(value: FeedbackArg) -> Self {
@@ -60,174 +28,6 @@ impl From<FeedbackArg> for simulate::FeedbackMode {
             FeedbackArg::Reference => simulate::FeedbackMode::Reference,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ReportFormat {
-    Table,
-    Json,
-    Csv,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum PayloadFormat {
-    Binary,
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create an empty model (BANDIT.CREATE).
-    Create {
-        #[arg(long)]
-        dim: usize,
-        #[arg(long)]
-        alpha: Option<f64>,
-        #[arg(long)]
-        lambda: Option<f64>,
-    },
-    /// Rank products for a context (BANDIT.RANK … WITHSCORES).
-    Rank {
-        /// Context values, comma-separated.
-        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, required = true)]
-        context: Vec<f64>,
-        /// Candidate product ids, comma-separated (all arms when absent).
-        #[arg(long, value_delimiter = ',')]
-        arms: Option<Vec<String>>,
-        #[arg(long)]
-        top: Option<usize>,
-        #[arg(long)]
-        alpha: Option<f64>,
-    },
-    /// Show a model's (or one arm's) statistics (BANDIT.STATS).
-    Stats {
-        #[arg(long)]
-        arm: Option<String>,
-    },
-    /// Write the model's payload (BANDIT.EXPORT) to a file or stdout.
-    Export {
-        #[arg(long, value_enum, default_value = "json")]
-        format: PayloadFormat,
-        /// Output file (stdout when absent).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Load a payload file, binary or JSON, into the model (BANDIT.LOAD).
-    Import {
-        /// The payload file.
-        file: PathBuf,
-    },
-    /// Send one feedback event to Kafka, keyed by product id.
-    Feedback {
-        #[arg(long)]
-        product: String,
-        #[arg(long)]
-        reward: f64,
-        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, required = true)]
-        context: Vec<f64>,
-        #[arg(long)]
-        event_id: Option<String>,
-    },
-    /// Publish a historical log (CSV: features…, product_id, response) into the topic.
-    Bootstrap {
-        /// The CSV log.
-        #[arg(long)]
-        log: PathBuf,
-    },
-    /// Write a historical log from the simulated shop (and its product features).
-    Generate {
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// The log (CSV: event_id, 15 features, product_id, response).
-        #[arg(long)]
-        out: PathBuf,
-        /// The product features (CSV: product_id, category one-hot, is_coffee, price_scaled).
-        #[arg(long)]
-        items_out: Option<PathBuf>,
-    },
-    /// Compare policies offline on a log: time-ordered split, top-k metrics.
-    Evaluate {
-        /// The log (CSV with features…, product_id, response).
-        #[arg(long)]
-        log: PathBuf,
-        /// Candidate products (CSV with a product_id column); default: every product in the log.
-        #[arg(long)]
-        items: Option<PathBuf>,
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// Share of the log, at its end, held out for testing.
-        #[arg(long, default_value_t = 0.2)]
-        test_fraction: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, value_enum, default_value = "table")]
-        format: ReportFormat,
-    },
-    /// Benchmarks (see the README's Performance section).
-    #[command(subcommand)]
-    Bench(BenchCommand),
-    /// Run the simulated shop against the live stack and show the learning curve.
-    Simulate {
-        /// Visits to simulate.
-        #[arg(long, default_value_t = 3000)]
-        steps: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Recommendations per visit.
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// Visits per CTR window (default: steps / 10).
-        #[arg(long)]
-        window: Option<usize>,
-        /// Visits per second (0: as fast as possible). Real traffic arrives
-        /// over time, and the sink publishes on its flush interval.
-        #[arg(long, default_value_t = 400.0)]
-        rate: f64,
-        /// Where to write the learning curve (SVG).
-        #[arg(long, default_value = "bandit-simulation.svg")]
-        plot: PathBuf,
-        /// Which outcomes of a visit are sent as feedback.
-        #[arg(long, value_enum, default_value = "cascade")]
-        feedback: FeedbackArg,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// BANDIT.RANK versus GET on the --redis server: latency, throughput, server time.
-    Rank {
-        #[arg(long, default_value_t = 200)]
-        arms: usize,
-        #[arg(long, default_value_t = 15)]
-        dim: usize,
-        #[arg(long, default_value_t = 5)]
-        top: usize,
-        /// Requests per command on one connection.
-        #[arg(long, default_value_t = 20_000)]
-        requests: usize,
-        /// Connections for the throughput phase.
-        #[arg(long, default_value_t = 16)]
-        connections: usize,
-        /// Seconds per command in the throughput phase.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-    },
-    /// The sink's per-event CPU cost: fold alone, and decode + validate + fold.
-    Fold {
-        #[arg(long, default_value_t = 15)]
-        dim: usize,
-        #[arg(long, default_value_t = 2_000_000)]
-        events: usize,
-    },
-    /// One flush: invert and encode dirty arms, then BANDIT.LOAD them on --redis.
-    Flush {
-        #[arg(long, default_value_t = 32)]
-        dim: usize,
-        #[arg(long, default_value_t = 10_000)]
-        arms: usize,
-    },
 }
 
 fn kafka_properties(pairs: &[String]) -> Result<BTreeMap<String, String>> {
@@ -248,12 +48,25 @@ fn main() {
     }
 }
 
+/// A library error in the words of the command line: the context the
+/// library was given is the user's `--context`.
+fn cli_error(error: ClientError) -> anyhow::Error {
+    match error {
+        ClientError::ContextLength { given, dim } => anyhow::anyhow!("--context has {given} values, model dim is {dim}"),
+        other => other.into(),
+    }
+}
+
+/// A producer whose topic a broker has confirmed within `--kafka-timeout`.
+fn checked_producer(c: &Connection) -> Result<FeedbackProducer> {
+    let producer = FeedbackProducer::new(&c.brokers, &c.topic, &kafka_properties(&c.kafka)?)?;
+    producer.check_topic(Duration::from_secs_f64(c.kafka_timeout))?;
+    Ok(producer)
+}
+
 fn run(cli: Cli) -> Result<()> {
     let c = &cli.connection;
     let models = || Models::connect(&c.redis).with_context(|| format!("connecting to {}", c.redis));
-    let producer = || -> Result<FeedbackProducer> {
-        Ok(FeedbackProducer::new(&c.brokers, &c.topic, &kafka_properties(&c.kafka)?)?)
-    };
     match cli.command {
         Command::Create { dim, alpha, lambda } => {
             models()?.create(&c.model, dim, alpha, lambda)?;
@@ -261,10 +74,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Rank { context, arms, top, alpha } => {
             let options = RankOptions { candidates: arms.as_deref(), top_k: top, alpha };
-            for ranked in models()?.rank(&c.model, &context, &options)? {
-                println!("{}\t{}", ranked.id, ranked.score);
+            for ranked in models()?.rank(&c.model, &context, &options).map_err(cli_error)? {
+                println!("{}\t{}", ranked.id, format::number(ranked.score));
             }
         }
+        // Numbers come at their shortest round-trip text (Models::stats).
         Command::Stats { arm } => {
             for (field, value) in models()?.stats(&c.model, arm.as_deref())? {
                 println!("{field}\t{value}");
@@ -286,17 +100,20 @@ fn run(cli: Cli) -> Result<()> {
             let changed = models()?.load(&c.model, &bytes)?;
             println!("{changed} arms written");
         }
-        Command::Feedback { product, reward, context, event_id } => {
-            let producer = producer()?;
+        Command::Feedback { product, reward, context, event_id, delivery_timeout } => {
             let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             let event_id = event_id.unwrap_or_else(|| format!("cli-{timestamp}"));
-            producer.send(&FeedbackEvent { event_id, product_id: product, reward, context_vector: context, timestamp })?;
-            producer.flush(Duration::from_secs(30))?;
+            let event = FeedbackEvent { event_id, product_id: product, reward, context_vector: context, timestamp };
+            let check = cli::feedback::check_dim(&c.redis, &c.model, event.context_vector.len());
+            cli::feedback::validate(&event, &check)?;
+            let producer = checked_producer(c)?;
+            producer.send(&event)?;
+            producer.flush(Duration::from_secs_f64(delivery_timeout))?;
             println!("sent");
         }
-        Command::Bootstrap { log } => {
+        Command::Bootstrap { log, delivery_timeout } => {
             let history = bandit::history::read_log(&log)?;
-            let report = producer()?.publish_log(&history, Duration::from_secs(120))?;
+            let report = checked_producer(c)?.publish_log(&history, Duration::from_secs_f64(delivery_timeout))?;
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
         Command::Bench(bench) => run_bench(c, bench)?,
@@ -359,19 +176,14 @@ fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
 
 fn simulate(c: &Connection, config: &SimulationConfig, rate: f64, plot: &PathBuf) -> Result<()> {
     let steps = config.steps;
-    if steps == 0 {
-        bail!("--steps must be at least 1");
-    }
     let catalogue = Catalogue::generate(config.seed);
     let mut models = Models::connect(&c.redis).with_context(|| format!("connecting to {}", c.redis))?;
-    match models.stats(&c.model, None) {
-        Ok(stats) if stats.get("dim").map(String::as_str) != Some(&DIM.to_string()) => {
-            bail!("{} has dim {}, the shop's context has {DIM} features", c.model, stats.get("dim").cloned().unwrap_or_default())
-        }
-        Ok(_) => {}
-        Err(_) => models.create(&c.model, DIM, None, None)?,
+    match models.dim(&c.model)? {
+        Some(dim) if dim != DIM => bail!("{} has dim {dim}, the shop's context has {DIM} features", c.model),
+        Some(_) => {}
+        None => models.create(&c.model, DIM, None, None)?,
     }
-    let producer = FeedbackProducer::new(&c.brokers, &c.topic, &kafka_properties(&c.kafka)?)?;
+    let producer = checked_producer(c)?;
     let mut live = LiveStack { models, producer, model: c.model.clone(), candidates: catalogue.ids() };
     let interactive = std::io::stderr().is_terminal();
     let started = Instant::now();

@@ -8,6 +8,7 @@ use bandit_core::codec::{self, Format};
 use bandit_core::{Limits, Payload};
 
 use crate::error::{ClientError, Result};
+use crate::format;
 
 /// One ranked product.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,8 @@ pub struct RankOptions<'a> {
 /// A connection to Redis for model commands.
 pub struct Models {
     connection: redis::Connection,
+    /// For messages: which server lacks the module.
+    url: String,
 }
 
 impl std::fmt::Debug for Models {
@@ -44,16 +47,34 @@ impl Models {
     /// # Errors
     /// When the URL is malformed or the server unreachable.
     pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_timeout(url, Duration::from_secs(5))
+    }
+
+    /// As [`Self::connect`], giving up on the connection after `timeout`.
+    ///
+    /// # Errors
+    /// When the URL is malformed or the server unreachable.
+    pub fn connect_timeout(url: &str, timeout: Duration) -> Result<Self> {
         let client = redis::Client::open(url)?;
-        let connection = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        let connection = client.get_connection_with_timeout(timeout)?;
         connection.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self { connection })
+        Ok(Self { connection, url: url.to_owned() })
+    }
+
+    /// Runs a command on `model`; an unknown-command reply becomes
+    /// [`ClientError::ModuleNotLoaded`] naming this server, a missing model
+    /// [`ClientError::NoSuchModel`] naming the key.
+    fn query<T: redis::FromRedisValue>(&mut self, model: &str, command: &redis::Cmd) -> Result<T> {
+        command.query(&mut self.connection).map_err(|e| ClientError::from(e).naming_model(&self.url, model))
     }
 
     /// BANDIT.RANK with WITHSCORES: products best first.
     ///
     /// # Errors
-    /// Server errors (no such model, wrong dim, …) as [`ClientError::Redis`].
+    /// [`ClientError::NoSuchModel`], other server errors as
+    /// [`ClientError::Server`]; a context
+    /// whose length is not the model's dim as [`ClientError::ContextLength`]
+    /// (the server's reply names CONTEXTBLOB, which the caller never wrote).
     pub fn rank(&mut self, model: &str, context: &[f64], options: &RankOptions<'_>) -> Result<Vec<Ranked>> {
         let mut command = redis::cmd("BANDIT.RANK");
         // The binary context is exact and cheaper to parse than text.
@@ -69,7 +90,11 @@ impl Models {
             command.arg("ALPHA").arg(alpha);
         }
         command.arg("WITHSCORES");
-        let flat: Vec<redis::Value> = command.query(&mut self.connection)?;
+        let flat: Vec<redis::Value> = match self.query(model, &command) {
+            Ok(flat) => flat,
+            Err(error @ ClientError::Server { .. }) => return Err(self.explain_rank_error(model, context.len(), error)),
+            Err(error) => return Err(error),
+        };
         flat.chunks(2)
             .map(|pair| match pair {
                 [id, score] => Ok(Ranked {
@@ -81,7 +106,31 @@ impl Models {
             .collect()
     }
 
-    /// BANDIT.STATS (of the model, or of one arm) as field → value text.
+    /// A refused RANK whose context length differs from the model's dim
+    /// is reported as that; any other error as it came.
+    fn explain_rank_error(&mut self, model: &str, given: usize, error: ClientError) -> ClientError {
+        match self.dim(model) {
+            Ok(Some(dim)) if dim != given => ClientError::ContextLength { given, dim },
+            _ => error,
+        }
+    }
+
+    /// The model's dim from BANDIT.STATS; None when there is no such model.
+    ///
+    /// # Errors
+    /// Other server errors, or a STATS reply without a numeric dim.
+    pub fn dim(&mut self, model: &str) -> Result<Option<usize>> {
+        let stats = match self.stats(model, None) {
+            Ok(stats) => stats,
+            Err(ClientError::NoSuchModel { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let dim = stats.get("dim").ok_or_else(|| ClientError::Protocol("BANDIT.STATS has no dim".into()))?;
+        dim.parse().map(Some).map_err(|_| ClientError::Protocol(format!("BANDIT.STATS dim is {dim:?}")))
+    }
+
+    /// BANDIT.STATS (of the model, or of one arm) as field → value text,
+    /// numbers at their shortest round-trip text ([`format::number_text`]).
     ///
     /// # Errors
     /// Server errors.
@@ -91,7 +140,7 @@ impl Models {
         if let Some(arm) = arm {
             command.arg("ARM").arg(arm);
         }
-        let flat: Vec<redis::Value> = command.query(&mut self.connection)?;
+        let flat: Vec<redis::Value> = self.query(model, &command)?;
         Ok(flat
             .chunks(2)
             .filter_map(|pair| match pair {
@@ -115,7 +164,7 @@ impl Models {
             Format::Binary => "BINARY",
             Format::Json => "JSON",
         });
-        Ok(command.query(&mut self.connection)?)
+        self.query(model, &command)
     }
 
     /// The export, decoded.
@@ -133,7 +182,7 @@ impl Models {
     /// # Errors
     /// Server errors, including STALE.
     pub fn load(&mut self, model: &str, payload: &[u8]) -> Result<u64> {
-        Ok(redis::cmd("BANDIT.LOAD").arg(model).arg(payload).query(&mut self.connection)?)
+        self.query(model, redis::cmd("BANDIT.LOAD").arg(model).arg(payload))
     }
 
     /// BANDIT.CREATE.
@@ -149,18 +198,34 @@ impl Models {
         if let Some(lambda) = lambda {
             command.arg("LAMBDA").arg(lambda);
         }
-        let () = command.query(&mut self.connection)?;
-        Ok(())
+        self.query(model, &command)
     }
 }
 
-/// A reply value as display text (nested maps and arrays flattened).
+/// A reply value as display text (nested maps and arrays flattened),
+/// numbers through [`format::number_text`].
 fn render(value: &redis::Value) -> String {
     match value {
         redis::Value::Array(items) => {
             let parts: Vec<String> = items.iter().map(render).collect();
             format!("[{}]", parts.join(", "))
         }
-        other => redis::from_redis_value::<String>(other).unwrap_or_else(|_| format!("{other:?}")),
+        redis::Value::Double(number) => format::number(*number),
+        other => redis::from_redis_value::<String>(other).map_or_else(|_| format!("{other:?}"), |text| format::number_text(&text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_values_print_shortest() {
+        let bulk = |text: &str| redis::Value::BulkString(text.as_bytes().to_vec());
+        assert_eq!(render(&bulk("0.40000000000000002")), "0.4");
+        assert_eq!(render(&bulk("-0")), "0");
+        assert_eq!(render(&redis::Value::Double(-0.0)), "0");
+        assert_eq!(render(&redis::Value::Int(30)), "30");
+        assert_eq!(render(&redis::Value::Array(vec![bulk("0.10000000000000001"), bulk("-0")])), "[0.1, 0]");
     }
 }

@@ -1,0 +1,349 @@
+//! The command line: every subcommand and option, with its help text and
+//! the values it refuses (clap checks them before anything runs).
+
+use std::path::PathBuf;
+
+use clap::builder::{RangedU64ValueParser, TypedValueParser, ValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "bandit", version, about = "Real-time product recommendations with contextual bandits (LinUCB) on Redis and Kafka.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Redis URL.
+    #[arg(long, global = true, env = "BANDIT_REDIS", default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, env = "BANDIT_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Feedback topic.
+    #[arg(long, global = true, env = "BANDIT_TOPIC", default_value = "feedback")]
+    pub topic: String,
+    /// Model key in Redis.
+    #[arg(long, global = true, env = "BANDIT_MODEL", default_value = "bandit:model")]
+    pub model: String,
+    /// Seconds to wait for a broker to confirm that the topic exists, before
+    /// anything is sent (feedback, bootstrap, simulate).
+    #[arg(long, global = true, env = "BANDIT_KAFKA_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds())]
+    pub kafka_timeout: f64,
+    /// librdkafka property key=value for the producer (repeatable; none by default).
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
+}
+
+/// Which outcomes become feedback events.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FeedbackArg {
+    /// 0 for every product read and passed over, 1 for the click.
+    Cascade,
+    /// The reference design's: 1 for the click, else 0 for the first product.
+    Reference,
+}
+
+/// How `bandit evaluate` prints its results.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    /// A Markdown table.
+    Table,
+    /// One JSON document.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// The payload encoding of `bandit export`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PayloadFormat {
+    /// The compact binary encoding (BNDT).
+    Binary,
+    /// JSON, readable and editable.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an empty model (BANDIT.CREATE).
+    Create {
+        /// Number of context features.
+        #[arg(long, value_parser = at_least_one())]
+        dim: usize,
+        /// Default exploration weight α of the model (default: the module's ALPHA argument, 1 unless set).
+        #[arg(long)]
+        alpha: Option<f64>,
+        /// Ridge prior λ: an arm with no data has A = λI (default: the module's LAMBDA argument, 1 unless set).
+        #[arg(long)]
+        lambda: Option<f64>,
+    },
+    /// Rank products for a context (BANDIT.RANK … WITHSCORES).
+    Rank {
+        /// Context values, comma-separated, as many as the model's dim.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, required = true)]
+        context: Vec<f64>,
+        /// Candidate product ids, comma-separated (default: every arm of the model).
+        #[arg(long, value_delimiter = ',')]
+        arms: Option<Vec<String>>,
+        /// How many products to print (default: every candidate).
+        #[arg(long, value_parser = at_least_one())]
+        top: Option<usize>,
+        /// Exploration weight α for this request (default: the model's).
+        #[arg(long)]
+        alpha: Option<f64>,
+    },
+    /// Show a model's (or one arm's) statistics (BANDIT.STATS).
+    Stats {
+        /// Show this product's arm (default: the whole model).
+        #[arg(long)]
+        arm: Option<String>,
+    },
+    /// Write the model's payload (BANDIT.EXPORT) to a file or stdout.
+    Export {
+        /// Payload encoding.
+        #[arg(long, value_enum, default_value = "json")]
+        format: PayloadFormat,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load a payload file, binary or JSON, into the model (BANDIT.LOAD).
+    Import {
+        /// The payload file.
+        file: PathBuf,
+    },
+    /// Send one feedback event to Kafka, keyed by product id. The context is
+    /// checked against the model's dim first when Redis has the model; when
+    /// Redis is unreachable or has no such model, it is sent with a warning.
+    Feedback {
+        /// The product the feedback is about.
+        #[arg(long)]
+        product: String,
+        /// The reward, e.g. 1 for a click and 0 for none (any finite number).
+        #[arg(long, allow_hyphen_values = true)]
+        reward: f64,
+        /// Context values, comma-separated, as many as the model's dim.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true, required = true)]
+        context: Vec<f64>,
+        /// Event id (default: cli-<milliseconds since 1970>).
+        #[arg(long)]
+        event_id: Option<String>,
+        /// Seconds to wait for the broker to confirm delivery.
+        #[arg(long, default_value_t = 30.0, value_parser = positive_seconds())]
+        delivery_timeout: f64,
+    },
+    /// Publish a historical log (CSV: features…, product_id, response) into the topic.
+    Bootstrap {
+        /// The CSV log.
+        #[arg(long)]
+        log: PathBuf,
+        /// Seconds to wait for the broker to confirm delivery of the whole log.
+        #[arg(long, default_value_t = 120.0, value_parser = positive_seconds())]
+        delivery_timeout: f64,
+    },
+    /// Write a historical log from the simulated shop (and its product features).
+    Generate {
+        /// Number of logged events (visits).
+        #[arg(long, default_value_t = 100_000, value_parser = at_least_one())]
+        events: usize,
+        /// Random seed: the same seed writes the same log.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The log (CSV: event_id, 15 features, product_id, response).
+        #[arg(long)]
+        out: PathBuf,
+        /// The product features (CSV: product_id, category one-hot, is_coffee, price_scaled); default: not written.
+        #[arg(long)]
+        items_out: Option<PathBuf>,
+    },
+    /// Compare policies offline on a log: time-ordered split, top-k metrics.
+    Evaluate {
+        /// The log (CSV with features…, product_id, response).
+        #[arg(long)]
+        log: PathBuf,
+        /// Candidate products (CSV with a product_id column); default: every product in the log.
+        #[arg(long)]
+        items: Option<PathBuf>,
+        /// Length k of each policy's recommendation list; metrics are at k.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one())]
+        top_k: usize,
+        /// Share of the log, at its end, held out for testing (between 0 and 1).
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+        /// Random seed of the randomised policies (Random, LinGreedy, LinTS, ClustersTS).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How to print the results.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// Benchmarks (see the README's Performance section).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run the simulated shop against the live stack and show the learning curve.
+    Simulate {
+        /// Visits to simulate.
+        #[arg(long, default_value_t = 3000, value_parser = at_least_one())]
+        steps: usize,
+        /// Random seed of the catalogue and the visitors.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Recommendations per visit.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one())]
+        top_k: usize,
+        /// Visits per CTR window (default: steps / 10).
+        #[arg(long, value_parser = at_least_one())]
+        window: Option<usize>,
+        /// Visits per second (0: as fast as possible). Real traffic arrives
+        /// over time, and the sink publishes on its flush interval.
+        #[arg(long, default_value_t = 400.0, value_parser = non_negative())]
+        rate: f64,
+        /// Where to write the learning curve (SVG).
+        #[arg(long, default_value = "bandit-simulation.svg")]
+        plot: PathBuf,
+        /// Which outcomes of a visit are sent as feedback.
+        #[arg(long, value_enum, default_value = "cascade")]
+        feedback: FeedbackArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// BANDIT.RANK versus GET on the --redis server: latency, throughput,
+    /// server time. Writes the keys bench:model and bench:string and deletes
+    /// them at the end (also after a failure).
+    Rank {
+        /// Arms in the benchmark model.
+        #[arg(long, default_value_t = 200, value_parser = at_least_one())]
+        arms: usize,
+        /// Context dimension of the benchmark model.
+        #[arg(long, default_value_t = 15, value_parser = at_least_one())]
+        dim: usize,
+        /// TOP of every RANK.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one())]
+        top: usize,
+        /// Requests per command on one connection.
+        #[arg(long, default_value_t = 20_000, value_parser = at_least_one())]
+        requests: usize,
+        /// Connections for the throughput phase.
+        #[arg(long, default_value_t = 16, value_parser = at_least_one())]
+        connections: usize,
+        /// Seconds per command in the throughput phase.
+        #[arg(long, default_value_t = 5.0, value_parser = positive_seconds())]
+        seconds: f64,
+    },
+    /// The sink's per-event CPU cost: fold alone, and decode + validate + fold.
+    Fold {
+        /// Context dimension.
+        #[arg(long, default_value_t = 15, value_parser = at_least_one())]
+        dim: usize,
+        /// Events to fold.
+        #[arg(long, default_value_t = 2_000_000, value_parser = at_least_one())]
+        events: usize,
+    },
+    /// One flush: invert and encode dirty arms, then BANDIT.LOAD them on
+    /// --redis. Writes the key bench:flush and deletes it at the end.
+    Flush {
+        /// Context dimension.
+        #[arg(long, default_value_t = 32, value_parser = at_least_one())]
+        dim: usize,
+        /// Dirty arms in the flush.
+        #[arg(long, default_value_t = 10_000, value_parser = at_least_one())]
+        arms: usize,
+    },
+}
+
+/// A count that must be at least 1 (0 arms, steps or k make no sense).
+fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// A finite number of seconds above 0.
+fn positive_seconds() -> ValueParser {
+    finite_number(|v| v > 0.0, "a number of seconds above 0")
+}
+
+/// A finite number, 0 or more.
+fn non_negative() -> ValueParser {
+    finite_number(|v| v >= 0.0, "a number, 0 or more")
+}
+
+fn finite_number(accept: fn(f64) -> bool, expected: &'static str) -> ValueParser {
+    ValueParser::new(clap::builder::StringValueParser::new().try_map(move |text| match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && accept(value) => Ok(value),
+        _ => Err(format!("expected {expected}, got {text:?}")),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command and subcommand, depth first.
+    fn all_commands(command: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.clone(), command.clone()));
+        for sub in command.get_subcommands() {
+            all_commands(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_of_every_subcommand_is_described() {
+        let mut commands = Vec::new();
+        all_commands(&Cli::command(), "bandit".into(), &mut commands);
+        assert!(commands.len() > 14, "{}", commands.len());
+        let mut missing = Vec::new();
+        for (path, command) in &commands {
+            for arg in command.get_arguments() {
+                let help = arg.get_help().or(arg.get_long_help()).map(ToString::to_string).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+                // An optional value without a default states what happens
+                // without it.
+                let optional_value = !arg.is_required_set()
+                    && arg.get_action().takes_values()
+                    && arg.get_default_values().is_empty()
+                    && !arg.is_positional();
+                if optional_value && !help.contains("default") {
+                    missing.push(format!("{path} {}: no default stated", arg.get_id()));
+                }
+                if arg.is_hide_default_value_set() {
+                    missing.push(format!("{path} {}: default hidden", arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "options without a description: {missing:#?}");
+    }
+
+    #[test]
+    fn help_renders_the_descriptions_and_defaults() {
+        let mut cli = Cli::command();
+        let help = cli.find_subcommand_mut("evaluate").map(|c| c.render_help().to_string()).unwrap_or_default();
+        assert!(help.contains("Length k of each policy's recommendation list"), "{help}");
+        assert!(help.contains("[default: 5]"), "{help}");
+    }
+
+    #[test]
+    fn zero_counts_are_refused() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["bandit"].iter().chain(args)).map(|_| ()).map_err(|e| e.to_string());
+        assert!(parse(&["evaluate", "--log", "l.csv"]).is_ok());
+        let refused = parse(&["evaluate", "--log", "l.csv", "--top-k", "0"]).unwrap_err();
+        assert!(refused.contains("--top-k"), "{refused}");
+        assert!(parse(&["evaluate", "--log", "l.csv", "--top-k", "1"]).is_ok());
+        assert!(parse(&["simulate", "--top-k", "0"]).is_err());
+        assert!(parse(&["simulate", "--steps", "0"]).is_err());
+        assert!(parse(&["rank", "--context", "1,2", "--top", "0"]).is_err());
+        assert!(parse(&["create", "--dim", "0"]).is_err());
+        assert!(parse(&["bench", "rank", "--connections", "0"]).is_err());
+        assert!(parse(&["feedback", "--product", "p", "--reward", "1", "--context", "1", "--kafka-timeout", "0"]).is_err());
+        assert!(parse(&["feedback", "--product", "p", "--reward", "-1", "--context", "-1,0.5", "--kafka-timeout", "2.5"]).is_ok());
+        assert!(parse(&["simulate", "--rate", "nan"]).is_err());
+    }
+}
