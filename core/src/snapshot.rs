@@ -155,23 +155,34 @@ mod tests {
     #[test]
     fn round_trip_is_exact_and_versions_are_checked() {
         let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.5, lambda: 1.5 });
+        let arm = |id: &str, scale: f64, gram: bool, updated_ms: Option<i64>| ArmPayload {
+            id: id.into(),
+            a_inv: vec![0.3 * scale, 0.1, 0.2 * scale],
+            b: vec![0.1 * scale, -0.2],
+            a: gram.then(|| vec![1.0 * scale, 0.0, 1.0]),
+            n: 3,
+            reward_sum: 1.5 * scale,
+            updated_ms,
+        };
         let payload = Payload {
             dim: 2,
-            arms: vec![ArmPayload {
-                id: "x".into(),
-                a_inv: vec![0.3, 0.1, 0.2],
-                b: vec![0.1, 0.2],
-                a: Some(vec![1.0, 0.0, 1.0]),
-                n: 3,
-                reward_sum: 1.5,
-                updated_ms: Some(77),
-            }],
-            offsets: vec![(4, 40)],
+            arms: vec![arm("x", 1.0, true, Some(77)), arm("ÿ-2", 2.0, false, None), arm("z", 3.0, true, Some(-5))],
+            offsets: vec![(4, 40), (0, 3)],
             settings: None,
         };
         model.apply(&payload, 5, &Limits::default()).unwrap();
+        model.apply(&Payload { arms: vec![arm("x", 4.0, false, Some(78))], offsets: vec![], ..payload.clone() }, 6, &Limits::default()).unwrap();
         let bytes = encode(&model).unwrap();
-        assert_eq!(decode(VERSION, &bytes, &Limits::default()).unwrap(), model);
+        let decoded = decode(VERSION, &bytes, &Limits::default()).unwrap();
+        assert_eq!(decoded, model);
+        // The arms come back in their rows with their own values, the
+        // ranking copy rebuilt, offsets and counters kept.
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded.export(None), model.export(None));
+        assert_eq!(decoded.arm(1).unwrap().id, "ÿ-2");
+        assert_eq!(decoded.arm(1).unwrap().updated_ms, 5);
+        assert_eq!(decoded.arm(0).unwrap().a, None, "x was replaced by a version without A");
+        assert_eq!(decoded.stats().loads, 2);
         assert_eq!(decode(2, &bytes, &Limits::default()).unwrap_err(), Error::UnsupportedSnapshot(2));
         assert!(decode(VERSION, &bytes[..bytes.len() - 3], &Limits::default()).is_err());
     }

@@ -1,5 +1,7 @@
 //! Models survive DEBUG RELOAD, an RDB restart and an AOF restart bit for
-//! bit, replicate to replicas only on real change, and obey ACLs.
+//! bit — compared as users see them: every arm's score and statistics, not
+//! only the exported bytes — replicate to replicas only on real change, and
+//! obey ACLs. Damaged or unknown RDB data is refused, never half-loaded.
 
 use std::time::Duration;
 
@@ -8,14 +10,43 @@ use bandit_tests::fixtures::{context, trained_payload};
 use bandit_tests::resp::{Connection, Reply};
 use bandit_tests::server::{wait_until, RedisServer, ServerOptions};
 
-/// Everything observable about a model: its exact export and its statistics
-/// (memory_bytes aside, which depends on allocation history).
-fn observe(conn: &mut Connection, key: &str) -> (Vec<u8>, Vec<(String, Reply)>) {
+/// Everything observable about a model: its exact export, its statistics
+/// (memory_bytes aside, which depends on allocation history), STATS of
+/// every arm, and RANK WITHSCORES of every arm plus one the model lacks
+/// (the prior, which depends on ALPHA and LAMBDA) for two contexts.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    export: Vec<u8>,
+    stats: Vec<(String, Reply)>,
+    arms: Vec<Reply>,
+    scores: Vec<Reply>,
+}
+
+fn observe(conn: &mut Connection, key: &str) -> Observed {
     let export = conn.call(&["BANDIT.EXPORT", key]).unwrap().bytes();
     let stats = conn.call(&["BANDIT.STATS", key]).unwrap().pairs();
-    let stats = stats.into_iter().filter(|(field, _)| field != "memory_bytes").collect();
-    (export, stats)
+    let stats: Vec<(String, Reply)> = stats.into_iter().filter(|(field, _)| field != "memory_bytes").collect();
+    let payload = bandit_core::codec::decode(&export, &bandit_core::Limits::default()).unwrap();
+    let ids: Vec<String> = payload.arms.iter().map(|arm| arm.id.clone()).collect();
+    let arms = ids.iter().map(|id| conn.call(&["BANDIT.STATS", key, "ARM", id]).unwrap()).collect();
+    let scores = (0..2)
+        .map(|seed| {
+            let mut args: Vec<String> = vec!["BANDIT.RANK".into(), key.into(), "CONTEXT".into()];
+            args.extend(context(payload.dim, seed).iter().map(|v| format!("{v:?}")));
+            args.extend(["ARMS".into(), (ids.len() + 1).to_string()]);
+            args.extend(ids.iter().cloned());
+            args.extend(["never-seen".into(), "WITHSCORES".into()]);
+            conn.call(&args).unwrap()
+        })
+        .collect();
+    Observed { export, stats, arms, scores }
 }
+
+fn observe_all(conn: &mut Connection) -> Vec<Observed> {
+    KEYS.iter().map(|key| observe(conn, key)).collect()
+}
+
+const KEYS: [&str; 4] = ["m", "other", "empty", "fresh"];
 
 fn load(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>) -> Reply {
     let mut payload = trained_payload(dim, arms, 10, seed);
@@ -26,14 +57,27 @@ fn load(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, of
     conn.call(&[b"BANDIT.LOAD".as_slice(), key.as_bytes(), &encode_binary(&payload).unwrap()]).unwrap()
 }
 
+/// As the sink writes: no update times, so the module stamps them.
+fn load_unstamped(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>) -> Reply {
+    let mut payload = trained_payload(dim, arms, 10, seed);
+    for arm in &mut payload.arms {
+        arm.id = format!("{}-{seed}", arm.id);
+        arm.updated_ms = None;
+    }
+    payload.offsets = offsets;
+    conn.call(&[b"BANDIT.LOAD".as_slice(), key.as_bytes(), &encode_binary(&payload).unwrap()]).unwrap()
+}
+
 fn populate(conn: &mut Connection) {
     conn.cmd("BANDIT.CREATE m DIM 6 ALPHA 0.25 LAMBDA 3");
     // Small batches, so each stays under the AOF test's payload limit.
     load(conn, "m", 6, 10, 1, vec![(0, 10), (1, 20)]);
-    load(conn, "m", 6, 10, 2, vec![(0, 15)]);
+    load_unstamped(conn, "m", 6, 10, 2, vec![(0, 15)]);
     load(conn, "m", 6, 10, 5, vec![(0, 16)]);
     load(conn, "other", 3, 5, 3, vec![]);
-    conn.cmd("BANDIT.CREATE empty DIM 4");
+    conn.cmd("BANDIT.CREATE empty DIM 4 ALPHA 0.7 LAMBDA 0.5");
+    // Created by a LOAD, with the module's defaults.
+    load_unstamped(conn, "fresh", 2, 4, 6, vec![(3, 1)]);
 }
 
 #[test]
@@ -41,10 +85,9 @@ fn debug_reload_keeps_models_exactly() {
     let server = RedisServer::start();
     let mut conn = server.connect();
     populate(&mut conn);
-    let before: Vec<_> = ["m", "other", "empty"].iter().map(|k| observe(&mut conn, k)).collect();
+    let before = observe_all(&mut conn);
     assert_eq!(conn.cmd("DEBUG RELOAD"), Reply::Status("OK".into()));
-    let after: Vec<_> = ["m", "other", "empty"].iter().map(|k| observe(&mut conn, k)).collect();
-    assert!(before == after, "DEBUG RELOAD changed a model");
+    assert!(before == observe_all(&mut conn), "DEBUG RELOAD changed a model");
     assert_eq!(conn.cmd("BANDIT.STATS m").field("alpha").number(), 0.25);
 }
 
@@ -53,20 +96,94 @@ fn rdb_restart_keeps_models_exactly() {
     let mut server = RedisServer::start();
     let mut conn = server.connect();
     populate(&mut conn);
-    let before: Vec<_> = ["m", "other", "empty"].iter().map(|k| observe(&mut conn, k)).collect();
+    let before = observe_all(&mut conn);
     assert_eq!(conn.cmd("SAVE"), Reply::Status("OK".into()));
     server.restart(false);
     let mut conn = server.connect();
-    let after: Vec<_> = ["m", "other", "empty"].iter().map(|k| observe(&mut conn, k)).collect();
-    assert!(before == after, "RDB restart changed a model");
-    let x = context(6, 1);
-    let args = |x: &[f64]| {
-        let mut args = vec!["BANDIT.RANK".to_string(), "m".into(), "CONTEXT".into()];
-        args.extend(x.iter().map(|v| v.to_string()));
-        args.extend(["TOP".into(), "3".into()]);
-        args
-    };
-    assert_eq!(conn.call(&args(&x)).unwrap().array().len(), 3);
+    assert!(before == observe_all(&mut conn), "RDB restart changed a model");
+}
+
+/// The 64-bit id Redis writes before each value of a module type: the nine
+/// characters of the type name in a 64-character set, then the encoding
+/// version in the low 10 bits (Redis' moduleTypeEncodeId), big-endian after
+/// the 0x81 length prefix.
+fn module_type_id(name: &str, encver: u64) -> [u8; 9] {
+    const CHARSET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut id = 0u64;
+    for c in name.chars() {
+        id = (id << 6) | CHARSET.find(c).unwrap() as u64;
+    }
+    id = (id << 10) | encver;
+    let mut out = [0x81; 9];
+    out[1..].copy_from_slice(&id.to_be_bytes());
+    out
+}
+
+fn replace_all(haystack: &mut [u8], needle: &[u8], with: &[u8]) -> usize {
+    assert_eq!(needle.len(), with.len());
+    let mut count = 0;
+    let mut i = 0;
+    while i + needle.len() <= haystack.len() {
+        if &haystack[i..i + needle.len()] == needle {
+            haystack[i..i + needle.len()].copy_from_slice(with);
+            count += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    count
+}
+
+/// Saves the models, changes the RDB file with `damage`, and returns what
+/// the server says when it starts on it.
+fn restart_on_damaged_rdb(damage: impl Fn(&mut Vec<u8>)) -> String {
+    // No checksum, so the module's own checks are what is tested, and no
+    // compression, so the snapshot's bytes stand in the file as written.
+    let mut server = RedisServer::with_options(ServerOptions {
+        server_args: vec!["--rdbchecksum".into(), "no".into(), "--rdbcompression".into(), "no".into()],
+        ..Default::default()
+    });
+    let mut conn = server.connect();
+    populate(&mut conn);
+    assert_eq!(conn.cmd("SAVE"), Reply::Status("OK".into()));
+    server.shutdown();
+    let path = server.dir().join("dump.rdb");
+    let mut rdb = std::fs::read(&path).unwrap();
+    damage(&mut rdb);
+    std::fs::write(&path, rdb).unwrap();
+    match server.try_relaunch() {
+        Ok(()) => panic!("the server loaded a damaged RDB"),
+        Err(log) => log,
+    }
+}
+
+#[test]
+fn an_unknown_snapshot_version_is_refused() {
+    let log = restart_on_damaged_rdb(|rdb| {
+        let written = module_type_id("BanditUCB", 1);
+        assert_eq!(replace_all(rdb, &written, &module_type_id("BanditUCB", 7)), KEYS.len(), "one id per model");
+    });
+    assert!(log.contains("bandit: cannot load model from RDB: unsupported snapshot encoding version 7"), "{log}");
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused() {
+    // Model "m" is written with ALPHA 0.25 then LAMBDA 3; a negative LAMBDA
+    // cannot come from any model, so loading it must fail, not go through.
+    let log = restart_on_damaged_rdb(|rdb| {
+        let settings: Vec<u8> = [0.25f64, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let damaged: Vec<u8> = [0.25f64, -3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(replace_all(rdb, &settings, &damaged), 1);
+    });
+    assert!(log.contains("bandit: cannot load model from RDB: LAMBDA must be a finite number > 0"), "{log}");
+    let log = restart_on_damaged_rdb(|rdb| {
+        // The arm count of "m" (30 ids, a u64 before the first id) made huge.
+        let ids: Vec<u8> = [30u64.to_le_bytes().as_slice(), &4u64.to_le_bytes(), b"p0-1"].concat();
+        let huge: Vec<u8> = [u64::MAX.to_le_bytes().as_slice(), &4u64.to_le_bytes(), b"p0-1"].concat();
+        assert_eq!(replace_all(rdb, &ids, &huge), 1);
+    });
+    assert!(log.contains("bandit: cannot load model from RDB: invalid payload: model snapshot"), "{log}");
 }
 
 #[test]
@@ -97,18 +214,25 @@ fn aof_restart_keeps_models_exactly_even_in_chunks() {
     let loads = base.windows(11).filter(|w| w.eq_ignore_ascii_case(b"BANDIT.LOAD")).count();
     assert!(loads >= 3, "expected the 30-arm model split over several LOADs, found {loads} LOADs");
     // Written after the rewrite: replayed from the incremental AOF.
-    load(&mut conn, "m", 6, 3, 4, vec![(2, 5)]);
-    let keys = ["m", "other", "empty"];
+    // Written after the rewrite without update times, as the sink writes:
+    // the AOF must hold the times the module stamped, not restamp on replay.
+    load_unstamped(&mut conn, "m", 6, 3, 4, vec![(2, 5)]);
+    load_unstamped(&mut conn, "late", 3, 2, 8, vec![]);
+    let keys: Vec<&str> = KEYS.iter().copied().chain(["late"]).collect();
     let before: Vec<_> = keys.iter().map(|k| observe(&mut conn, k)).collect();
+    // Replay happens at a later millisecond than the original LOADs.
+    std::thread::sleep(Duration::from_millis(5));
     server.restart(false);
     let mut conn = server.connect();
     let after: Vec<_> = keys.iter().map(|k| observe(&mut conn, k)).collect();
     for ((key, b), a) in keys.iter().zip(&before).zip(&after) {
-        assert!(b.0 == a.0, "{key}: the export differs after the AOF restart");
+        assert!(b.export == a.export, "{key}: the export differs after the AOF restart");
+        assert_eq!(b.arms, a.arms, "{key}: STATS of an arm (updated_ms included) differs");
+        assert_eq!(b.scores, a.scores, "{key}: scores differ");
         // Settings and content survive; the load counters count the replayed LOADs.
         for field in ["dim", "alpha", "lambda", "arms", "updates", "reward_sum", "offsets"] {
             let find = |stats: &Vec<(String, Reply)>| stats.iter().find(|(f, _)| f == field).cloned();
-            assert_eq!(find(&b.1), find(&a.1), "{key}.{field}");
+            assert_eq!(find(&b.stats), find(&a.stats), "{key}.{field}");
         }
     }
     assert!(!server.log().contains("Bad file format"), "AOF replay error:\n{}", server.log());
@@ -117,7 +241,11 @@ fn aof_restart_keeps_models_exactly_even_in_chunks() {
 #[test]
 fn replicas_receive_real_changes_only_and_rank_read_only() {
     let master = RedisServer::start();
-    let replica = RedisServer::with_options(master.replica_options());
+    // The replica's module defaults differ: what the primary filled in must
+    // reach it stated, not be filled in again from its own settings.
+    let mut replica_options = master.replica_options();
+    replica_options.module_args = vec!["ALPHA".into(), "5".into(), "LAMBDA".into(), "7".into()];
+    let replica = RedisServer::with_options(replica_options);
     wait_until("the replica link", Duration::from_secs(20), || {
         replica.info_field("replication", "master_link_status") == "up"
     });
@@ -125,13 +253,18 @@ fn replicas_receive_real_changes_only_and_rank_read_only() {
     let mut replica_conn = replica.connect();
     conn.cmd("BANDIT.CREATE m DIM 4");
     load(&mut conn, "m", 4, 12, 9, vec![(0, 3)]);
-    let expected = conn.cmd("BANDIT.EXPORT m").bytes();
-    wait_until("the model on the replica", Duration::from_secs(10), || {
-        replica_conn.cmd("BANDIT.EXPORT m").bytes() == expected
+    load_unstamped(&mut conn, "m", 4, 5, 11, vec![(1, 1)]);
+    load_unstamped(&mut conn, "created", 2, 3, 12, vec![]);
+    let expected = conn.cmd("BANDIT.EXPORT created").bytes();
+    wait_until("the models on the replica", Duration::from_secs(10), || {
+        replica_conn.call(&["BANDIT.EXPORT", "created"]).unwrap() == Reply::Bulk(expected.clone())
     });
+    for key in ["m", "created"] {
+        assert!(observe(&mut replica_conn, key) == observe(&mut conn, key), "{key} differs on the replica");
+    }
     let rank = "BANDIT.RANK m CONTEXT 0.1 0.2 0.3 0.4 TOP 5 WITHSCORES";
     assert_eq!(replica_conn.cmd(rank), conn.cmd(rank));
-    assert_eq!(replica_conn.cmd("BANDIT.STATS m").field("arms"), Reply::Integer(12));
+    assert_eq!(replica_conn.cmd("BANDIT.STATS m").field("arms"), Reply::Integer(17));
     let refused = replica_conn.cmd("BANDIT.CREATE x DIM 2");
     assert!(refused.text().starts_with("READONLY"), "{refused:?}");
 
@@ -140,7 +273,7 @@ fn replicas_receive_real_changes_only_and_rank_read_only() {
     let settled = offset();
     conn.cmd("BANDIT.CREATE m DIM 4");
     assert_eq!(load(&mut conn, "m", 4, 12, 9, vec![(0, 3)]), Reply::Integer(0));
-    assert!(conn.cmd("BANDIT.RANK m CONTEXT 1 1 1 1").array().len() == 12);
+    assert_eq!(conn.cmd("BANDIT.RANK m CONTEXT 1 1 1 1").array().len(), 17);
     assert_eq!(offset(), settled, "a write that changed nothing was replicated");
     assert_eq!(load(&mut conn, "m", 4, 2, 10, vec![(0, 4)]), Reply::Integer(2));
     assert_ne!(offset(), settled);
