@@ -19,6 +19,8 @@
 //! - [`kernel`]: the f32 scoring loop (padded rows, AVX2 when present).
 //! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
 //!   selection without per-arm allocation.
+//! - [`trainer`]: the trainer's exactly-once state machine (accumulators,
+//!   offsets, flush payloads), driven by the sink's I/O loop.
 //! - [`snapshot`]: the versioned encoding of a whole model for RDB persistence.
 //! - [`event`]: the feedback event the trainer consumes.
 //! - [`number`]: numbers printed at their shortest round-trip text.
@@ -38,6 +40,7 @@ pub mod packed;
 pub mod payload;
 pub mod rank;
 pub mod snapshot;
+pub mod trainer;
 pub mod wire;
 
 pub use error::{Error, Result};

@@ -1,0 +1,343 @@
+//! The trainer's exactly-once state machine, free of sockets: it never calls
+//! Kafka or Redis, it is told what happened and says what to do next. The
+//! sink drives it with a thin I/O loop; tests drive it with an in-memory
+//! model and any interleaving of events, redeliveries, crashes, rebalances
+//! and a second writer (see the property tests beside this file).
+//!
+//! Per assigned partition it tracks `published` (the offset the model holds
+//! for it, as of the last restore or publish) and `next` (the offset after the
+//! last record handled). Per arm it keeps the accumulator and the partition
+//! that owns the arm.
+//!
+//! The invariant that makes delivery exactly once: an arm's accumulator
+//! always equals the model's copy at its partition's `published` offset plus
+//! every event of that partition from there to `next`. Hence:
+//! - records below `next` are skipped, so redeliveries are never counted twice;
+//! - an arm is restored from the model on its first event ([`Handled::NeedArm`]
+//!   then [`Trainer::restored`]), and only while the model's offset for the
+//!   partition is still `published`; if another writer moved it, the partition
+//!   is reset to the model (its arms dropped, `next` = the model's offset) and
+//!   the caller seeks there;
+//! - a publish carries every changed arm and, for every partition that moved,
+//!   its `next`: the model's fence ([`crate::Model::apply`]) refuses it as
+//!   STALE when another writer is ahead, and [`Trainer::stale`] resets the
+//!   partitions that moved.
+//!
+//! The calls, in the order the I/O loop makes them:
+//! 1. [`Trainer::assign`] with the model's offsets: where to start each partition.
+//! 2. [`Trainer::handle`] per record; on `NeedArm`, export that arm (and the
+//!    offsets) from the model, [`Trainer::restored`], then handle it again.
+//!    On `Rejected`, dead-letter it and [`Trainer::advance`], or stop.
+//! 3. [`Trainer::flush`]: the payload to LOAD; then [`Trainer::published`]
+//!    (commit the returned offsets) or, on STALE, [`Trainer::stale`] with the
+//!    model's offsets (seek the returned partitions) and flush again.
+//! 4. [`Trainer::revoke`] after a final flush when partitions go away.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::cholesky::Workspace;
+use crate::error::{Error, Result};
+use crate::event::FeedbackEvent;
+use crate::fold::ArmAccumulator;
+use crate::payload::{ArmPayload, Payload};
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handled {
+    /// Folded into its arm.
+    Folded,
+    /// Already in the model (a redelivery), or for a partition not held.
+    Skipped,
+    /// Cannot be folded; `next` does not move until the caller decides
+    /// (dead-letter then [`Trainer::advance`], or stop before it).
+    Rejected(String),
+    /// The event's arm is not in memory: export it from the model, pass the
+    /// export to [`Trainer::restored`], then handle the record again. Nothing
+    /// changed.
+    NeedArm(String),
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// The arm is in memory: handle the record again.
+    Ready,
+    /// Another writer moved the partition: it was reset to the model; seek
+    /// the consumer to `offset` (0 when the model has none).
+    Reset { partition: i32, offset: i64 },
+}
+
+#[derive(Debug, Clone)]
+struct PartitionState {
+    published: Option<i64>,
+    next: Option<i64>,
+    /// Records handled since `published` (folded, skipped past or advanced
+    /// over): what a reset of this partition gives up.
+    unflushed: u64,
+}
+
+impl PartitionState {
+    fn at(offset: Option<i64>) -> Self {
+        Self { published: offset, next: offset, unflushed: 0 }
+    }
+}
+
+#[derive(Debug)]
+struct Arm {
+    accumulator: ArmAccumulator,
+    partition: i32,
+    dirty: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Trainer {
+    dim: usize,
+    lambda: f64,
+    arms: FxHashMap<String, Arm>,
+    dirty: Vec<String>,
+    partitions: BTreeMap<i32, PartitionState>,
+    work: Workspace,
+}
+
+impl Trainer {
+    /// A trainer for arms of `dim` features with the ridge prior λ.
+    #[must_use]
+    pub fn new(dim: usize, lambda: f64) -> Self {
+        Self {
+            dim,
+            lambda,
+            arms: FxHashMap::default(),
+            dirty: Vec::new(),
+            partitions: BTreeMap::new(),
+            work: Workspace::default(),
+        }
+    }
+
+    /// Records handled and not yet published, over the partitions held.
+    #[must_use]
+    pub fn unflushed(&self) -> u64 {
+        self.partitions.values().map(|state| state.unflushed).sum()
+    }
+
+    /// Arms changed since the last publish.
+    #[must_use]
+    pub fn dirty_arms(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Arms held in memory.
+    #[must_use]
+    pub fn arms_in_memory(&self) -> usize {
+        self.arms.len()
+    }
+
+    /// The partitions held.
+    #[must_use]
+    pub fn assigned(&self) -> Vec<i32> {
+        self.partitions.keys().copied().collect()
+    }
+
+    /// Takes partitions over at the model's offsets (`model_offsets`: every
+    /// offset the model holds). Returns where to start each: the model's
+    /// offset, or None for the beginning.
+    pub fn assign(&mut self, partitions: &[i32], model_offsets: &[(i32, i64)]) -> Vec<(i32, Option<i64>)> {
+        partitions
+            .iter()
+            .map(|&partition| {
+                let stored = offset_of(model_offsets, partition);
+                self.reset(partition, stored);
+                (partition, stored)
+            })
+            .collect()
+    }
+
+    /// Gives partitions up (after the caller's final flush): their arms may
+    /// change elsewhere from now on, so they are forgotten.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        for &partition in partitions {
+            self.drop_arms_of(partition);
+            self.partitions.remove(&partition);
+        }
+    }
+
+    /// Handles one record: the decoded event, or why it could not be decoded.
+    pub fn handle(&mut self, partition: i32, offset: i64, event: std::result::Result<&FeedbackEvent, &str>) -> Handled {
+        let Some(state) = self.partitions.get(&partition) else {
+            return Handled::Skipped;
+        };
+        if state.next.is_some_and(|next| offset < next) {
+            return Handled::Skipped;
+        }
+        let event = match event {
+            Ok(event) => event,
+            Err(reason) => return Handled::Rejected(reason.to_owned()),
+        };
+        if let Err(error) = event.validate(self.dim) {
+            return Handled::Rejected(error.to_string());
+        }
+        let Some(arm) = self.arms.get_mut(&event.product_id) else {
+            return Handled::NeedArm(event.product_id.clone());
+        };
+        if arm.partition != partition {
+            return Handled::Rejected(format!(
+                "product {} arrived on partition {partition}, but partition {} owns its arm: producers must key events by product_id",
+                event.product_id, arm.partition
+            ));
+        }
+        arm.accumulator.update(&event.context_vector, event.reward);
+        if !arm.dirty {
+            arm.dirty = true;
+            self.dirty.push(event.product_id.clone());
+        }
+        self.advance(partition, offset);
+        Handled::Folded
+    }
+
+    /// Marks a record as handled without folding it (after dead-lettering).
+    pub fn advance(&mut self, partition: i32, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.next = Some(offset + 1);
+            state.unflushed += 1;
+        }
+    }
+
+    /// Takes the model's export of arm `id` (absent when the model lacks it)
+    /// with every offset the model holds, for a record of `partition`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPayload`] when the model's arm cannot be trained on
+    /// (no Gram matrix, or another dim).
+    pub fn restored(&mut self, partition: i32, id: &str, export: &Payload) -> Result<Restored> {
+        let stored = offset_of(&export.offsets, partition);
+        let published = self.partitions.get(&partition).and_then(|state| state.published);
+        if stored != published {
+            self.reset(partition, stored);
+            return Ok(Restored::Reset { partition, offset: stored.unwrap_or(0) });
+        }
+        let accumulator = match export.arms.iter().find(|arm| arm.id == id) {
+            Some(arm) => ArmAccumulator::from_payload(arm)?,
+            None => ArmAccumulator::new(self.dim, self.lambda),
+        };
+        if accumulator.dim() != self.dim {
+            return Err(Error::InvalidPayload(format!("arm {id} has dim {}, the trainer {}", accumulator.dim(), self.dim)));
+        }
+        self.arms.insert(id.to_owned(), Arm { accumulator, partition, dirty: false });
+        Ok(Restored::Ready)
+    }
+
+    /// The payload that publishes every changed arm with the next offset of
+    /// every partition that moved, or None when nothing moved (records below
+    /// the model's offsets only; they count as published).
+    ///
+    /// # Errors
+    /// [`Error::NotPositiveDefinite`] if an arm's A lost definiteness, which
+    /// finite events and λ > 0 cannot cause.
+    pub fn flush(&mut self) -> Result<Option<Payload>> {
+        let offsets: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(&partition, state)| match state.next {
+                Some(next) if Some(next) != state.published => Some((partition, next)),
+                _ => None,
+            })
+            .collect();
+        if self.dirty.is_empty() && offsets.is_empty() {
+            self.partitions.values_mut().for_each(|state| state.unflushed = 0);
+            return Ok(None);
+        }
+        let arms = self.invert_dirty()?;
+        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None }))
+    }
+
+    /// The model accepted the payload of the last [`Trainer::flush`]: its
+    /// offsets are published (commit them to Kafka).
+    pub fn published(&mut self, payload: &Payload) {
+        for &(partition, offset) in &payload.offsets {
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.published = Some(offset);
+            }
+        }
+        self.partitions.values_mut().for_each(|state| state.unflushed = 0);
+        for id in self.dirty.drain(..) {
+            if let Some(arm) = self.arms.get_mut(&id) {
+                arm.dirty = false;
+            }
+        }
+    }
+
+    /// The model refused the last payload as STALE; `model_offsets` are the
+    /// model's offsets now. Every partition the model moved is reset to it;
+    /// returns (partition, offset) for the consumer to seek. Flush again
+    /// afterwards: the rest is still waiting.
+    pub fn stale(&mut self, model_offsets: &[(i32, i64)]) -> Vec<(i32, i64)> {
+        let moved: Vec<(i32, Option<i64>)> = self
+            .partitions
+            .iter()
+            .map(|(&partition, state)| (partition, state.published, offset_of(model_offsets, partition)))
+            .filter(|(_, published, stored)| published != stored)
+            .map(|(partition, _, stored)| (partition, stored))
+            .collect();
+        moved
+            .into_iter()
+            .map(|(partition, stored)| {
+                self.reset(partition, stored);
+                (partition, stored.unwrap_or(0))
+            })
+            .collect()
+    }
+
+    fn reset(&mut self, partition: i32, stored: Option<i64>) {
+        self.drop_arms_of(partition);
+        self.partitions.insert(partition, PartitionState::at(stored));
+    }
+
+    fn drop_arms_of(&mut self, partition: i32) {
+        let before = self.arms.len();
+        self.arms.retain(|_, arm| arm.partition != partition);
+        if self.arms.len() != before {
+            let arms = &self.arms;
+            self.dirty.retain(|id| arms.get(id).is_some_and(|arm| arm.dirty));
+        }
+    }
+
+    /// Inverts every dirty arm; large flushes are split across cores (each
+    /// inversion is independent, O(d³)).
+    fn invert_dirty(&mut self) -> Result<Vec<ArmPayload>> {
+        let arms = &self.arms;
+        let invert = |ids: &[String], work: &mut Workspace| -> Result<Vec<ArmPayload>> {
+            ids.iter()
+                .filter_map(|id| arms.get(id).map(|arm| (id, arm)))
+                .map(|(id, arm)| arm.accumulator.to_payload(id, work, None))
+                .collect()
+        };
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8);
+        // Below a few hundred arms a thread costs more than it saves.
+        let threads = cores.min(self.dirty.len() / 256).max(1);
+        if threads == 1 {
+            return invert(&self.dirty, &mut self.work);
+        }
+        let chunk = self.dirty.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<ArmPayload>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                self.dirty.chunks(chunk).map(|ids| scope.spawn(move || invert(ids, &mut Workspace::default()))).collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| Err(Error::InvalidPayload("an inversion thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+}
+
+fn offset_of(offsets: &[(i32, i64)], partition: i32) -> Option<i64> {
+    offsets.iter().find(|(p, _)| *p == partition).map(|&(_, offset)| offset)
+}
