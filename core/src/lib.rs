@@ -11,9 +11,10 @@
 //!   conversion into a publishable arm.
 //! - [`payload`]: the arms-and-offsets batch that `BANDIT.LOAD` takes and
 //!   `BANDIT.EXPORT` gives, with its validation.
-//! - [`codec`]: the binary (magic + version + bincode) and JSON encodings of a
+//! - [`codec`]: the binary (magic + version + fixed-width body) and JSON encodings of a
 //!   payload, encoder and decoder side by side.
-//! - [`wire`]: the bincode body layout written and read with bulk copies.
+//! - [`wire`]: the fixed-width little-endian layout of payload bodies and
+//!   snapshots, written and read with bulk copies.
 //! - [`model`]: one model: settings, the arm table laid out for scans, the
 //!   offset fence, and atomic application of payloads.
 //! - [`kernel`]: the f32 scoring loop (padded rows, AVX2 when present).

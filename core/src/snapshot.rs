@@ -2,43 +2,78 @@
 //!
 //! Redis stores the encoding version next to each value and hands it back at
 //! load; [`decode`] matches on it, so a later layout adds a version here and
-//! keeps reading the old ones. Version 1 is the model's column vectors in
-//! bincode, kept as they are in memory so a reload is exact to the bit (the
-//! f32 ranking copy is rebuilt from them).
+//! keeps reading the old ones. Version 1 is the model's column vectors in the
+//! fixed-width little-endian layout of [`crate::wire`] (what bincode wrote in
+//! earlier builds, byte for byte), kept as they are in memory so a reload is
+//! exact to the bit (the f32 ranking copy is rebuilt from them):
+//! dim, alpha, lambda, ids, params, b, gram, has_gram, n, reward_sum,
+//! updated_ms, offsets (partition, offset pairs), loads, last_load_ms.
 
 use std::collections::BTreeMap;
 
-use bincode::Options;
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::model::{Model, ModelSettings};
 use crate::packed;
+use crate::wire::{put_f64, put_f64s, put_str, put_u64, Reader};
 
 /// The version [`encode`] writes.
 pub const VERSION: i32 = 1;
 
-#[derive(Serialize)]
-struct V1Ref<'a> {
-    dim: usize,
-    alpha: f64,
-    lambda: f64,
-    ids: &'a [Box<str>],
-    params: &'a [f64],
-    b: &'a [f64],
-    gram: &'a [f64],
-    has_gram: &'a [bool],
-    n: &'a [u64],
-    reward_sum: &'a [f64],
-    updated_ms: &'a [i64],
-    offsets: &'a BTreeMap<i32, i64>,
-    loads: u64,
-    last_load_ms: i64,
+/// Encodes a model at [`VERSION`].
+///
+/// # Errors
+/// None today; the signature leaves room for encoders that can fail.
+pub fn encode(model: &Model) -> Result<Vec<u8>> {
+    let settings = model.settings();
+    let mut out = Vec::with_capacity(
+        64 + 8 * (model.params.len() + model.b.len() + model.gram.len() + 3 * model.ids.len())
+            + model.ids.iter().map(|id| id.len() + 8).sum::<usize>(),
+    );
+    put_u64(&mut out, settings.dim as u64);
+    put_f64(&mut out, settings.alpha);
+    put_f64(&mut out, settings.lambda);
+    put_u64(&mut out, model.ids.len() as u64);
+    for id in &model.ids {
+        put_str(&mut out, id);
+    }
+    put_f64s(&mut out, &model.params);
+    put_f64s(&mut out, &model.b);
+    put_f64s(&mut out, &model.gram);
+    put_u64(&mut out, model.has_gram.len() as u64);
+    out.extend(model.has_gram.iter().map(|&has| u8::from(has)));
+    put_u64(&mut out, model.n.len() as u64);
+    model.n.iter().for_each(|&n| put_u64(&mut out, n));
+    put_f64s(&mut out, &model.reward_sum);
+    put_u64(&mut out, model.updated_ms.len() as u64);
+    model.updated_ms.iter().for_each(|ms| out.extend_from_slice(&ms.to_le_bytes()));
+    put_u64(&mut out, model.offsets.len() as u64);
+    for (partition, offset) in &model.offsets {
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+    put_u64(&mut out, model.loads);
+    out.extend_from_slice(&model.last_load_ms.to_le_bytes());
+    Ok(out)
 }
 
-#[derive(Deserialize)]
+/// Decodes a model written at `version`, checking that every column agrees
+/// with the dim and arm count so a damaged file cannot yield a model that
+/// misbehaves later.
+///
+/// # Errors
+/// [`Error::UnsupportedSnapshot`] for an unknown version,
+/// [`Error::InvalidPayload`] for damaged bytes.
+pub fn decode(version: i32, bytes: &[u8], limits: &Limits) -> Result<Model> {
+    match version {
+        1 => decode_v1(bytes, limits),
+        other => Err(Error::UnsupportedSnapshot(other)),
+    }
+}
+
+/// The columns of a version-1 snapshot, as read.
 struct V1 {
     dim: usize,
     alpha: f64,
@@ -56,51 +91,37 @@ struct V1 {
     last_load_ms: i64,
 }
 
-fn options() -> impl Options {
-    bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian().reject_trailing_bytes()
-}
-
-/// Encodes a model at [`VERSION`].
-///
-/// # Errors
-/// Only if bincode fails, which it does not for these types.
-pub fn encode(model: &Model) -> Result<Vec<u8>> {
-    let settings = model.settings();
-    let view = V1Ref {
-        dim: settings.dim,
-        alpha: settings.alpha,
-        lambda: settings.lambda,
-        ids: &model.ids,
-        params: &model.params,
-        b: &model.b,
-        gram: &model.gram,
-        has_gram: &model.has_gram,
-        n: &model.n,
-        reward_sum: &model.reward_sum,
-        updated_ms: &model.updated_ms,
-        offsets: &model.offsets,
-        loads: model.loads,
-        last_load_ms: model.last_load_ms,
-    };
-    options().serialize(&view).map_err(|e| Error::InvalidPayload(format!("cannot encode model: {e}")))
-}
-
-/// Decodes a model written at `version`, checking that every column agrees
-/// with the dim and arm count so a damaged file cannot yield a model that
-/// misbehaves later.
-///
-/// # Errors
-/// [`Error::UnsupportedSnapshot`] for an unknown version,
-/// [`Error::InvalidPayload`] for damaged bytes.
-pub fn decode(version: i32, bytes: &[u8], limits: &Limits) -> Result<Model> {
-    match version {
-        1 => decode_v1(bytes, limits),
-        other => Err(Error::UnsupportedSnapshot(other)),
+fn read_v1(bytes: &[u8]) -> Result<V1> {
+    let mut r = Reader::new(bytes, "model snapshot");
+    let dim = r.usize()?;
+    let alpha = r.f64()?;
+    let lambda = r.f64()?;
+    let count = r.len(8)?;
+    let ids = (0..count).map(|_| r.str().map(Box::from)).collect::<Result<Vec<Box<str>>>>()?;
+    let params = r.f64s()?;
+    let b = r.f64s()?;
+    let gram = r.f64s()?;
+    let count = r.len(1)?;
+    let has_gram = (0..count).map(|_| r.flag()).collect::<Result<Vec<bool>>>()?;
+    let count = r.len(8)?;
+    let n = (0..count).map(|_| r.u64()).collect::<Result<Vec<u64>>>()?;
+    let reward_sum = r.f64s()?;
+    let count = r.len(8)?;
+    let updated_ms = (0..count).map(|_| r.i64()).collect::<Result<Vec<i64>>>()?;
+    let count = r.len(12)?;
+    let mut offsets = BTreeMap::new();
+    for _ in 0..count {
+        let partition = r.i32()?;
+        offsets.insert(partition, r.i64()?);
     }
+    let loads = r.u64()?;
+    let last_load_ms = r.i64()?;
+    r.finish()?;
+    Ok(V1 { dim, alpha, lambda, ids, params, b, gram, has_gram, n, reward_sum, updated_ms, offsets, loads, last_load_ms })
 }
 
 fn decode_v1(bytes: &[u8], limits: &Limits) -> Result<Model> {
-    let v1: V1 = options().deserialize(bytes).map_err(|e| Error::InvalidPayload(format!("model snapshot: {e}")))?;
+    let v1 = read_v1(bytes)?;
     let settings = ModelSettings { dim: v1.dim, alpha: v1.alpha, lambda: v1.lambda };
     // Persisted models were valid when written; a later, smaller max-dim must
     // not make them unloadable, so only the structural bounds are checked.

@@ -1,8 +1,11 @@
-//! The binary payload body written and read by hand, byte for byte in
-//! bincode's fixed-width little-endian layout (the format [`crate::codec`]
-//! defines with serde + bincode). bincode moves f64 vectors one value at a
-//! time; here they are bulk copies, which matters for flushes of tens of
-//! megabytes. Tests check that both produce and accept the same bytes.
+//! The fixed-width little-endian layout of the binary payload body and of
+//! model snapshots, written and read by hand: integers and floats in 8 bytes
+//! (i32 in 4), a vector or string as its u64 length then its items, an
+//! option as a 0/1 byte then the value. It is the layout earlier builds
+//! wrote through bincode (fixint, little endian), kept byte for byte so old
+//! payloads and RDB files still load; vectors are bulk copies, which matters
+//! for flushes of tens of megabytes. [`Reader`] never reads past the end and
+//! allocates nothing a length prefix promises beyond the bytes present.
 //!
 //! Layout: `dim` u64; arms: u64 count, then per arm `id` (u64 length +
 //! UTF-8), `a_inv`, `b` (u64 length + f64s), `a` (u8 0/1 + vector), `n` u64,
@@ -15,15 +18,24 @@ use crate::payload::{ArmPayload, Payload};
 /// Smallest encoded arm: empty id and vectors, both options absent.
 const MIN_ARM_BYTES: usize = 8 + 8 + 8 + 1 + 8 + 8 + 1;
 
-fn put_u64(out: &mut Vec<u8>, value: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_le_bytes());
 }
 
-fn put_f64s(out: &mut Vec<u8>, values: &[f64]) {
+pub(crate) fn put_f64(out: &mut Vec<u8>, value: f64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn put_f64s(out: &mut Vec<u8>, values: &[f64]) {
     put_u64(out, values.len() as u64);
     for value in values {
         out.extend_from_slice(&value.to_le_bytes());
     }
+}
+
+pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_u64(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// Appends the body of `payload` to `out`.
@@ -33,8 +45,7 @@ pub fn encode_body(payload: &Payload, out: &mut Vec<u8>) {
     put_u64(out, payload.dim as u64);
     put_u64(out, payload.arms.len() as u64);
     for arm in &payload.arms {
-        put_u64(out, arm.id.len() as u64);
-        out.extend_from_slice(arm.id.as_bytes());
+        put_str(out, &arm.id);
         put_f64s(out, &arm.a_inv);
         put_f64s(out, &arm.b);
         match &arm.a {
@@ -61,87 +72,119 @@ pub fn encode_body(payload: &Payload, out: &mut Vec<u8>) {
     }
 }
 
-/// A cursor over the body that never reads past the end.
-struct Reader<'a> {
+/// A cursor that never reads past the end; errors name `what` is read.
+pub(crate) struct Reader<'a> {
     rest: &'a [u8],
-}
-
-fn truncated() -> Error {
-    Error::InvalidPayload("binary payload: truncated".into())
+    what: &'static str,
 }
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Self { rest: bytes, what }
+    }
+
+    fn truncated(&self) -> Error {
+        Error::InvalidPayload(format!("{}: truncated", self.what))
+    }
+
     fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        let (head, rest) = self.rest.split_at_checked(len).ok_or_else(truncated)?;
+        let (head, rest) = self.rest.split_at_checked(len).ok_or_else(|| self.truncated())?;
         self.rest = rest;
         Ok(head)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let bytes = self.take(N)?;
-        <[u8; N]>::try_from(bytes).map_err(|_| truncated())
+        <[u8; N]>::try_from(bytes).map_err(|_| self.truncated())
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn i32(&mut self) -> Result<i32> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn usize(&mut self) -> Result<usize> {
+        usize::try_from(self.u64()?).map_err(|_| self.truncated())
     }
 
     /// A length whose items need at least `item_bytes` each, checked against
     /// what is left before anything is allocated.
-    fn len(&mut self, item_bytes: usize) -> Result<usize> {
-        let len = usize::try_from(self.u64()?).map_err(|_| truncated())?;
+    pub(crate) fn len(&mut self, item_bytes: usize) -> Result<usize> {
+        let len = self.usize()?;
         if len.checked_mul(item_bytes).is_none_or(|need| need > self.rest.len()) {
-            return Err(truncated());
+            return Err(self.truncated());
         }
         Ok(len)
     }
 
-    fn f64s(&mut self) -> Result<Vec<f64>> {
+    pub(crate) fn f64s(&mut self) -> Result<Vec<f64>> {
         let len = self.len(8)?;
         let bytes = self.take(len * 8)?;
         let (values, _) = bytes.as_chunks::<8>();
         Ok(values.iter().map(|&v| f64::from_le_bytes(v)).collect())
     }
 
-    fn flag(&mut self) -> Result<bool> {
+    pub(crate) fn str(&mut self) -> Result<&'a str> {
+        let len = self.len(1)?;
+        let what = self.what;
+        std::str::from_utf8(self.take(len)?).map_err(|_| Error::InvalidPayload(format!("{what}: a string is not UTF-8")))
+    }
+
+    /// A bool, or an option's tag: one byte, 0 or 1.
+    pub(crate) fn flag(&mut self) -> Result<bool> {
         match self.array::<1>()? {
             [0] => Ok(false),
             [1] => Ok(true),
-            [other] => Err(Error::InvalidPayload(format!("binary payload: invalid option tag {other}"))),
+            [other] => Err(Error::InvalidPayload(format!("{}: invalid tag {other}", self.what))),
+        }
+    }
+
+    /// Everything was read.
+    pub(crate) fn finish(&self) -> Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidPayload(format!("{}: {} trailing bytes", self.what, self.rest.len())))
         }
     }
 }
 
-/// Reads a body written by [`encode_body`] or by bincode.
+/// Reads a body written by [`encode_body`] (or by earlier builds' bincode).
 ///
 /// # Errors
 /// [`Error::InvalidPayload`] for truncated or malformed bytes (nothing is
 /// allocated beyond what the bytes can hold).
 pub fn decode_body(bytes: &[u8]) -> Result<Payload> {
-    let mut reader = Reader { rest: bytes };
-    let dim = usize::try_from(reader.u64()?).map_err(|_| truncated())?;
+    let mut reader = Reader::new(bytes, "binary payload");
+    let dim = reader.usize()?;
     let count = reader.len(MIN_ARM_BYTES)?;
     let mut arms = Vec::with_capacity(count);
     for _ in 0..count {
-        let id_len = reader.len(1)?;
-        let id = std::str::from_utf8(reader.take(id_len)?)
-            .map_err(|_| Error::InvalidPayload("binary payload: an arm id is not UTF-8".into()))?
-            .to_owned();
+        let id = reader.str()?.to_owned();
         let a_inv = reader.f64s()?;
         let b = reader.f64s()?;
         let a = if reader.flag()? { Some(reader.f64s()?) } else { None };
         let n = reader.u64()?;
-        let reward_sum = f64::from_le_bytes(reader.array()?);
-        let updated_ms = if reader.flag()? { Some(i64::from_le_bytes(reader.array()?)) } else { None };
+        let reward_sum = reader.f64()?;
+        let updated_ms = if reader.flag()? { Some(reader.i64()?) } else { None };
         arms.push(ArmPayload { id, a_inv, b, a, n, reward_sum, updated_ms });
     }
     let count = reader.len(12)?;
     let mut offsets = Vec::with_capacity(count);
     for _ in 0..count {
-        offsets.push((i32::from_le_bytes(reader.array()?), i64::from_le_bytes(reader.array()?)));
+        offsets.push((reader.i32()?, reader.i64()?));
     }
-    if !reader.rest.is_empty() {
-        return Err(Error::InvalidPayload(format!("binary payload: {} trailing bytes", reader.rest.len())));
-    }
+    reader.finish()?;
     Ok(Payload { dim, arms, offsets, settings: None })
 }
