@@ -33,6 +33,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::excessive_precision)] // Redis' %.17g text of a score
     fn prints_what_users_wrote() {
         let cases = [
             (0.3, "0.3"),

@@ -10,7 +10,7 @@
 //! The reference fold is written here, independently of the core's
 //! accumulator: A = λI + Σ xxᵀ (upper triangle), b = Σ r·x, in log order.
 
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic, clippy::needless_range_loop)]
 
 use std::collections::BTreeMap;
 

@@ -5,22 +5,25 @@
 use std::os::raw::{c_char, c_long};
 
 use std::fmt::Write;
+use std::marker::PhantomData;
 
 use bandit_core::number::Shortest;
 use redis_module::{raw, Context};
 
-/// The reply being written for one command.
+/// The reply being written for one command. It borrows the command's
+/// context, so it cannot outlive the call it answers.
 #[derive(Debug, Clone, Copy)]
-pub struct Reply {
+pub struct Reply<'ctx> {
     ctx: *mut raw::RedisModuleCtx,
     resp3: bool,
+    context: PhantomData<&'ctx Context>,
 }
 
-impl Reply {
-    pub fn new(ctx: &Context) -> Self {
+impl<'ctx> Reply<'ctx> {
+    pub fn new(ctx: &'ctx Context) -> Self {
         // SAFETY: the context is the live one of the current command.
         let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) };
-        Self { ctx: ctx.ctx, resp3: flags & (raw::REDISMODULE_CTX_FLAGS_RESP3 as i32) != 0 }
+        Self { ctx: ctx.ctx, resp3: flags & (raw::REDISMODULE_CTX_FLAGS_RESP3 as i32) != 0, context: PhantomData }
     }
 
     /// Whether the client speaks RESP3 (HELLO 3).

@@ -29,7 +29,7 @@ pub struct Invocation<'a> {
     pub ctx: &'a Context,
     pub key: RedisString,
     pub args: Args<'a>,
-    pub reply: Reply,
+    pub reply: Reply<'a>,
 }
 
 /// One command's metadata and handler.
@@ -94,7 +94,9 @@ pub unsafe fn dispatch(
     }
     // SAFETY: Redis passes argc valid string pointers for the command's duration.
     let raw_args = unsafe { std::slice::from_raw_parts(argv, argc) };
-    let bytes: Vec<&[u8]> = raw_args.iter().map(|&arg| string_bytes(arg)).collect();
+    // SAFETY: each pointer is a live argument of this command, and the slices
+    // are dropped before the command returns.
+    let bytes: Vec<&[u8]> = raw_args.iter().map(|&arg| unsafe { string_bytes(arg) }).collect();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let key_ptr = raw_args.get(1).copied().ok_or(CommandError::WrongArity(spec.name))?;
         let mut invocation = Invocation {
@@ -116,7 +118,13 @@ pub unsafe fn dispatch(
     raw::Status::Ok as c_int
 }
 
-fn string_bytes<'a>(arg: *mut raw::RedisModuleString) -> &'a [u8] {
+/// The bytes of a module string.
+///
+/// # Safety
+/// `arg` must be a live RedisModuleString, and the returned slice must not be
+/// used after the string is freed or changed (for command arguments: after
+/// the command returns); the lifetime is the caller's promise.
+unsafe fn string_bytes<'a>(arg: *mut raw::RedisModuleString) -> &'a [u8] {
     let mut len = 0;
     let ptr: *const c_char = raw::string_ptr_len(arg, &mut len);
     if ptr.is_null() {

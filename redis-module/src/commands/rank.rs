@@ -148,7 +148,7 @@ fn read_blob(blob: &[u8], dim: usize, out: &mut Vec<f64>) -> Result<()> {
     }
 }
 
-fn write<'m>(reply: Reply, ranked: &[Ranked], with_scores: bool, id: impl Fn(usize) -> &'m [u8]) {
+fn write<'m>(reply: Reply<'_>, ranked: &[Ranked], with_scores: bool, id: impl Fn(usize) -> &'m [u8]) {
     match (with_scores, reply.is_resp3()) {
         (false, _) => {
             reply.array(ranked.len());
