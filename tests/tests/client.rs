@@ -1,61 +1,264 @@
-//! The client library against real servers, and the demo in short form.
+//! The client library and the `bandit` CLI against real servers, and the
+//! demo in short form. Expected scores come from `bandit_tests::reference`
+//! (a dense textbook LinUCB), not from the core the module scores with.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bandit::feedback::FeedbackProducer;
-use bandit::models::{Models, RankOptions};
+use bandit::models::{Models, RankOptions, Ranked};
 use bandit::ClientError;
 use bandit_core::codec::{encode_binary, Format};
-use bandit_tests::fixtures::{context, trained_payload};
+use bandit_core::Payload;
+use bandit_tests::fixtures::context;
 use bandit_tests::kafka::KafkaBroker;
-use bandit_tests::server::{workspace_root, RedisServer};
-use bandit_tests::sink::{feedback_events, wait_for_updates, SinkOptions, SinkProcess};
+use bandit_tests::reference::{close, fold_events, full, prior_score, DenseArm};
+use bandit_tests::server::{await_ready, built_artifact, free_port, kill_child, wait_until, workspace_root, RedisServer, TempDir};
+use bandit_tests::sink::{feedback_events, model_updates, SinkOptions, SinkProcess};
+
+/// Settings other than the defaults (1 and 1), so that a setting dropped
+/// anywhere on the way shows up as a different score.
+const ALPHA: f64 = 0.3;
+const LAMBDA: f64 = 2.5;
+
+/// Scores from the module (f32 rows) against the reference (f64).
+const SCORE_TOLERANCE: f64 = 1e-5;
+
+fn url(server: &RedisServer) -> String {
+    format!("redis://127.0.0.1:{}", server.port)
+}
+
+/// The payload's arms as the reference sees them (A and b, dense).
+fn reference_arms(payload: &Payload) -> BTreeMap<String, DenseArm> {
+    payload
+        .arms
+        .iter()
+        .map(|arm| {
+            let a = full(payload.dim, arm.a.as_deref().expect("fixture arms carry A"));
+            (arm.id.clone(), DenseArm { a, b: arm.b.clone(), n: arm.n, reward_sum: arm.reward_sum })
+        })
+        .collect()
+}
+
+/// Asserts that `ranked` is best first and that every score is the
+/// reference's for its id (the prior's for an id the model lacks); together
+/// these pin the order up to ties within the tolerance.
+fn assert_ranked_as_reference(ranked: &[Ranked], arms: &BTreeMap<String, DenseArm>, x: &[f64], alpha: f64, lambda: f64) {
+    assert!(ranked.windows(2).all(|w| w[0].score >= w[1].score), "not best first: {ranked:?}");
+    for r in ranked {
+        let want = arms.get(&r.id).map_or_else(|| prior_score(x, alpha, lambda), |arm| arm.score(x, alpha));
+        assert!(close(r.score, want, SCORE_TOLERANCE), "{}: score {} vs reference {want}", r.id, r.score);
+    }
+}
 
 #[test]
 fn the_library_ranks_and_manages_models() {
     let server = RedisServer::start();
-    let url = format!("redis://127.0.0.1:{}", server.port);
-    let mut models = Models::connect(&url).unwrap();
-    models.create("m", 6, Some(0.5), None).unwrap();
-    let payload = trained_payload(6, 30, 10, 3);
+    let mut models = Models::connect(&url(&server)).unwrap();
+    models.create("m", 6, Some(ALPHA), Some(LAMBDA)).unwrap();
+    let payload = bandit::bench::trained_payload_with_lambda(6, 30, 10, 3, LAMBDA);
     assert_eq!(models.load("m", &encode_binary(&payload).unwrap()).unwrap(), 30);
+    let arms = reference_arms(&payload);
 
     let x = context(6, 5);
     let candidates: Vec<String> = (0..30).map(|i| format!("p{i}")).chain(["brand-new".to_string()]).collect();
     let options = RankOptions { candidates: Some(&candidates), top_k: Some(31), alpha: None };
     let ranked = models.rank("m", &x, &options).unwrap();
-    assert_eq!(ranked.len(), 31);
-    assert!(ranked.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+    let mut ids: Vec<String> = ranked.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    let mut want_ids = candidates.clone();
+    want_ids.sort();
+    assert_eq!(ids, want_ids, "every candidate once");
+    assert_ranked_as_reference(&ranked, &arms, &x, ALPHA, LAMBDA);
     // The same order as the module's own reply to a text CONTEXT.
     let mut raw = server.connect();
     let mut args = vec!["BANDIT.RANK".to_string(), "m".into(), "CONTEXT".into()];
     args.extend(x.iter().map(|v| format!("{v:?}")));
     args.extend(["ARMS".into(), "31".into()]);
     args.extend(candidates.iter().cloned());
-    let ids: Vec<String> = raw.call(&args).unwrap().array().iter().map(|r| r.text()).collect();
-    assert_eq!(ranked.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
+    let raw_ids: Vec<String> = raw.call(&args).unwrap().array().iter().map(|r| r.text()).collect();
+    assert_eq!(ranked.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), raw_ids);
 
+    // TOP 3 with α = 0 over every arm: the three best means, best first.
     let top = models.rank("m", &x, &RankOptions { top_k: Some(3), alpha: Some(0.0), ..RankOptions::default() }).unwrap();
-    assert_eq!(top.len(), 3);
+    assert_ranked_as_reference(&top, &arms, &x, 0.0, LAMBDA);
+    let mut by_mean: Vec<(f64, &String)> = arms.iter().map(|(id, arm)| (arm.score(&x, 0.0), id)).collect();
+    by_mean.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let third = by_mean.get(2).map(|(s, _)| *s).unwrap();
+    let fourth = by_mean.get(3).map(|(s, _)| *s).unwrap();
+    assert!(third - fourth > 1e-6, "the fixture has a clear top 3");
+    let want_top: Vec<&String> = by_mean.iter().take(3).map(|(_, id)| *id).collect();
+    assert_eq!(top.iter().map(|r| &r.id).collect::<Vec<_>>(), want_top);
 
     let stats = models.stats("m", None).unwrap();
     assert_eq!(stats["arms"], "30");
-    assert_eq!(stats["alpha"], "0.5");
+    assert_eq!(stats["alpha"], "0.3");
+    assert_eq!(stats["lambda"], "2.5");
     assert_eq!(models.stats("m", Some("p4")).unwrap()["n"], "10");
+    assert_eq!(models.dim("m").unwrap(), Some(6));
+    assert_eq!(models.dim("nope").unwrap(), None);
     let json = models.export("m", None, Format::Json).unwrap();
     assert_eq!(json.first(), Some(&b'{'));
     assert_eq!(models.export_payload("m").unwrap().arms.len(), 30);
-    models.create("copy", 6, Some(0.5), None).unwrap();
+    models.create("copy", 6, Some(ALPHA), Some(LAMBDA)).unwrap();
     assert_eq!(models.load("copy", &json).unwrap(), 30);
 
-    // Server errors are typed errors, not panics.
+    // Server errors are typed errors, printed once, not panics.
     let missing = models.rank("nope", &x, &RankOptions::default()).unwrap_err();
-    assert!(matches!(missing, ClientError::Redis(_)) && missing.to_string().contains("no such model"), "{missing}");
+    assert!(matches!(&missing, ClientError::NoSuchModel { model, .. } if model == "nope"), "{missing:?}");
+    assert_eq!(missing.to_string(), format!("no such model 'nope' at {}", url(&server)));
     let wrong_dim = models.rank("m", &[1.0], &RankOptions::default()).unwrap_err();
-    assert!(wrong_dim.to_string().contains("CONTEXTBLOB has 8 bytes"), "{wrong_dim}");
-    assert!(models.create("m", 7, None, None).unwrap_err().to_string().contains("model exists with dim 6"));
+    assert!(matches!(wrong_dim, ClientError::ContextLength { given: 1, dim: 6 }), "{wrong_dim:?}");
+    let exists = models.create("m", 7, Some(ALPHA), Some(LAMBDA)).unwrap_err();
+    assert!(matches!(&exists, ClientError::Server { code, .. } if code == "EXISTS"), "{exists:?}");
+    assert!(exists.to_string().contains("DIM 6"), "{exists}");
+}
+
+/// The `bandit` binary.
+fn bandit_bin() -> PathBuf {
+    built_artifact("BANDIT_CLI", "bandit", "cargo build --release -p bandit")
+}
+
+/// One run of the CLI.
+#[derive(Debug)]
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `bandit` with `args`, none of its settings taken from the environment.
+fn bandit(args: &[&str]) -> Run {
+    let mut command = Command::new(bandit_bin());
+    for var in ["BANDIT_REDIS", "BANDIT_BROKERS", "BANDIT_TOPIC", "BANDIT_MODEL", "BANDIT_KAFKA_TIMEOUT"] {
+        command.env_remove(var);
+    }
+    let output = command.args(args).stdin(Stdio::null()).output().expect("run bandit");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `bandit` and asserts that it succeeded.
+fn bandit_ok(args: &[&str]) -> String {
+    let run = bandit(args);
+    assert!(run.success, "bandit {args:?} failed:\n{}{}", run.stdout, run.stderr);
+    run.stdout
+}
+
+/// `bandit stats` as field → value.
+fn cli_stats(url: &str, model: &str) -> BTreeMap<String, String> {
+    bandit_ok(&["--redis", url, "--model", model, "stats"])
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A redis-server without the bandit module, stopped on drop.
+struct PlainRedis {
+    port: u16,
+    child: Option<Child>,
+    _dir: TempDir,
+}
+
+impl PlainRedis {
+    fn start() -> Self {
+        let dir = TempDir::new("plain-redis");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server");
+        let mut server = Self { port, child: Some(child), _dir: dir };
+        let ready = || bandit_tests::resp::Connection::connect(port).is_ok_and(|mut c| c.call(&["PING"]).is_ok());
+        await_ready(&mut server.child, "plain redis-server", Duration::from_secs(20), ready).unwrap();
+        server
+    }
+}
+
+impl Drop for PlainRedis {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+#[test]
+fn cli_errors_are_printed_once_and_in_the_users_terms() {
+    let server = RedisServer::start();
+    let url = url(&server);
+    bandit_ok(&["--redis", &url, "create", "--dim", "15", "--alpha", "0.4"]);
+
+    // A missing model: the reason once, without the redis crate's wrapping.
+    let missing = bandit(&["--redis", &url, "--model", "nope", "stats"]);
+    assert!(!missing.success);
+    assert_eq!(missing.stderr.matches("no such model").count(), 1, "{}", missing.stderr);
+    assert!(!missing.stderr.contains("ResponseError") && !missing.stderr.contains("signalled"), "{}", missing.stderr);
+
+    // A short context: named as the option the user typed.
+    let short = bandit(&["--redis", &url, "rank", "--context", "1,0.5"]);
+    assert!(!short.success);
+    assert!(short.stderr.contains("--context has 2 values, model dim is 15"), "{}", short.stderr);
+    assert!(!short.stderr.contains("CONTEXTBLOB"), "{}", short.stderr);
+
+    // Numbers at their shortest: 0.4, not 0.40000000000000002; 0, not -0.
+    let stats = cli_stats(&url, "bandit:model");
+    assert_eq!(stats["alpha"], "0.4");
+    assert_eq!(stats["reward_sum"], "0");
+
+    // Redis without the module.
+    let plain = PlainRedis::start();
+    let plain_url = format!("redis://127.0.0.1:{}", plain.port);
+    let no_module = bandit(&["--redis", &plain_url, "stats"]);
+    assert!(!no_module.success);
+    let want = format!("the bandit module is not loaded in this Redis at {plain_url}");
+    assert!(no_module.stderr.contains(&want), "{}", no_module.stderr);
+}
+
+#[test]
+fn cli_feedback_is_checked_before_it_is_sent() {
+    let server = RedisServer::start();
+    let url = url(&server);
+    bandit_ok(&["--redis", &url, "create", "--dim", "15"]);
+    // No broker listens here: a refusal must come before any Kafka work.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let short = bandit(&["--redis", &url, "--brokers", &nowhere, "feedback", "--product", "p1", "--reward", "1", "--context", "1,0.5"]);
+    assert!(!short.success, "{short:?}");
+    assert!(short.stderr.contains("--context has 2 values, model dim is 15"), "{}", short.stderr);
+
+    // The right length, but no broker: the up-front check names brokers and topic.
+    let context15 = vec!["0.5"; 15].join(",");
+    let args = ["--redis", &url, "--brokers", &nowhere, "--topic", "clicks", "--kafka-timeout", "2"];
+    let no_broker = bandit(&[&args[..], &["feedback", "--product", "p1", "--reward", "1", "--context", context15.as_str()]].concat());
+    assert!(!no_broker.success, "{no_broker:?}");
+    let want = format!("no answer from the brokers {nowhere} about topic 'clicks'");
+    assert!(no_broker.stderr.contains(&want), "{}", no_broker.stderr);
+
+    // A model that does not exist: sent with a warning (here: refused by the broker check).
+    let unchecked = bandit(&[&args[..], &["--model", "absent", "feedback", "--product", "p1", "--reward", "1", "--context", "1,0.5"]].concat());
+    assert!(unchecked.stderr.contains("warning: --context (2 values) not checked"), "{}", unchecked.stderr);
+}
+
+#[test]
+fn cli_feedback_to_a_missing_topic_names_it() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("feedback", 1);
+    let args = ["--redis", "redis://127.0.0.1:1", "--brokers", &broker.bootstrap(), "--kafka-timeout", "5"];
+    let event = ["feedback", "--product", "p1", "--reward", "1", "--context", "0.5,0.5"];
+    let missing = bandit(&[&args[..], &["--topic", "no-such-topic"], &event[..]].concat());
+    assert!(!missing.success, "{missing:?}");
+    assert!(missing.stderr.contains("'no-such-topic'") && missing.stderr.contains(&broker.bootstrap()), "{}", missing.stderr);
+    let sent = bandit(&[&args[..], &["--topic", "feedback"], &event[..]].concat());
+    assert!(sent.success && sent.stdout.trim() == "sent", "{sent:?}");
 }
 
 #[test]
@@ -63,10 +266,12 @@ fn feedback_reaches_the_model_through_the_sink() {
     let redis = RedisServer::start();
     let broker = KafkaBroker::start();
     broker.create_topic("feedback", 2);
-    let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, 4);
+    let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, 4);
+    options.extra = ["--alpha", "0.3", "--lambda", "2.5"].map(String::from).to_vec();
     let sink = SinkProcess::start(&options);
     let properties = BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]);
     let producer = FeedbackProducer::new(&broker.bootstrap(), "feedback", &properties).unwrap();
+    assert_eq!(producer.check_topic(Duration::from_secs(10)).unwrap(), 2);
     let events = feedback_events(300, 6, 4, 21);
     for event in &events {
         producer.send(event).unwrap();
@@ -75,13 +280,22 @@ fn feedback_reaches_the_model_through_the_sink() {
     assert_eq!(report.delivered, 300);
     assert_eq!(report.failed, 0);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, 300, Duration::from_secs(60), &|| sink.log());
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let stats = Models::connect(&url).unwrap().stats(&options.model, None).unwrap();
+    wait_until(&format!("300 events in the model\n{}", sink.log()), Duration::from_secs(60), || {
+        model_updates(&mut conn, &options.model) >= 300
+    });
+    let url = url(&redis);
+    let mut models = Models::connect(&url).unwrap();
+    let stats = models.stats(&options.model, None).unwrap();
     assert_eq!(stats["updates"], "300");
-    // The clicked products now rank with what was learned.
-    let learned = Models::connect(&url).unwrap().rank(&options.model, &[1.0, 0.5, 0.5, 0.5], &RankOptions::default()).unwrap();
-    assert_eq!(learned.len(), 6);
+    assert_eq!(stats["alpha"], "0.3");
+    assert_eq!(stats["lambda"], "2.5");
+    // The products rank with what was learned: the reference's fold of the
+    // same events, scored with the same α and λ.
+    let x = [1.0, 0.5, 0.5, 0.5];
+    let learned = models.rank(&options.model, &x, &RankOptions::default()).unwrap();
+    let arms = fold_events(&events, 4, LAMBDA);
+    assert_eq!(learned.len(), arms.len());
+    assert_ranked_as_reference(&learned, &arms, &x, ALPHA, LAMBDA);
 }
 
 #[test]
@@ -97,10 +311,127 @@ fn bootstrap_publishes_a_generated_history_that_the_sink_learns() {
     let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, 15);
     let sink = SinkProcess::start(&options);
     let mut conn = redis.connect();
-    wait_for_updates(&mut conn, &options.model, 400, Duration::from_secs(60), &|| sink.log());
+    wait_until(&format!("400 events in the model\n{}", sink.log()), Duration::from_secs(60), || {
+        model_updates(&mut conn, &options.model) >= 400
+    });
     let clicks: f64 = history.rows.iter().map(|r| r.response).sum();
     let stats = conn.cmd(&format!("BANDIT.STATS {}", options.model));
+    assert_eq!(stats.field("updates").integer(), 400);
     assert_eq!(stats.field("reward_sum").number(), clicks);
+}
+
+#[test]
+fn bench_rank_leaves_no_keys_behind() {
+    let server = RedisServer::start();
+    let config = bandit::bench::BenchConfig { arms: 20, dim: 4, top: 3, requests: 600, connections: 1, seconds: 0.2 };
+    let mut conn = server.connect();
+    conn.cmd("SET unrelated kept");
+    bandit::bench::run(&url(&server), &config).unwrap();
+    assert!(conn.cmd("KEYS bench:*").array().is_empty(), "bench:* keys left behind");
+    assert_eq!(conn.cmd("GET unrelated").text(), "kept");
+
+    // A run that fails half-way (the model is over the server's MAX-DIM)
+    // cleans up too.
+    let small = RedisServer::with_options(bandit_tests::server::ServerOptions {
+        module_args: vec!["MAX-DIM".into(), "3".into()],
+        ..Default::default()
+    });
+    let failed = bandit::bench::run(&url(&small), &config);
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(small.connect().cmd("KEYS bench:*").array().is_empty(), "bench:* keys left behind after a failure");
+}
+
+/// What a backup must preserve, as the CLI shows it: the settings, and every
+/// arm's (and an unknown product's) score.
+fn observed(url: &str, model: &str, x: &str, arms: &str) -> (String, String, String) {
+    let stats = cli_stats(url, model);
+    let ranked = bandit_ok(&["--redis", url, "--model", model, "rank", "--context", x, "--arms", arms]);
+    (stats["alpha"].clone(), stats["lambda"].clone(), ranked)
+}
+
+#[test]
+fn export_then_import_restores_the_model_with_its_settings() {
+    let source = RedisServer::start();
+    let source_url = url(&source);
+    let dir = TempDir::new("backup");
+    bandit_ok(&["--redis", &source_url, "--model", "shop", "create", "--dim", "5", "--alpha", "0.5", "--lambda", "2"]);
+    let payload = bandit::bench::trained_payload_with_lambda(5, 8, 12, 4, 2.0);
+    let arms_file = dir.path().join("arms.bin");
+    std::fs::write(&arms_file, encode_binary(&payload).unwrap()).unwrap();
+    bandit_ok(&["--redis", &source_url, "--model", "shop", "import", path_text(&arms_file)]);
+
+    let x = context(5, 9);
+    let x_text: Vec<String> = x.iter().map(|v| format!("{v:?}")).collect();
+    let x_text = x_text.join(",");
+    let ids: Vec<String> = payload.arms.iter().map(|a| a.id.clone()).chain(["never-seen".to_string()]).collect();
+    let ids = ids.join(",");
+    let before = observed(&source_url, "shop", &x_text, &ids);
+    assert_eq!((before.0.as_str(), before.1.as_str()), ("0.5", "2"));
+    // The unknown product scores the prior of this model's α and λ.
+    let prior: f64 = before.2.lines().find_map(|l| l.strip_prefix("never-seen\t")).unwrap().parse().unwrap();
+    assert!(close(prior, prior_score(&x, 0.5, 2.0), SCORE_TOLERANCE), "{prior}");
+
+    for format in ["json", "binary"] {
+        let backup = dir.path().join(format!("backup.{format}"));
+        bandit_ok(&["--redis", &source_url, "--model", "shop", "export", "--format", format, "--out", path_text(&backup)]);
+        let fresh = RedisServer::start();
+        let fresh_url = url(&fresh);
+        let imported = bandit_ok(&["--redis", &fresh_url, "--model", "shop", "import", path_text(&backup)]);
+        assert_eq!(imported.trim(), "8 arms written");
+        assert_eq!(observed(&fresh_url, "shop", &x_text, &ids), before, "{format} backup restored another model");
+    }
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
+
+/// The ports the demo announced ("… on port N", in bold: the line ends in
+/// ANSI codes).
+fn announced_ports(stderr: &str) -> Vec<u16> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let plain = strip_ansi(line);
+            let rest = plain.split_once(" on port ")?.1;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// `text` without ANSI escape sequences (ESC [ parameters final-byte).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_demos_ports_are_read_through_its_colours() {
+    let stderr = "\u{1b}[1m==> starting redis-server with the bandit module on port 23456\u{1b}[0m\n\
+                  \u{1b}[1m==> starting bandit-sink, metrics on port 31000 (docker/sink.toml)\u{1b}[0m\nno port here\n";
+    assert_eq!(announced_ports(stderr), vec![23456, 31000]);
+}
+
+/// Asserts that nothing accepts connections on any of `ports`.
+fn assert_closed(ports: &[u16]) {
+    for &port in ports {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open after the demo");
+    }
 }
 
 #[test]
@@ -127,11 +458,11 @@ fn the_demo_runs_end_to_end_in_short_form() {
     }
     assert!(fields["ctr_oracle"] > fields["ctr_random"], "{summary}");
     assert!(stdout.contains("visits        LinUCB   random   oracle"), "{stdout}");
-    // Every process it started is gone: the ports it announced are closed.
-    for line in stderr.lines().filter(|l| l.contains(" on port ")) {
-        let port: u16 = line.rsplit(' ').next().and_then(|p| p.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()).unwrap_or(0);
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open after the demo");
-    }
+    // Every process it started is gone: the ports it announced (Redis, the
+    // broker, the sink's metrics) are closed.
+    let ports = announced_ports(&stderr);
+    assert_eq!(ports.len(), 3, "announced ports:\n{stderr}");
+    assert_closed(&ports);
     let curve = stdout.lines().find_map(|l| l.strip_prefix("learning curve: ")).expect("curve path");
     assert!(std::fs::read_to_string(curve).unwrap().contains("<polyline"));
 }
