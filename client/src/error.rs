@@ -131,6 +131,7 @@ impl From<std::io::Error> for ClientError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

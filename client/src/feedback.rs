@@ -100,8 +100,12 @@ impl FeedbackProducer {
             ))
         })?;
         let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
+        let unknown = |t: &rdkafka::metadata::MetadataTopic| {
+            t.error().is_some_and(|e| RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition)
+        };
         match topic {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+            Some(t) if unknown(t) => Err(ClientError::Kafka(format!("topic '{}' does not exist on the brokers {}", self.topic, self.brokers))),
             Some(t) => Err(ClientError::Kafka(format!(
                 "topic '{}' is not available on the brokers {}: {}",
                 self.topic,
@@ -189,6 +193,7 @@ impl FeedbackProducer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -16,12 +16,9 @@ use bandit_tests::fixtures::context;
 use bandit_tests::kafka::KafkaBroker;
 use bandit_tests::reference::{close, fold_events, full, prior_score, DenseArm};
 use bandit_tests::server::{await_ready, built_artifact, free_port, kill_child, wait_until, workspace_root, RedisServer, TempDir};
-use bandit_tests::sink::{feedback_events, model_updates, SinkOptions, SinkProcess};
-
-/// Settings other than the defaults (1 and 1), so that a setting dropped
-/// anywhere on the way shows up as a different score.
-const ALPHA: f64 = 0.3;
-const LAMBDA: f64 = 2.5;
+// ALPHA and LAMBDA are not the defaults (1 and 1), so that a setting dropped
+// anywhere on the way shows up as a different score.
+use bandit_tests::sink::{feedback_events, model_updates, SinkOptions, SinkProcess, ALPHA, LAMBDA};
 
 /// Scores from the module (f32 rows) against the reference (f64).
 const SCORE_TOLERANCE: f64 = 1e-5;
@@ -256,7 +253,8 @@ fn cli_feedback_to_a_missing_topic_names_it() {
     let event = ["feedback", "--product", "p1", "--reward", "1", "--context", "0.5,0.5"];
     let missing = bandit(&[&args[..], &["--topic", "no-such-topic"], &event[..]].concat());
     assert!(!missing.success, "{missing:?}");
-    assert!(missing.stderr.contains("'no-such-topic'") && missing.stderr.contains(&broker.bootstrap()), "{}", missing.stderr);
+    let want = format!("topic 'no-such-topic' does not exist on the brokers {}", broker.bootstrap());
+    assert!(missing.stderr.contains(&want), "{}", missing.stderr);
     let sent = bandit(&[&args[..], &["--topic", "feedback"], &event[..]].concat());
     assert!(sent.success && sent.stdout.trim() == "sent", "{sent:?}");
 }
@@ -266,8 +264,8 @@ fn feedback_reaches_the_model_through_the_sink() {
     let redis = RedisServer::start();
     let broker = KafkaBroker::start();
     broker.create_topic("feedback", 2);
-    let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, 4);
-    options.extra = ["--alpha", "0.3", "--lambda", "2.5"].map(String::from).to_vec();
+    // The sink creates the model with ALPHA and LAMBDA.
+    let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, 4);
     let sink = SinkProcess::start(&options);
     let properties = BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]);
     let producer = FeedbackProducer::new(&broker.bootstrap(), "feedback", &properties).unwrap();

@@ -280,6 +280,7 @@ fn finite_number(accept: fn(f64) -> bool, expected: &'static str) -> ValueParser
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use clap::CommandFactory;
 

@@ -67,6 +67,7 @@ pub fn validate(event: &FeedbackEvent, check: &DimCheck) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
