@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::{RangedU64ValueParser, TypedValueParser, ValueParser};
+use clap::builder::{TypedValueParser, ValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -258,8 +258,11 @@ pub enum BenchCommand {
 }
 
 /// A count that must be at least 1 (0 arms, steps or k make no sense).
-fn at_least_one() -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::<usize>::new().range(1..)
+fn at_least_one() -> ValueParser {
+    ValueParser::new(clap::builder::StringValueParser::new().try_map(|text| match text.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(format!("expected a whole number of at least 1, got {text:?}")),
+    }))
 }
 
 /// A finite number of seconds above 0.
@@ -336,7 +339,8 @@ mod tests {
         let parse = |args: &[&str]| Cli::try_parse_from(["bandit"].iter().chain(args)).map(|_| ()).map_err(|e| e.to_string());
         assert!(parse(&["evaluate", "--log", "l.csv"]).is_ok());
         let refused = parse(&["evaluate", "--log", "l.csv", "--top-k", "0"]).unwrap_err();
-        assert!(refused.contains("--top-k"), "{refused}");
+        assert!(refused.contains("--top-k") && refused.contains("at least 1"), "{refused}");
+        assert!(parse(&["evaluate", "--log", "l.csv", "--top-k", "-1"]).is_err());
         assert!(parse(&["evaluate", "--log", "l.csv", "--top-k", "1"]).is_ok());
         assert!(parse(&["simulate", "--top-k", "0"]).is_err());
         assert!(parse(&["simulate", "--steps", "0"]).is_err());
