@@ -271,7 +271,7 @@ impl LocalLinUcb {
     #[must_use]
     pub fn new(catalogue: &Catalogue, alpha: f64, lambda: f64, publish_every: usize) -> Self {
         Self {
-            model: Model::new(ModelSettings { dim: DIM, alpha, lambda }),
+            model: Model::new(ModelSettings { dim: DIM, alpha, lambda, decay: 1.0 }),
             ids: catalogue.ids(),
             arms: std::collections::BTreeMap::new(),
             dirty: std::collections::BTreeSet::new(),

@@ -3,7 +3,7 @@
 //! Binary: the 4-byte magic `BNDT`, a little-endian u16 format version, then
 //! the body. Version 1 is the payload in the fixed-width little-endian
 //! layout of [`crate::wire`] (what earlier builds wrote through bincode); version 2 is the model's
-//! settings (ALPHA, LAMBDA as two little-endian f64) followed by the version-1
+//! settings (ALPHA, LAMBDA, DECAY as three little-endian f64) followed by the version-1
 //! body. The encoder writes version 1 when the payload states no settings
 //! (what the trainer sends, byte for byte what earlier builds wrote) and
 //! version 2 when it does (exports). Compact and exact.
@@ -91,6 +91,7 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
             out.extend_from_slice(&BINARY_VERSION_WITH_SETTINGS.to_le_bytes());
             out.extend_from_slice(&settings.alpha.to_le_bytes());
             out.extend_from_slice(&settings.lambda.to_le_bytes());
+            out.extend_from_slice(&settings.decay.to_le_bytes());
         }
     }
     // The fixed-width layout, written with bulk copies (see `wire`).
@@ -112,9 +113,10 @@ fn decode_binary(bytes: &[u8]) -> Result<Payload> {
         BINARY_VERSION => crate::wire::decode_body(body),
         BINARY_VERSION_WITH_SETTINGS => {
             let (alpha, rest) = take_f64(body)?;
-            let (lambda, body) = take_f64(rest)?;
+            let (lambda, rest) = take_f64(rest)?;
+            let (decay, body) = take_f64(rest)?;
             let mut payload = crate::wire::decode_body(body)?;
-            payload.settings = Some(PayloadSettings { alpha, lambda });
+            payload.settings = Some(PayloadSettings { alpha, lambda, decay });
             Ok(payload)
         }
         other => Err(Error::InvalidPayload(format!(
@@ -143,6 +145,8 @@ struct JsonPayload {
     alpha: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lambda: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decay: Option<f64>,
     #[serde(default)]
     arms: Vec<JsonArm>,
     #[serde(default)]
@@ -175,6 +179,7 @@ pub fn encode_json(payload: &Payload) -> Result<Vec<u8>> {
         dim,
         alpha: payload.settings.map(|s| s.alpha),
         lambda: payload.settings.map(|s| s.lambda),
+        decay: payload.settings.map(|s| s.decay),
         arms: payload
             .arms
             .iter()
@@ -197,10 +202,11 @@ fn decode_json(bytes: &[u8]) -> Result<Payload> {
     let json: JsonPayload = serde_json::from_slice(bytes)
         .map_err(|e| Error::InvalidPayload(format!("JSON: {e}")))?;
     let dim = json.dim;
-    let settings = match (json.alpha, json.lambda) {
-        (Some(alpha), Some(lambda)) => Some(PayloadSettings { alpha, lambda }),
-        (None, None) => None,
-        _ => return Err(Error::InvalidPayload("alpha and lambda go together: give both or neither".into())),
+    let settings = match (json.alpha, json.lambda, json.decay) {
+        // Decay is optional: payloads written before it existed had none.
+        (Some(alpha), Some(lambda), decay) => Some(PayloadSettings { alpha, lambda, decay: decay.unwrap_or(1.0) }),
+        (None, None, None) => None,
+        _ => return Err(Error::InvalidPayload("alpha and lambda go together (decay is optional with them): give both or neither".into())),
     };
     let arms = json
         .arms
@@ -272,7 +278,7 @@ mod tests {
     }
 
     fn with_settings() -> Payload {
-        Payload { settings: Some(PayloadSettings { alpha: 0.3, lambda: 2.5 }), ..sample() }
+        Payload { settings: Some(PayloadSettings { alpha: 0.3, lambda: 2.5, decay: 0.875 }), ..sample() }
     }
 
     #[test]
@@ -283,10 +289,11 @@ mod tests {
         assert_eq!(&binary[4..6], &2u16.to_le_bytes());
         assert_eq!(&binary[6..14], &0.3f64.to_le_bytes());
         assert_eq!(&binary[14..22], &2.5f64.to_le_bytes());
-        assert_eq!(&binary[22..], &encode_binary(&sample()).unwrap()[HEADER_LEN..]);
+        assert_eq!(&binary[22..30], &0.875f64.to_le_bytes());
+        assert_eq!(&binary[30..], &encode_binary(&sample()).unwrap()[HEADER_LEN..]);
         assert_eq!(decode(&binary, &Limits::default()).unwrap(), payload);
         let json = encode_json(&payload).unwrap();
-        assert!(String::from_utf8_lossy(&json).starts_with(r#"{"dim":2,"alpha":0.3,"lambda":2.5,"#));
+        assert!(String::from_utf8_lossy(&json).starts_with(r#"{"dim":2,"alpha":0.3,"lambda":2.5,"decay":0.875,"#));
         assert_eq!(decode(&json, &Limits::default()).unwrap(), payload);
         // Without settings, version 1 as before.
         assert_eq!(&encode_binary(&sample()).unwrap()[4..6], &1u16.to_le_bytes());
@@ -303,14 +310,20 @@ mod tests {
             (br#"{"dim": 1, "lambda": 0.5}"#, "go together"),
             (br#"{"dim": 1, "alpha": -1, "lambda": 1}"#, "ALPHA"),
             (br#"{"dim": 1, "alpha": 1, "lambda": 0}"#, "LAMBDA"),
+            (br#"{"dim": 1, "alpha": 1, "lambda": 1, "decay": 0}"#, "DECAY"),
+            (br#"{"dim": 1, "alpha": 1, "lambda": 1, "decay": 1.5}"#, "DECAY"),
+            (br#"{"dim": 1, "decay": 0.5}"#, "go together"),
         ];
         for (bytes, expected) in cases {
             let error = decode(bytes, &limits).unwrap_err().to_string();
             assert!(error.contains(expected), "{:?}: {error}", String::from_utf8_lossy(bytes));
         }
         let mut payload = with_settings();
-        payload.settings = Some(PayloadSettings { alpha: 1.0, lambda: f64::NAN });
+        payload.settings = Some(PayloadSettings { alpha: 1.0, lambda: f64::NAN, decay: 1.0 });
         assert!(decode(&encode_binary(&payload).unwrap(), &limits).unwrap_err().to_string().contains("LAMBDA"));
+        // JSON without decay (written before it existed) means none.
+        let old = decode(br#"{"dim": 1, "alpha": 0.5, "lambda": 2}"#, &limits).unwrap();
+        assert_eq!(old.settings, Some(PayloadSettings { alpha: 0.5, lambda: 2.0, decay: 1.0 }));
     }
 
     #[test]

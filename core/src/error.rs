@@ -17,8 +17,8 @@ pub enum Error {
     PayloadDim { payload: usize, model: usize },
 
     /// A payload that states settings other than the model's.
-    #[error("payload has ALPHA {payload_alpha} LAMBDA {payload_lambda}, the model has ALPHA {alpha} LAMBDA {lambda}")]
-    SettingsMismatch { payload_alpha: f64, payload_lambda: f64, alpha: f64, lambda: f64 },
+    #[error("payload has {payload}, the model has {model}")]
+    SettingsMismatch { payload: crate::payload::PayloadSettings, model: crate::payload::PayloadSettings },
 
     /// NaN or an infinity where a finite number is required.
     #[error("value is not a finite number{}", at_field(.field))]

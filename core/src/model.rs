@@ -30,6 +30,12 @@ pub struct ModelSettings {
     pub alpha: f64,
     /// Ridge prior: an arm with no data has A = λI, b = 0.
     pub lambda: f64,
+    /// Forgetting, per event of an arm: before each event its evidence is
+    /// kept at this weight and pulled toward the prior
+    /// (A ← γA + (1−γ)λI, b ← γb; see [`crate::fold::Learning`]). 1 keeps
+    /// everything (no forgetting). Trainers apply it; the model stores it so
+    /// every trainer learns the same way.
+    pub decay: f64,
 }
 
 impl ModelSettings {
@@ -47,6 +53,9 @@ impl ModelSettings {
         }
         if !(self.lambda.is_finite() && self.lambda > 0.0) {
             return Err(Error::InvalidSetting("LAMBDA must be a finite number > 0".into()));
+        }
+        if !(self.decay > 0.0 && self.decay <= 1.0) {
+            return Err(Error::InvalidSetting("DECAY must be a number in (0, 1]".into()));
         }
         Ok(())
     }
@@ -252,14 +261,9 @@ impl Model {
             return Err(Error::PayloadDim { payload: payload.dim, model: dim });
         }
         if let Some(given) = payload.settings {
-            let have = self.settings;
-            if given.alpha.to_bits() != have.alpha.to_bits() || given.lambda.to_bits() != have.lambda.to_bits() {
-                return Err(Error::SettingsMismatch {
-                    payload_alpha: given.alpha,
-                    payload_lambda: given.lambda,
-                    alpha: have.alpha,
-                    lambda: have.lambda,
-                });
+            let have = PayloadSettings::of(&self.settings);
+            if !given.same_as(&have) {
+                return Err(Error::SettingsMismatch { payload: given, model: have });
             }
         }
         for &(partition, given) in &payload.offsets {
@@ -405,7 +409,7 @@ impl Model {
             dim: self.dim(),
             arms,
             offsets: self.offsets.iter().map(|(&p, &o)| (p, o)).collect(),
-            settings: Some(PayloadSettings { alpha: self.settings.alpha, lambda: self.settings.lambda }),
+            settings: Some(PayloadSettings::of(&self.settings)),
         }
     }
 
@@ -451,7 +455,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn settings(dim: usize) -> ModelSettings {
-        ModelSettings { dim, alpha: 1.0, lambda: 1.0 }
+        ModelSettings { dim, alpha: 1.0, lambda: 1.0, decay: 1.0 }
     }
 
     fn arm(id: &str, b: [f64; 2], n: u64) -> ArmPayload {
@@ -529,17 +533,21 @@ mod tests {
 
     #[test]
     fn export_carries_the_settings_and_other_settings_are_refused() {
-        let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.3, lambda: 2.0 });
+        let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.3, lambda: 2.0, decay: 0.99 });
         model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None }, 5, &Limits::default()).unwrap();
         let export = model.export(None);
-        assert_eq!(export.settings, Some(PayloadSettings { alpha: 0.3, lambda: 2.0 }));
+        assert_eq!(export.settings, Some(PayloadSettings { alpha: 0.3, lambda: 2.0, decay: 0.99 }));
         let before = model.clone();
-        for (alpha, lambda) in [(1.0, 2.0), (0.3, 1.0)] {
-            let other = Payload { settings: Some(PayloadSettings { alpha, lambda }), ..export.clone() };
+        for (alpha, lambda, decay) in [(1.0, 2.0, 0.99), (0.3, 1.0, 0.99), (0.3, 2.0, 1.0)] {
+            let other = Payload { settings: Some(PayloadSettings { alpha, lambda, decay }), ..export.clone() };
             let error = model.apply(&other, 9, &Limits::default()).unwrap_err();
-            assert_eq!(error.to_string(), format!("payload has ALPHA {alpha} LAMBDA {lambda}, the model has ALPHA 0.3 LAMBDA 2"));
+            assert_eq!(
+                error.to_string(),
+                format!("payload has ALPHA {alpha} LAMBDA {lambda} DECAY {decay}, the model has ALPHA 0.3 LAMBDA 2 DECAY 0.99")
+            );
             assert_eq!(model, before, "nothing applied");
         }
+        model.apply(&export, 9, &Limits::default()).unwrap();
         let error = model.apply(&Payload { dim: 3, ..Payload::default() }, 9, &Limits::default()).unwrap_err();
         assert_eq!(error.to_string(), "payload is for dim 3, the model has dim 2");
     }

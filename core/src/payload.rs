@@ -41,6 +41,37 @@ pub struct PayloadSettings {
     pub alpha: f64,
     /// The model's ridge prior.
     pub lambda: f64,
+    /// The model's forgetting per event (1: none).
+    pub decay: f64,
+}
+
+impl PayloadSettings {
+    /// The settings of a model, as a payload states them.
+    #[must_use]
+    pub fn of(settings: &ModelSettings) -> Self {
+        Self { alpha: settings.alpha, lambda: settings.lambda, decay: settings.decay }
+    }
+
+    /// The model settings these describe, for a model of `dim` features.
+    #[must_use]
+    pub fn for_dim(&self, dim: usize) -> ModelSettings {
+        ModelSettings { dim, alpha: self.alpha, lambda: self.lambda, decay: self.decay }
+    }
+
+    /// Equal to the bit (a restore must not drift by a rounding).
+    #[must_use]
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.alpha.to_bits() == other.alpha.to_bits()
+            && self.lambda.to_bits() == other.lambda.to_bits()
+            && self.decay.to_bits() == other.decay.to_bits()
+    }
+}
+
+impl std::fmt::Display for PayloadSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::number::Shortest;
+        write!(f, "ALPHA {} LAMBDA {} DECAY {}", Shortest(self.alpha), Shortest(self.lambda), Shortest(self.decay))
+    }
 }
 
 /// A batch of arms for one model, plus the trainer's next offset for every
@@ -73,7 +104,7 @@ impl Payload {
             return Err(Error::TooLarge { what: "dim", got: dim, limit: limits.max_dim });
         }
         if let Some(settings) = self.settings {
-            ModelSettings { dim, alpha: settings.alpha, lambda: settings.lambda }.validate(limits)?;
+            settings.for_dim(dim).validate(limits)?;
         }
         if self.arms.len() > limits.max_arms {
             return Err(Error::TooLarge {

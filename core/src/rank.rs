@@ -186,7 +186,7 @@ mod tests {
     }
 
     fn model_with(arms: &[(&str, Vec<f64>, Vec<f64>)], dim: usize) -> Model {
-        let mut model = Model::new(ModelSettings { dim, alpha: 1.0, lambda: 2.0 });
+        let mut model = Model::new(ModelSettings { dim, alpha: 1.0, lambda: 2.0, decay: 1.0 });
         let payload = Payload {
             dim,
             arms: arms

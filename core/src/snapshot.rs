@@ -8,6 +8,8 @@
 //! exact to the bit (the f32 ranking copy is rebuilt from them):
 //! dim, alpha, lambda, ids, params, b, gram, has_gram, n, reward_sum,
 //! updated_ms, offsets (partition, offset pairs), loads, last_load_ms.
+//! Version 2 adds the model's decay after lambda; version 1 models have none
+//! (decay 1).
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,7 @@ use crate::packed;
 use crate::wire::{put_f64, put_f64s, put_str, put_u64, Reader};
 
 /// The version [`encode`] writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Encodes a model at [`VERSION`].
 ///
@@ -35,6 +37,7 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
     put_u64(&mut out, settings.dim as u64);
     put_f64(&mut out, settings.alpha);
     put_f64(&mut out, settings.lambda);
+    put_f64(&mut out, settings.decay);
     put_u64(&mut out, model.ids.len() as u64);
     for id in &model.ids {
         put_str(&mut out, id);
@@ -68,16 +71,18 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
 /// [`Error::InvalidPayload`] for damaged bytes.
 pub fn decode(version: i32, bytes: &[u8], limits: &Limits) -> Result<Model> {
     match version {
-        1 => decode_v1(bytes, limits),
+        1 => decode_columns(read_columns(bytes, false)?, limits),
+        2 => decode_columns(read_columns(bytes, true)?, limits),
         other => Err(Error::UnsupportedSnapshot(other)),
     }
 }
 
-/// The columns of a version-1 snapshot, as read.
-struct V1 {
+/// The columns of a snapshot, as read.
+struct Columns {
     dim: usize,
     alpha: f64,
     lambda: f64,
+    decay: f64,
     ids: Vec<Box<str>>,
     params: Vec<f64>,
     b: Vec<f64>,
@@ -91,11 +96,12 @@ struct V1 {
     last_load_ms: i64,
 }
 
-fn read_v1(bytes: &[u8]) -> Result<V1> {
+fn read_columns(bytes: &[u8], with_decay: bool) -> Result<Columns> {
     let mut r = Reader::new(bytes, "model snapshot");
     let dim = r.usize()?;
     let alpha = r.f64()?;
     let lambda = r.f64()?;
+    let decay = if with_decay { r.f64()? } else { 1.0 };
     let count = r.len(8)?;
     let ids = (0..count).map(|_| r.str().map(Box::from)).collect::<Result<Vec<Box<str>>>>()?;
     let params = r.f64s()?;
@@ -117,53 +123,52 @@ fn read_v1(bytes: &[u8]) -> Result<V1> {
     let loads = r.u64()?;
     let last_load_ms = r.i64()?;
     r.finish()?;
-    Ok(V1 { dim, alpha, lambda, ids, params, b, gram, has_gram, n, reward_sum, updated_ms, offsets, loads, last_load_ms })
+    Ok(Columns { dim, alpha, lambda, decay, ids, params, b, gram, has_gram, n, reward_sum, updated_ms, offsets, loads, last_load_ms })
 }
 
-fn decode_v1(bytes: &[u8], limits: &Limits) -> Result<Model> {
-    let v1 = read_v1(bytes)?;
-    let settings = ModelSettings { dim: v1.dim, alpha: v1.alpha, lambda: v1.lambda };
+fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
+    let settings = ModelSettings { dim: columns.dim, alpha: columns.alpha, lambda: columns.lambda, decay: columns.decay };
     // Persisted models were valid when written; a later, smaller max-dim must
     // not make them unloadable, so only the structural bounds are checked.
     settings.validate(&Limits { max_dim: usize::MAX, ..*limits })?;
-    let arms = v1.ids.len();
-    let dim = v1.dim;
+    let arms = columns.ids.len();
+    let dim = columns.dim;
     let plen = packed::len(dim);
     let damaged = |what: &str| Error::InvalidPayload(format!("model snapshot: {what} does not match {arms} arms of dim {dim}"));
     let stride = dim + plen;
-    let lengths_ok = v1.params.len() == arms * stride
-        && v1.b.len() == arms * dim
-        && v1.gram.len() == arms * plen
-        && v1.has_gram.len() == arms
-        && v1.n.len() == arms
-        && v1.reward_sum.len() == arms
-        && v1.updated_ms.len() == arms;
+    let lengths_ok = columns.params.len() == arms * stride
+        && columns.b.len() == arms * dim
+        && columns.gram.len() == arms * plen
+        && columns.has_gram.len() == arms
+        && columns.n.len() == arms
+        && columns.reward_sum.len() == arms
+        && columns.updated_ms.len() == arms;
     if !lengths_ok {
         return Err(damaged("column lengths"));
     }
     let mut index = FxHashMap::default();
     index.reserve(arms);
-    for (id, row) in v1.ids.iter().zip(0u32..) {
+    for (id, row) in columns.ids.iter().zip(0u32..) {
         if index.insert(id.clone(), row).is_some() {
             return Err(damaged("a repeated id"));
         }
     }
     // Model::new derives the same stride and ranking layout from the dim.
     let mut model = Model::new(settings);
-    model.ids = v1.ids;
+    model.ids = columns.ids;
     model.index = index;
     // The f32 ranking copy is derived, not stored.
-    model.scoring = crate::model::scoring_rows(&v1.params, dim, &model.layout);
-    model.params = v1.params;
-    model.b = v1.b;
-    model.gram = v1.gram;
-    model.has_gram = v1.has_gram;
-    model.n = v1.n;
-    model.reward_sum = v1.reward_sum;
-    model.updated_ms = v1.updated_ms;
-    model.offsets = v1.offsets;
-    model.loads = v1.loads;
-    model.last_load_ms = v1.last_load_ms;
+    model.scoring = crate::model::scoring_rows(&columns.params, dim, &model.layout);
+    model.params = columns.params;
+    model.b = columns.b;
+    model.gram = columns.gram;
+    model.has_gram = columns.has_gram;
+    model.n = columns.n;
+    model.reward_sum = columns.reward_sum;
+    model.updated_ms = columns.updated_ms;
+    model.offsets = columns.offsets;
+    model.loads = columns.loads;
+    model.last_load_ms = columns.last_load_ms;
     Ok(model)
 }
 
@@ -175,7 +180,7 @@ mod tests {
 
     #[test]
     fn round_trip_is_exact_and_versions_are_checked() {
-        let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.5, lambda: 1.5 });
+        let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.5, lambda: 1.5, decay: 0.75 });
         let arm = |id: &str, scale: f64, gram: bool, updated_ms: Option<i64>| ArmPayload {
             id: id.into(),
             a_inv: vec![0.3 * scale, 0.1, 0.2 * scale],
@@ -204,7 +209,12 @@ mod tests {
         assert_eq!(decoded.arm(1).unwrap().updated_ms, 5);
         assert_eq!(decoded.arm(0).unwrap().a, None, "x was replaced by a version without A");
         assert_eq!(decoded.stats().loads, 2);
-        assert_eq!(decode(2, &bytes, &Limits::default()).unwrap_err(), Error::UnsupportedSnapshot(2));
+        assert_eq!(decode(3, &bytes, &Limits::default()).unwrap_err(), Error::UnsupportedSnapshot(3));
+        // Version 1 is version 2 without the decay.
+        let v1 = [&bytes[..24], &bytes[32..]].concat();
+        let old = decode(1, &v1, &Limits::default()).unwrap();
+        assert_eq!(old.settings().decay, 1.0);
+        assert_eq!(old.export(None).arms, model.export(None).arms);
         assert!(decode(VERSION, &bytes[..bytes.len() - 3], &Limits::default()).is_err());
     }
 }

@@ -40,7 +40,7 @@ use rustc_hash::FxHashMap;
 use crate::cholesky::Workspace;
 use crate::error::{Error, Result};
 use crate::event::FeedbackEvent;
-use crate::fold::ArmAccumulator;
+use crate::fold::{ArmAccumulator, Learning};
 use crate::payload::{ArmPayload, Payload};
 
 /// What became of one record.
@@ -95,7 +95,7 @@ struct Arm {
 #[derive(Debug)]
 pub struct Trainer {
     dim: usize,
-    lambda: f64,
+    learning: Learning,
     arms: FxHashMap<String, Arm>,
     dirty: Vec<String>,
     partitions: BTreeMap<i32, PartitionState>,
@@ -103,12 +103,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer for arms of `dim` features with the ridge prior λ.
+    /// A trainer for arms of `dim` features that folds as `learning` says.
     #[must_use]
-    pub fn new(dim: usize, lambda: f64) -> Self {
+    pub fn new(dim: usize, learning: Learning) -> Self {
         Self {
             dim,
-            lambda,
+            learning,
             arms: FxHashMap::default(),
             dirty: Vec::new(),
             partitions: BTreeMap::new(),
@@ -187,7 +187,7 @@ impl Trainer {
                 event.product_id, arm.partition
             ));
         }
-        arm.accumulator.update(&event.context_vector, event.reward);
+        self.learning.fold(&mut arm.accumulator, &event.context_vector, event.reward);
         if !arm.dirty {
             arm.dirty = true;
             self.dirty.push(event.product_id.clone());
@@ -219,7 +219,7 @@ impl Trainer {
         }
         let accumulator = match export.arms.iter().find(|arm| arm.id == id) {
             Some(arm) => ArmAccumulator::from_payload(arm)?,
-            None => ArmAccumulator::new(self.dim, self.lambda),
+            None => self.learning.prior(self.dim),
         };
         if accumulator.dim() != self.dim {
             return Err(Error::InvalidPayload(format!("arm {id} has dim {}, the trainer {}", accumulator.dim(), self.dim)));

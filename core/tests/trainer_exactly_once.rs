@@ -8,13 +8,15 @@
 //! exact fold of each partition's events below the model's offset for it.
 //!
 //! The reference fold is written here, independently of the core's
-//! accumulator: A = λI + Σ xxᵀ (upper triangle), b = Σ r·x, in log order.
+//! accumulator: A = λI + Σ xxᵀ (upper triangle), b = Σ r·x, in log order,
+//! with forgetting (A ← γA + (1−γ)λI + xxᵀ, b ← γb + r·x) in half the cases.
 
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic, clippy::needless_range_loop)]
 
 use std::collections::BTreeMap;
 
 use bandit_core::event::FeedbackEvent;
+use bandit_core::fold::Learning;
 use bandit_core::trainer::{Handled, Restored, Trainer};
 use bandit_core::{Error, Limits, Model, ModelSettings, Payload};
 use proptest::prelude::*;
@@ -100,6 +102,7 @@ struct Instance {
 }
 
 struct World {
+    learning: Learning,
     log: Vec<Vec<Record>>,
     model: Model,
     instances: Vec<Instance>,
@@ -107,11 +110,13 @@ struct World {
 }
 
 impl World {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, decay: f64) -> Self {
+        let learning = Learning { lambda: LAMBDA, decay };
         let mut world = Self {
+            learning,
             log: log(seed),
-            model: Model::new(ModelSettings { dim: DIM, alpha: 0.4, lambda: LAMBDA }),
-            instances: (0..INSTANCES).map(|_| Instance { trainer: Trainer::new(DIM, LAMBDA), positions: BTreeMap::new() }).collect(),
+            model: Model::new(ModelSettings { dim: DIM, alpha: 0.4, lambda: LAMBDA, decay }),
+            instances: (0..INSTANCES).map(|_| Instance { trainer: Trainer::new(DIM, learning), positions: BTreeMap::new() }).collect(),
             stale_refusals: 0,
         };
         // Partition p starts on instance p % INSTANCES.
@@ -201,7 +206,7 @@ impl World {
             Action::Flush { instance } => self.flush(instance),
             Action::Crash { instance } => {
                 let held: Vec<i32> = self.instances[instance].positions.keys().copied().collect();
-                self.instances[instance] = Instance { trainer: Trainer::new(DIM, LAMBDA), positions: BTreeMap::new() };
+                self.instances[instance] = Instance { trainer: Trainer::new(DIM, self.learning), positions: BTreeMap::new() };
                 for partition in held {
                     self.assign(instance, partition);
                 }
@@ -237,7 +242,7 @@ impl World {
             let below = self.model.offsets().get(&(partition as i32)).copied().unwrap_or(0);
             for record in records.iter().take(below as usize) {
                 if record.event.context_vector.len() == DIM {
-                    expected.entry(record.event.product_id.clone()).or_insert_with(ReferenceArm::prior).fold(&record.event);
+                    expected.entry(record.event.product_id.clone()).or_insert_with(ReferenceArm::prior).fold(&record.event, self.learning.decay);
                 }
             }
         }
@@ -273,16 +278,22 @@ impl ReferenceArm {
         Self { a, b: vec![0.0; DIM], n: 0, reward_sum: 0.0 }
     }
 
-    fn fold(&mut self, event: &FeedbackEvent) {
+    fn fold(&mut self, event: &FeedbackEvent, decay: f64) {
         let x = &event.context_vector;
         let mut k = 0;
         for i in 0..DIM {
             for j in i..DIM {
+                if decay < 1.0 {
+                    self.a[k] = decay * self.a[k] + if i == j { (1.0 - decay) * LAMBDA } else { 0.0 };
+                }
                 self.a[k] += x[i] * x[j];
                 k += 1;
             }
         }
         for i in 0..DIM {
+            if decay < 1.0 {
+                self.b[i] *= decay;
+            }
             self.b[i] += event.reward * x[i];
         }
         self.n += 1;
@@ -290,8 +301,8 @@ impl ReferenceArm {
     }
 }
 
-fn run(seed: u64, actions: &[Action]) -> Result<World, TestCaseError> {
-    let mut world = World::new(seed);
+fn run(seed: u64, decay: f64, actions: &[Action]) -> Result<World, TestCaseError> {
+    let mut world = World::new(seed, decay);
     for action in actions {
         world.step(action);
         world.check()?;
@@ -315,8 +326,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_model_always_equals_the_exact_fold(seed in any::<u64>(), actions in prop::collection::vec(action(), 1..80)) {
-        run(seed, &actions)?;
+    fn the_model_always_equals_the_exact_fold(
+        seed in any::<u64>(),
+        decay in prop_oneof![Just(1.0), Just(0.9)],
+        actions in prop::collection::vec(action(), 1..80),
+    ) {
+        run(seed, decay, &actions)?;
     }
 }
 
@@ -338,6 +353,6 @@ fn a_second_writer_is_fenced_and_redeliveries_are_skipped() {
         Action::Deliver { instance: 0, count: 20 },
         Action::Flush { instance: 0 },
     ];
-    let world = run(7, &actions).unwrap_or_else(|e| panic!("{e}"));
+    let world = run(7, 0.9, &actions).unwrap_or_else(|e| panic!("{e}"));
     assert!(world.stale_refusals >= 1, "the second writer was never refused");
 }

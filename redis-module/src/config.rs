@@ -74,7 +74,7 @@ pub fn parse(args: &[&[u8]]) -> Result<ModuleConfig, String> {
         return Err(format!("module argument '{}' has no value", String::from_utf8_lossy(dangling)));
     }
     // The defaults must themselves make a valid model.
-    ModelSettings { dim: 1, alpha: config.default_alpha, lambda: config.default_lambda }
+    ModelSettings { dim: 1, alpha: config.default_alpha, lambda: config.default_lambda, decay: 1.0 }
         .validate(&config.limits)
         .map_err(|e| e.to_string())?;
     Ok(config)

@@ -130,10 +130,10 @@ fn emit(aof: *mut raw::RedisModuleIO, command: &str, key: *mut raw::RedisModuleS
     unsafe {
         match args.len() {
             1 => emit_aof(aof, name.as_ptr(), c"sb".as_ptr(), key, p(0), l(0)),
-            6 => emit_aof(
+            8 => emit_aof(
                 aof,
                 name.as_ptr(),
-                c"sbbbbbb".as_ptr(),
+                c"sbbbbbbbb".as_ptr(),
                 key,
                 p(0),
                 l(0),
@@ -147,6 +147,10 @@ fn emit(aof: *mut raw::RedisModuleIO, command: &str, key: *mut raw::RedisModuleS
                 l(4),
                 p(5),
                 l(5),
+                p(6),
+                l(6),
+                p(7),
+                l(7),
             ),
             _ => log_warning("bandit: unexpected AOF argument count"),
         }

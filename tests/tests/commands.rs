@@ -83,11 +83,15 @@ fn create_is_idempotent_and_checks_its_arguments() {
     assert_eq!(conn.cmd("BANDIT.CREATE m LAMBDA 2 DIM 3 ALPHA 0.5"), Reply::Status("OK".into()));
     // Settings left out count at the module's defaults (1 and 1), as for a
     // new model: other settings than the model's are an error, never silent.
-    let exists = "EXISTS the model exists with DIM 3 ALPHA 0.5 LAMBDA 2; this CREATE asks for";
-    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3")), format!("{exists} DIM 3 ALPHA 1 LAMBDA 1"));
-    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3 ALPHA 0.5")), format!("{exists} DIM 3 ALPHA 0.5 LAMBDA 1"));
-    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 4 ALPHA 0.5 LAMBDA 2")), format!("{exists} DIM 4 ALPHA 0.5 LAMBDA 2"));
-    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3 ALPHA 1 LAMBDA 2")), format!("{exists} DIM 3 ALPHA 1 LAMBDA 2"));
+    let exists = "EXISTS the model exists with DIM 3 ALPHA 0.5 LAMBDA 2 DECAY 1; this CREATE asks for";
+    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3")), format!("{exists} DIM 3 ALPHA 1 LAMBDA 1 DECAY 1"));
+    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3 ALPHA 0.5")), format!("{exists} DIM 3 ALPHA 0.5 LAMBDA 1 DECAY 1"));
+    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 4 ALPHA 0.5 LAMBDA 2")), format!("{exists} DIM 4 ALPHA 0.5 LAMBDA 2 DECAY 1"));
+    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3 ALPHA 1 LAMBDA 2")), format!("{exists} DIM 3 ALPHA 1 LAMBDA 2 DECAY 1"));
+    assert_eq!(error_text(conn.cmd("BANDIT.CREATE m DIM 3 ALPHA 0.5 LAMBDA 2 DECAY 0.99")), format!("{exists} DIM 3 ALPHA 0.5 LAMBDA 2 DECAY 0.99"));
+    assert_eq!(conn.cmd("BANDIT.CREATE m DIM 3 ALPHA 0.5 LAMBDA 2 DECAY 1"), Reply::Status("OK".into()));
+    assert_eq!(conn.cmd("BANDIT.CREATE f DIM 3 DECAY 0.995"), Reply::Status("OK".into()));
+    assert_eq!(conn.cmd("BANDIT.STATS f").field("decay"), Reply::Bulk(b"0.995".to_vec()));
     assert_eq!(conn.cmd("BANDIT.CREATE d DIM 2"), Reply::Status("OK".into()));
     assert_eq!(conn.cmd("BANDIT.CREATE d DIM 2 ALPHA 1 LAMBDA 1"), Reply::Status("OK".into()), "the defaults, stated");
     let stats = conn.cmd("BANDIT.STATS m");
@@ -108,6 +112,8 @@ fn create_is_idempotent_and_checks_its_arguments() {
         ("BANDIT.CREATE k DIM 3 ALPHA -1", "ERR ALPHA must be a finite number >= 0"),
         ("BANDIT.CREATE k DIM 3 ALPHA nan", "ERR value is not a finite number"),
         ("BANDIT.CREATE k DIM 3 LAMBDA 0", "ERR LAMBDA must be a finite number > 0"),
+        ("BANDIT.CREATE k DIM 3 DECAY 0", "ERR DECAY must be a number in (0, 1]"),
+        ("BANDIT.CREATE k DIM 3 DECAY 1.01", "ERR DECAY must be a number in (0, 1]"),
         ("BANDIT.CREATE k DIM 3 BOGUS 1", "ERR syntax error, unexpected 'BOGUS'"),
         ("BANDIT.CREATE k DIM 3 ALPHA", "ERR syntax error, a value is missing after the last option"),
     ];
@@ -176,7 +182,8 @@ fn load_rejects_bad_payloads_with_clear_errors() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("plain", good.into(), "WRONGTYPE"),
         ("m", r#"{"dim": 3, "arms": []}"#.into(), "ERR payload is for dim 3, the model has dim 2"),
-        ("m", r#"{"dim": 2, "alpha": 0.5, "lambda": 1, "arms": []}"#.into(), "SETTINGS payload has ALPHA 0.5 LAMBDA 1, the model has ALPHA 1 LAMBDA 1"),
+        ("m", r#"{"dim": 2, "alpha": 0.5, "lambda": 1, "arms": []}"#.into(), "SETTINGS payload has ALPHA 0.5 LAMBDA 1 DECAY 1, the model has ALPHA 1 LAMBDA 1 DECAY 1"),
+        ("m", r#"{"dim": 2, "alpha": 1, "lambda": 1, "decay": 0.5, "arms": []}"#.into(), "SETTINGS payload has ALPHA 1 LAMBDA 1 DECAY 0.5, the model has ALPHA 1 LAMBDA 1 DECAY 1"),
         ("m", r#"{"dim": 2, "alpha": 0.5, "arms": []}"#.into(), "ERR invalid payload: alpha and lambda go together"),
         ("m", "garbage".into(), "ERR invalid payload: expected JSON"),
         ("m", "{not json".into(), "ERR invalid payload: JSON:"),
@@ -335,7 +342,7 @@ fn stats_in_resp2_and_resp3() {
     let fields: Vec<String> = resp2.pairs().into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         fields,
-        ["dim", "alpha", "lambda", "arms", "updates", "reward_sum", "loads", "last_load_ms", "memory_bytes", "offsets"]
+        ["dim", "alpha", "lambda", "decay", "arms", "updates", "reward_sum", "loads", "last_load_ms", "memory_bytes", "offsets"]
     );
     let reward_sum: f64 = payload.arms.iter().map(|a| a.reward_sum).sum();
     assert_eq!(resp2.field("reward_sum").number(), reward_sum);
@@ -396,7 +403,7 @@ fn export_then_load_restores_exactly() {
     let mut conn = server.connect();
     let mut payload = trained_payload(5, 20, 15, 11);
     payload.offsets = vec![(0, 7), (3, 9)];
-    conn.cmd("BANDIT.CREATE m DIM 5 ALPHA 0.3 LAMBDA 2");
+    conn.cmd("BANDIT.CREATE m DIM 5 ALPHA 0.3 LAMBDA 2 DECAY 0.998");
     conn.call(&[b"BANDIT.LOAD".as_slice(), b"m", &encode_binary(&payload).unwrap()]).unwrap();
     let arm_ids: Vec<String> = payload.arms.iter().map(|a| a.id.clone()).collect();
     let scores = every_score(&mut conn, "m", &arm_ids, 5);
@@ -409,7 +416,7 @@ fn export_then_load_restores_exactly() {
     let decoded = bandit_core::codec::decode(&binary, &Limits::default()).unwrap();
     assert_eq!(decoded.arms, payload.arms, "export carries every field of every arm, A included");
     assert_eq!(decoded.offsets, payload.offsets);
-    assert_eq!(decoded.settings, Some(bandit_core::PayloadSettings { alpha: 0.3, lambda: 2.0 }));
+    assert_eq!(decoded.settings, Some(bandit_core::PayloadSettings { alpha: 0.3, lambda: 2.0, decay: 0.998 }));
 
     for format in ["BINARY", "JSON"] {
         let exported = conn.cmd(&format!("BANDIT.EXPORT m FORMAT {format}")).bytes();
@@ -418,7 +425,7 @@ fn export_then_load_restores_exactly() {
         assert_eq!(conn.call(&[b"BANDIT.LOAD".as_slice(), copy.as_bytes(), &exported]).unwrap(), Reply::Integer(20));
         assert!(conn.cmd(&format!("BANDIT.EXPORT {copy}")).bytes() == binary, "{format} round trip is exact");
         assert_eq!(every_score(&mut conn, &copy, &arm_ids, 5), scores, "{format}: every score, prior included");
-        for field in ["dim", "alpha", "lambda", "arms", "updates", "reward_sum", "offsets"] {
+        for field in ["dim", "alpha", "lambda", "decay", "arms", "updates", "reward_sum", "offsets"] {
             assert_eq!(conn.cmd(&format!("BANDIT.STATS {copy}")).field(field), conn.cmd("BANDIT.STATS m").field(field), "{field}");
         }
         for id in &arm_ids {
@@ -428,7 +435,7 @@ fn export_then_load_restores_exactly() {
         let other = format!("other-{format}");
         conn.cmd(&format!("BANDIT.CREATE {other} DIM 5"));
         let error = error_text(conn.call(&[b"BANDIT.LOAD".as_slice(), other.as_bytes(), &exported]).unwrap());
-        assert_eq!(error, "SETTINGS payload has ALPHA 0.3 LAMBDA 2, the model has ALPHA 1 LAMBDA 1");
+        assert_eq!(error, "SETTINGS payload has ALPHA 0.3 LAMBDA 2 DECAY 0.998, the model has ALPHA 1 LAMBDA 1 DECAY 1");
         assert_eq!(conn.cmd(&format!("BANDIT.STATS {other}")).field("arms"), Reply::Integer(0));
     }
 

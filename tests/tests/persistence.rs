@@ -69,7 +69,7 @@ fn load_unstamped(conn: &mut Connection, key: &str, dim: usize, arms: usize, see
 }
 
 fn populate(conn: &mut Connection) {
-    conn.cmd("BANDIT.CREATE m DIM 6 ALPHA 0.25 LAMBDA 3");
+    conn.cmd("BANDIT.CREATE m DIM 6 ALPHA 0.25 LAMBDA 3 DECAY 0.999");
     // Small batches, so each stays under the AOF test's payload limit.
     load(conn, "m", 6, 10, 1, vec![(0, 10), (1, 20)]);
     load_unstamped(conn, "m", 6, 10, 2, vec![(0, 15)]);
@@ -161,7 +161,7 @@ fn restart_on_damaged_rdb(damage: impl Fn(&mut Vec<u8>)) -> String {
 #[test]
 fn an_unknown_snapshot_version_is_refused() {
     let log = restart_on_damaged_rdb(|rdb| {
-        let written = module_type_id("BanditUCB", 1);
+        let written = module_type_id("BanditUCB", bandit_core::snapshot::VERSION as u64);
         assert_eq!(replace_all(rdb, &written, &module_type_id("BanditUCB", 7)), KEYS.len(), "one id per model");
     });
     assert!(log.contains("bandit: cannot load model from RDB: unsupported snapshot encoding version 7"), "{log}");
@@ -230,7 +230,7 @@ fn aof_restart_keeps_models_exactly_even_in_chunks() {
         assert_eq!(b.arms, a.arms, "{key}: STATS of an arm (updated_ms included) differs");
         assert_eq!(b.scores, a.scores, "{key}: scores differ");
         // Settings and content survive; the load counters count the replayed LOADs.
-        for field in ["dim", "alpha", "lambda", "arms", "updates", "reward_sum", "offsets"] {
+        for field in ["dim", "alpha", "lambda", "decay", "arms", "updates", "reward_sum", "offsets"] {
             let find = |stats: &Vec<(String, Reply)>| stats.iter().find(|(f, _)| f == field).cloned();
             assert_eq!(find(&b.stats), find(&a.stats), "{key}.{field}");
         }
@@ -260,7 +260,13 @@ fn replicas_receive_real_changes_only_and_rank_read_only() {
         replica_conn.call(&["BANDIT.EXPORT", "created"]).unwrap() == Reply::Bulk(expected.clone())
     });
     for key in ["m", "created"] {
-        assert!(observe(&mut replica_conn, key) == observe(&mut conn, key), "{key} differs on the replica");
+        // last_load_ms is each server's own clock at its apply.
+        let without_clock = |mut observed: Observed| {
+            observed.stats.retain(|(field, _)| field != "last_load_ms");
+            observed
+        };
+        let (on_replica, on_primary) = (observe(&mut replica_conn, key), observe(&mut conn, key));
+        assert!(without_clock(on_replica) == without_clock(on_primary), "{key} differs on the replica");
     }
     let rank = "BANDIT.RANK m CONTEXT 0.1 0.2 0.3 0.4 TOP 5 WITHSCORES";
     assert_eq!(replica_conn.cmd(rank), conn.cmd(rank));
@@ -323,9 +329,14 @@ fn rdb_files_of_earlier_builds_still_load() {
     server.relaunch();
     let mut conn = server.connect();
     for (key, loads) in [("m", 2), ("other", 1), ("empty", 0)] {
-        let want = std::fs::read(fixtures.join(format!("models-v1-{key}.json"))).unwrap();
+        // JSON carries every value exactly; the files predate DECAY, which
+        // reads as 1 (no forgetting), as version-1 snapshots load.
+        let limits = bandit_core::Limits::default();
+        let want = bandit_core::codec::decode(&std::fs::read(fixtures.join(format!("models-v1-{key}.json"))).unwrap(), &limits).unwrap();
         let got = conn.call(&["BANDIT.EXPORT", key, "FORMAT", "JSON"]).unwrap().bytes();
-        assert!(got == want, "{key}: the model differs from the one saved:\n{}\n{}", String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+        let got = bandit_core::codec::decode(&got, &limits).unwrap();
+        assert_eq!(got, want, "{key}: the model differs from the one saved");
+        assert_eq!(got.settings.map(|s| s.decay), Some(1.0));
         assert_eq!(conn.call(&["BANDIT.STATS", key]).unwrap().field("loads"), Reply::Integer(loads), "{key}");
     }
     assert_eq!(conn.call(&["BANDIT.STATS", "other", "ARM", "ünïcode id"]).unwrap().field("n"), Reply::Integer(10));

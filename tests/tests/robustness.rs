@@ -97,7 +97,7 @@ fn rank_threads_split_large_scans_with_identical_results() {
     args.extend(x.iter().map(|v| format!("{v:?}")));
     args.extend(["TOP", "20", "WITHSCORES"].map(String::from));
     let reply = conn.call(&args).unwrap();
-    let mut local = Model::new(ModelSettings { dim: 32, alpha: 1.0, lambda: 1.0 });
+    let mut local = Model::new(ModelSettings { dim: 32, alpha: 1.0, lambda: 1.0, decay: 1.0 });
     local.apply(&payload, 0, &Limits::default()).unwrap();
     let mut scratch = RankScratch::default();
     let expected = local.rank_all(&RankRequest { context: &x, alpha: 1.0, top: Some(20) }, &mut scratch).unwrap();

@@ -203,7 +203,7 @@ impl Policy for LinUcb {
             .filter(|(arm, _)| arm.n > 0)
             .map(|(arm, id)| arm.to_payload(id, &mut work, None))
             .collect::<bandit_core::Result<Vec<_>>>()?;
-        let mut model = Model::new(ModelSettings { dim: self.dim, alpha: self.alpha, lambda: self.lambda });
+        let mut model = Model::new(ModelSettings { dim: self.dim, alpha: self.alpha, lambda: self.lambda, decay: 1.0 });
         let limits = Limits { max_dim: usize::MAX, max_arms: usize::MAX, ..Limits::default() };
         model.apply(&Payload { dim: self.dim, arms: published, offsets: vec![], settings: None }, 0, &limits)?;
         self.model = Some(model);

@@ -1,12 +1,13 @@
-//! `BANDIT.CREATE key DIM d [ALPHA a] [LAMBDA l]` → OK
+//! `BANDIT.CREATE key DIM d [ALPHA a] [LAMBDA l] [DECAY γ]` → OK
 //!
 //! Creates an empty model. Creating a model that already exists with the same
-//! settings (ALPHA and LAMBDA left out count at the module's defaults) is a
+//! settings (ALPHA and LAMBDA left out count at the module's defaults, DECAY
+//! at 1: no forgetting) is a
 //! no-op that still answers OK, so set-up scripts can rerun; other settings
 //! are an `EXISTS` error, a key of another type `WRONGTYPE`.
 
 use bandit_core::number::Shortest;
-use bandit_core::{Model, ModelSettings};
+use bandit_core::{Model, ModelSettings, PayloadSettings};
 
 use super::{entry_point, publish_change, write_model, CommandSpec, Invocation};
 use crate::args::is_keyword;
@@ -25,7 +26,7 @@ entry_point!(entry, SPEC);
 
 fn handler(call: &mut Invocation<'_>) -> Result<()> {
     let defaults = config::get();
-    let (mut dim, mut alpha, mut lambda) = (None, None, None);
+    let (mut dim, mut alpha, mut lambda, mut decay) = (None, None, None, None);
     while !call.args.is_empty() {
         let option = call.args.next_arg()?;
         if is_keyword(option, "DIM") {
@@ -34,6 +35,8 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
             alpha = Some(call.args.next_f64()?);
         } else if is_keyword(option, "LAMBDA") {
             lambda = Some(call.args.next_f64()?);
+        } else if is_keyword(option, "DECAY") {
+            decay = Some(call.args.next_f64()?);
         } else {
             return Err(CommandError::unexpected(option));
         }
@@ -43,6 +46,7 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         dim,
         alpha: alpha.unwrap_or(defaults.default_alpha),
         lambda: lambda.unwrap_or(defaults.default_lambda),
+        decay: decay.unwrap_or(1.0),
     };
     settings.validate(&defaults.limits)?;
 
@@ -70,13 +74,14 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
     Ok(())
 }
 
-/// `DIM d ALPHA a LAMBDA l` with every value written out (numbers at their
-/// shortest round-trip text), for replication and the AOF rewrite.
+/// `DIM d ALPHA a LAMBDA l DECAY γ` with every value written out (numbers at
+/// their shortest round-trip text), for replication and the AOF rewrite.
 #[derive(Debug)]
 pub struct StatedSettings {
     dim: String,
     alpha: String,
     lambda: String,
+    decay: String,
 }
 
 impl StatedSettings {
@@ -85,20 +90,25 @@ impl StatedSettings {
             dim: settings.dim.to_string(),
             alpha: Shortest(settings.alpha).to_string(),
             lambda: Shortest(settings.lambda).to_string(),
+            decay: Shortest(settings.decay).to_string(),
         }
     }
 
     /// The arguments after the key.
-    pub fn arguments(&self) -> [&[u8]; 6] {
-        [b"DIM", self.dim.as_bytes(), b"ALPHA", self.alpha.as_bytes(), b"LAMBDA", self.lambda.as_bytes()]
+    pub fn arguments(&self) -> [&[u8]; 8] {
+        [
+            b"DIM",
+            self.dim.as_bytes(),
+            b"ALPHA",
+            self.alpha.as_bytes(),
+            b"LAMBDA",
+            self.lambda.as_bytes(),
+            b"DECAY",
+            self.decay.as_bytes(),
+        ]
     }
 }
 
 fn describe(settings: &ModelSettings) -> String {
-    format!(
-        "DIM {} ALPHA {} LAMBDA {}",
-        settings.dim,
-        Shortest(settings.alpha),
-        Shortest(settings.lambda)
-    )
+    format!("DIM {} {}", settings.dim, PayloadSettings::of(settings))
 }

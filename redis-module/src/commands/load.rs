@@ -3,7 +3,7 @@
 //! Applies a payload (binary from `bandit_core::codec`, or JSON when it starts
 //! with `{`) atomically: every arm and offset, or nothing. Offsets fence
 //! writers: a payload behind the model on any partition is refused with
-//! `STALE`. A payload that states settings (ALPHA, LAMBDA: every EXPORT does)
+//! `STALE`. A payload that states settings (ALPHA, LAMBDA, DECAY: every EXPORT does)
 //! creates a missing key with them and is refused with `SETTINGS` by a model
 //! that has others; one without settings creates the key with the module's
 //! defaults. The reply counts the arms whose stored values changed (new arms
@@ -15,7 +15,7 @@
 //! they hold what this server holds; otherwise the command as received.
 
 use bandit_core::codec::{self, Format};
-use bandit_core::{Model, ModelSettings, PayloadSettings};
+use bandit_core::{Model, PayloadSettings};
 
 use super::{entry_point, now_ms, publish_change, write_model, CommandSpec, Invocation};
 use crate::config;
@@ -47,13 +47,13 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         }
         None => {
             let stated = payload.settings;
-            let settings = PayloadSettings {
+            let settings = stated.unwrap_or(PayloadSettings {
                 alpha: config.default_alpha,
                 lambda: config.default_lambda,
-            };
-            let settings = stated.unwrap_or(settings);
+                decay: 1.0,
+            });
             payload.settings = Some(settings);
-            let mut model = Model::new(ModelSettings { dim: payload.dim, alpha: settings.alpha, lambda: settings.lambda });
+            let mut model = Model::new(settings.for_dim(payload.dim));
             let mut applied = model.apply(&payload, now, &config.limits)?;
             let stamped = model.stamp(&mut payload);
             key.set_value(&BANDIT_TYPE, model).map_err(|_| CommandError::WrongType)?;

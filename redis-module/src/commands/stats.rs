@@ -1,6 +1,6 @@
 //! `BANDIT.STATS key [ARM id]` → field/value map
 //!
-//! Model: dim, alpha, lambda, arms, updates (Σn), reward_sum, loads,
+//! Model: dim, alpha, lambda, decay, arms, updates (Σn), reward_sum, loads,
 //! last_load_ms, memory_bytes, offsets (partition → next offset).
 //! Arm: n, reward_sum, mean_reward, theta, updated_ms.
 //! A RESP3 map, or a flat field/value array in RESP2.
@@ -52,13 +52,15 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         None => {
             let settings = model.settings();
             let stats = model.stats();
-            reply.map(10);
+            reply.map(11);
             reply.field("dim");
             reply.unsigned(settings.dim as u64);
             reply.field("alpha");
             reply.double(settings.alpha);
             reply.field("lambda");
             reply.double(settings.lambda);
+            reply.field("decay");
+            reply.double(settings.decay);
             reply.field("arms");
             reply.unsigned(stats.arms as u64);
             reply.field("updates");
