@@ -12,6 +12,8 @@
 //! - [`datatype`]: the `BanditUCB` type: RDB, AOF rewrite, copy, free.
 //! - [`commands`]: one file per command, metadata beside the handler, and the
 //!   single panic-catching dispatcher.
+//! - [`docs`]: COMMAND DOCS / COMMAND INFO metadata, attached where the
+//!   server supports it.
 //! - [`args`]: argument cursor and number parsing.
 //! - [`reply`]: direct reply writing (RESP2/RESP3 aware).
 //! - [`error`]: command errors and their reply text.
@@ -24,6 +26,7 @@ pub mod args;
 pub mod commands;
 pub mod config;
 pub mod datatype;
+pub mod docs;
 pub mod error;
 pub mod reply;
 

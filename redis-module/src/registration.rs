@@ -8,7 +8,7 @@ use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisSt
 use redis_module_macros::info_command_handler;
 
 use crate::datatype::BANDIT_TYPE;
-use crate::{commands, config};
+use crate::{commands, config, docs};
 
 /// Module version reported by MODULE LIST: major·10000 + minor·100 + patch.
 const MODULE_VERSION: i32 = 100;
@@ -39,6 +39,11 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         if status != raw::Status::Ok as c_int {
             ctx.log_warning(&format!("bandit: cannot register {}", spec.name));
             return Status::Err;
+        }
+        // Every command takes at least min_argc arguments, some take more.
+        let arity = -c_int::try_from(spec.min_argc).unwrap_or(c_int::MAX);
+        if !docs::attach(ctx.ctx, &name, arity, &spec.docs) {
+            ctx.log_notice(&format!("bandit: this server takes no command docs for {}", spec.name));
         }
     }
     ctx.log_notice(&format!("bandit: loaded with {config:?}"));

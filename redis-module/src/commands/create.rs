@@ -12,6 +12,7 @@ use bandit_core::{Model, ModelSettings, PayloadSettings};
 use super::{entry_point, publish_change, write_model, CommandSpec, Invocation};
 use crate::args::is_keyword;
 use crate::config;
+use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::datatype::BANDIT_TYPE;
 use crate::error::{CommandError, Result};
 
@@ -21,6 +22,19 @@ pub const SPEC: CommandSpec = CommandSpec {
     keys: (1, 1, 1),
     min_argc: 4,
     handler,
+    docs: CommandDocs {
+        summary: c"Creates an empty model with its dim, exploration ALPHA, ridge prior LAMBDA and forgetting DECAY",
+        complexity: c"O(1)",
+        since: SINCE,
+        key: KeyAccess::Create,
+        args: &[
+            ArgDoc::new(c"key", ArgKind::Key),
+            ArgDoc::new(c"dim", ArgKind::Integer).token(c"DIM"),
+            ArgDoc::new(c"alpha", ArgKind::Double).token(c"ALPHA").optional(),
+            ArgDoc::new(c"lambda", ArgKind::Double).token(c"LAMBDA").optional(),
+            ArgDoc::new(c"decay", ArgKind::Double).token(c"DECAY").optional(),
+        ],
+    },
 };
 entry_point!(entry, SPEC);
 

@@ -10,6 +10,7 @@ use bandit_core::codec::{self, Format};
 use super::{entry_point, read_model, CommandSpec, Invocation};
 use crate::args::is_keyword;
 use crate::config;
+use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::error::{CommandError, Result};
 
 pub const SPEC: CommandSpec = CommandSpec {
@@ -18,6 +19,23 @@ pub const SPEC: CommandSpec = CommandSpec {
     keys: (1, 1, 1),
     min_argc: 2,
     handler,
+    docs: CommandDocs {
+        summary: c"The payload BANDIT.LOAD takes: the model's settings, arms and offsets, for backups and trainers",
+        complexity: c"O(N*d^2) for N arms of dim d",
+        since: SINCE,
+        key: KeyAccess::Read,
+        args: &[
+            ArgDoc::new(c"key", ArgKind::Key),
+            ArgDoc::new(c"arms", ArgKind::Block).token(c"ARMS").optional().with(&[
+                ArgDoc::new(c"numarms", ArgKind::Integer),
+                ArgDoc::new(c"id", ArgKind::String).multiple(),
+            ]),
+            ArgDoc::new(c"format", ArgKind::OneOf).token(c"FORMAT").optional().with(&[
+                ArgDoc::new(c"binary", ArgKind::PureToken).token(c"BINARY"),
+                ArgDoc::new(c"json", ArgKind::PureToken).token(c"JSON"),
+            ]),
+        ],
+    },
 };
 entry_point!(entry, SPEC);
 

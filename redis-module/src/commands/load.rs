@@ -19,6 +19,7 @@ use bandit_core::{Model, PayloadSettings};
 
 use super::{entry_point, now_ms, publish_change, write_model, CommandSpec, Invocation};
 use crate::config;
+use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::datatype::BANDIT_TYPE;
 use crate::error::{CommandError, Result};
 
@@ -28,6 +29,13 @@ pub const SPEC: CommandSpec = CommandSpec {
     keys: (1, 1, 1),
     min_argc: 3,
     handler,
+    docs: CommandDocs {
+        summary: c"Applies a batch of arms and trainer offsets atomically (binary or JSON payload), fenced by the offsets",
+        complexity: c"O(N*d^2) for N arms of dim d",
+        since: SINCE,
+        key: KeyAccess::Update,
+        args: &[ArgDoc::new(c"key", ArgKind::Key), ArgDoc::new(c"payload", ArgKind::String)],
+    },
 };
 entry_point!(entry, SPEC);
 

@@ -19,6 +19,7 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 use crate::args::Args;
 use crate::datatype::BANDIT_TYPE;
+use crate::docs::CommandDocs;
 use crate::error::{CommandError, Result};
 use crate::reply::Reply;
 
@@ -43,6 +44,8 @@ pub struct CommandSpec {
     pub keys: (c_int, c_int, c_int),
     /// Minimum argc, counting the command name.
     pub min_argc: usize,
+    /// What `COMMAND DOCS` and `COMMAND INFO` show.
+    pub docs: CommandDocs,
     /// Runs the command; on Ok it has written the reply.
     pub handler: fn(&mut Invocation<'_>) -> Result<()>,
 }

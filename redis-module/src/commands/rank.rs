@@ -17,6 +17,7 @@ use bandit_core::{Error as CoreError, RankRequest, RankScratch, Ranked};
 use super::{entry_point, read_model, CommandSpec, Invocation};
 use crate::args::{is_keyword, parse_f64};
 use crate::config;
+use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::error::{CommandError, Result};
 use crate::reply::Reply;
 
@@ -26,6 +27,26 @@ pub const SPEC: CommandSpec = CommandSpec {
     keys: (1, 1, 1),
     min_argc: 4,
     handler,
+    docs: CommandDocs {
+        summary: c"Ranks a model's arms (or the given candidates) for a context by LinUCB score, best first",
+        complexity: c"O(N*d^2) for N candidate arms of dim d",
+        since: SINCE,
+        key: KeyAccess::Read,
+        args: &[
+            ArgDoc::new(c"key", ArgKind::Key),
+            ArgDoc::new(c"context", ArgKind::OneOf).with(&[
+                ArgDoc::new(c"x", ArgKind::Double).token(c"CONTEXT").multiple(),
+                ArgDoc::new(c"blob", ArgKind::String).token(c"CONTEXTBLOB"),
+            ]),
+            ArgDoc::new(c"arms", ArgKind::Block).token(c"ARMS").optional().with(&[
+                ArgDoc::new(c"numarms", ArgKind::Integer),
+                ArgDoc::new(c"id", ArgKind::String).multiple(),
+            ]),
+            ArgDoc::new(c"top", ArgKind::Integer).token(c"TOP").optional(),
+            ArgDoc::new(c"alpha", ArgKind::Double).token(c"ALPHA").optional(),
+            ArgDoc::new(c"withscores", ArgKind::PureToken).token(c"WITHSCORES").optional(),
+        ],
+    },
 };
 entry_point!(entry, SPEC);
 

@@ -7,6 +7,7 @@
 
 use super::{entry_point, read_model, CommandSpec, Invocation};
 use crate::args::is_keyword;
+use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::error::{CommandError, Result};
 
 pub const SPEC: CommandSpec = CommandSpec {
@@ -15,6 +16,13 @@ pub const SPEC: CommandSpec = CommandSpec {
     keys: (1, 1, 1),
     min_argc: 2,
     handler,
+    docs: CommandDocs {
+        summary: c"Settings and figures of a model, or of one of its arms",
+        complexity: c"O(N) for a model of N arms, O(d) for one arm",
+        since: SINCE,
+        key: KeyAccess::Read,
+        args: &[ArgDoc::new(c"key", ArgKind::Key), ArgDoc::new(c"id", ArgKind::String).token(c"ARM").optional()],
+    },
 };
 entry_point!(entry, SPEC);
 
