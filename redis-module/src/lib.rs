@@ -14,6 +14,7 @@
 //!   single panic-catching dispatcher.
 //! - [`docs`]: COMMAND DOCS / COMMAND INFO metadata, attached where the
 //!   server supports it.
+//! - [`acl`]: the `bandit` ACL category, where the server supports it.
 //! - [`args`]: argument cursor and number parsing.
 //! - [`reply`]: direct reply writing (RESP2/RESP3 aware).
 //! - [`error`]: command errors and their reply text.
@@ -22,6 +23,7 @@
 //! positions, which Redis 7.0 understands (the crate's `#[command]` attribute
 //! needs 7.2).
 
+pub mod acl;
 pub mod args;
 pub mod commands;
 pub mod config;

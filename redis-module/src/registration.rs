@@ -8,7 +8,7 @@ use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisSt
 use redis_module_macros::info_command_handler;
 
 use crate::datatype::BANDIT_TYPE;
-use crate::{commands, config, docs};
+use crate::{acl, commands, config, docs};
 
 /// Module version reported by MODULE LIST: major·10000 + minor·100 + patch.
 const MODULE_VERSION: i32 = 100;
@@ -24,6 +24,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     };
     // rdb_load reports read errors instead of Redis aborting on them.
     ctx.set_module_options(raw::ModuleOptions::HANDLE_IO_ERRORS);
+    let category = acl::add_category(ctx);
     for (spec, entry) in commands::all() {
         let (Ok(name), Ok(flags)) = (CString::new(spec.name), CString::new(spec.flags)) else {
             return Status::Err;
@@ -40,9 +41,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             ctx.log_warning(&format!("bandit: cannot register {}", spec.name));
             return Status::Err;
         }
+        acl::set_categories(ctx, &name, spec, category);
         // Every command takes at least min_argc arguments, some take more.
         let arity = -c_int::try_from(spec.min_argc).unwrap_or(c_int::MAX);
-        if !docs::attach(ctx.ctx, &name, arity, &spec.docs) {
+        if !docs::attach(ctx, &name, arity, &spec.docs) {
             ctx.log_notice(&format!("bandit: this server takes no command docs for {}", spec.name));
         }
     }

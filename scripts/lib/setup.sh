@@ -49,3 +49,20 @@ ensure_tansu() {
   log "installing tansu $TANSU_VERSION (a Kafka-compatible broker; about 11 minutes, once)"
   cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql
 }
+
+# valkey-server 8 (Debian 12 ships it in bookworm-backports): the integration
+# suite runs against it as well as against redis-server.
+ensure_valkey() {
+  if command -v valkey-server >/dev/null 2>&1; then
+    return
+  fi
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding bookworm-backports to apt's sources (for valkey-server)"
+    echo "deb http://deb.debian.org/debian bookworm-backports main" | as_root tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+  fi
+  log "installing valkey-server from bookworm-backports"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports valkey-server >/dev/null
+  # The package starts a system service on 6379 where systemd runs; the tests
+  # start their own servers on free ports and need none.
+}

@@ -77,6 +77,18 @@ impl Drop for TempDir {
     }
 }
 
+/// The server the tests run against: `redis-server` unless
+/// `BANDIT_TEST_SERVER` names another (`valkey-server`); `scripts/test` runs
+/// the integration suite once with each.
+pub fn server_program() -> String {
+    std::env::var("BANDIT_TEST_SERVER").ok().filter(|name| !name.is_empty()).unwrap_or_else(|| "redis-server".into())
+}
+
+/// Whether the tests run against Valkey (which has APIs Redis 7.0 lacks).
+pub fn is_valkey() -> bool {
+    server_program().contains("valkey")
+}
+
 /// How to start a server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -204,7 +216,7 @@ impl RedisServer {
 
     fn launch(&mut self, port: u16) -> Result<(), String> {
         self.port = port;
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(server_program());
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -218,7 +230,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = command.spawn().map_err(|e| format!("cannot run redis-server (is it installed?): {e}"))?;
+        let child = command.spawn().map_err(|e| format!("cannot run {} (is it installed?): {e}", server_program()))?;
         self.child = Some(child);
         let ready = || {
             Connection::connect(port).is_ok_and(|mut conn| {

@@ -19,6 +19,7 @@ use crate::error::{CommandError, Result};
 pub const SPEC: CommandSpec = CommandSpec {
     name: "bandit.create",
     flags: "write deny-oom",
+    acl_categories: "write",
     keys: (1, 1, 1),
     min_argc: 4,
     handler,

@@ -16,6 +16,7 @@ use crate::error::{CommandError, Result};
 pub const SPEC: CommandSpec = CommandSpec {
     name: "bandit.export",
     flags: "readonly",
+    acl_categories: "read",
     keys: (1, 1, 1),
     min_argc: 2,
     handler,

@@ -26,6 +26,7 @@ use crate::error::{CommandError, Result};
 pub const SPEC: CommandSpec = CommandSpec {
     name: "bandit.load",
     flags: "write deny-oom",
+    acl_categories: "write",
     keys: (1, 1, 1),
     min_argc: 3,
     handler,

@@ -40,6 +40,9 @@ pub struct CommandSpec {
     pub name: &'static str,
     /// Redis command flags ("readonly", "write deny-oom", …).
     pub flags: &'static str,
+    /// ACL categories besides `bandit` ("read", "write", "fast"), where the
+    /// server lets modules set them (Redis 7.2+, Valkey 8).
+    pub acl_categories: &'static str,
     /// Key positions for ACL and cluster routing: (first, last, step).
     pub keys: (c_int, c_int, c_int),
     /// Minimum argc, counting the command name.

@@ -24,6 +24,7 @@ use crate::reply::Reply;
 pub const SPEC: CommandSpec = CommandSpec {
     name: "bandit.rank",
     flags: "readonly fast",
+    acl_categories: "read fast",
     keys: (1, 1, 1),
     min_argc: 4,
     handler,
