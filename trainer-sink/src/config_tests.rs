@@ -1,7 +1,7 @@
 //! Tests of [`crate::config`]: layering, validation, masking, and the help
 //! and README agreeing with the code.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use super::*;
 
