@@ -49,7 +49,8 @@ fn command_docs_describe_every_command() {
     assert_eq!(arguments("bandit.export"), ["key", "arms", "arms.numarms", "arms.id", "format", "format.binary", "format.json"]);
     // The CONTEXT values repeat after their token; ALPHA is optional.
     let (_, rank) = docs.iter().find(|(name, _)| name == "bandit.rank").unwrap();
-    let context = &rank.field("arguments").array()[1].field("arguments").array()[0];
+    let choices = rank.field("arguments").array()[1].field("arguments");
+    let context = &choices.array()[0];
     assert_eq!(context.field("token").text(), "CONTEXT");
     assert!(context.field("flags").array().contains(&Reply::Status("multiple".into())), "{context:?}");
 }
