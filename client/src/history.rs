@@ -2,6 +2,8 @@
 //! `product_id`, `response` and the context features. Every column other
 //! than `event_id`, `product_id` and `response` whose first value is a
 //! number is a feature, in file order; errors name the line and column.
+//! Item lists are CSV files with a `product_id` column. Both are read by the
+//! `csv` crate (quotes, embedded commas and line breaks, blank lines).
 
 use std::path::Path;
 
@@ -25,25 +27,31 @@ pub struct HistoryLog {
     pub rows: Vec<LogRow>,
 }
 
-/// Splits one CSV line (double quotes may enclose commas; "" is a quote).
-fn split_line(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
+/// The one CSV reader of this crate (logs and item lists): a header line,
+/// fields trimmed, blank lines skipped, rows of any length (checked by the
+/// caller, so the message can name the line).
+fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes())
+}
+
+/// The 1-based line a record starts on.
+fn line_of(record: &csv::StringRecord) -> usize {
+    record.position().map_or(0, |p| p.line() as usize)
+}
+
+/// A CSV syntax error as an input error naming the source and line.
+fn csv_error(source: &str, error: &csv::Error) -> ClientError {
+    let line = error.position().map_or(0, |p| p.line() as usize);
+    ClientError::Input(format!("{source}:{line}: {error}"))
+}
+
+/// The header, or an error for a file without one.
+fn header(reader: &mut csv::Reader<&[u8]>, source: &str) -> Result<(usize, Vec<String>)> {
+    let header = reader.headers().map_err(|e| csv_error(source, &e))?;
+    if header.is_empty() {
+        return Err(ClientError::Input(format!("{source}:1: empty file: expected a header line")));
     }
-    fields.push(field);
-    fields.into_iter().map(|f| f.trim().to_owned()).collect()
+    Ok((line_of(header), header.iter().map(str::to_owned).collect()))
 }
 
 /// Reads a log file.
@@ -61,21 +69,21 @@ pub fn read_log(path: &Path) -> Result<HistoryLog> {
 /// [`ClientError::Input`] naming the line and column at fault.
 pub fn parse_log(text: &str, source: &str) -> Result<HistoryLog> {
     let fail = |line: usize, message: String| ClientError::Input(format!("{source}:{line}: {message}"));
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty());
-    let (header_line, header) = lines.next().ok_or_else(|| fail(1, "empty file: expected a header line".into()))?;
-    let columns = split_line(header);
+    let mut reader = csv_reader(text);
+    let (header_line, columns) = header(&mut reader, source)?;
     let find = |name: &str| columns.iter().position(|c| c == name);
     let product_column = find("product_id").ok_or_else(|| fail(header_line, "missing column product_id".into()))?;
     let response_column = find("response").ok_or_else(|| fail(header_line, "missing column response".into()))?;
     let event_column = find("event_id");
     let mut features: Option<Vec<usize>> = None;
     let mut rows = Vec::new();
-    for (line, text) in lines {
-        let fields = split_line(text);
+    for record in reader.records() {
+        let fields = record.map_err(|e| csv_error(source, &e))?;
+        let line = line_of(&fields);
         if fields.len() != columns.len() {
             return Err(fail(line, format!("{} fields, the header has {}", fields.len(), columns.len())));
         }
-        let field = |i: usize| fields.get(i).map_or("", String::as_str);
+        let field = |i: usize| fields.get(i).unwrap_or("");
         let feature_columns = features.get_or_insert_with(|| {
             (0..columns.len())
                 .filter(|&i| i != product_column && i != response_column && Some(i) != event_column)
@@ -110,6 +118,39 @@ pub fn parse_log(text: &str, source: &str) -> Result<HistoryLog> {
     Ok(HistoryLog { feature_names, rows })
 }
 
+/// Reads an item list: the `product_id` column of a CSV file (other columns,
+/// such as product features, are ignored).
+///
+/// # Errors
+/// [`ClientError::Input`] naming the file, and the line at fault.
+pub fn read_items(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Input(format!("{}: {e}", path.display())))?;
+    parse_items(&text, &path.display().to_string())
+}
+
+/// Parses an item list; `source` names it in errors.
+///
+/// # Errors
+/// [`ClientError::Input`] for a missing `product_id` column or an empty id.
+pub fn parse_items(text: &str, source: &str) -> Result<Vec<String>> {
+    let mut reader = csv_reader(text);
+    let (header_line, columns) = header(&mut reader, source)?;
+    let column = columns
+        .iter()
+        .position(|c| c == "product_id")
+        .ok_or_else(|| ClientError::Input(format!("{source}:{header_line}: missing column product_id")))?;
+    reader
+        .records()
+        .map(|record| {
+            let record = record.map_err(|e| csv_error(source, &e))?;
+            match record.get(column) {
+                Some(id) if !id.is_empty() => Ok(id.to_owned()),
+                _ => Err(ClientError::Input(format!("{source}:{}: product_id is empty", line_of(&record)))),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -124,6 +165,18 @@ mod tests {
         assert_eq!(log.rows[1].response, 0.0);
         assert_eq!(log.rows[1].line, 3);
         assert_eq!(log.rows[0].event_id.as_deref(), Some("e1"));
+        // A quoted field may hold a quote and a line break.
+        let quoted = parse_log("note,x,product_id,response\n\"a \"\"b\"\"\nc\",1,p,0\n", "q.csv").unwrap();
+        assert_eq!((quoted.feature_names.clone(), quoted.rows[0].line), (vec!["x".to_owned()], 2));
+    }
+
+    #[test]
+    fn item_lists_take_the_product_id_column() {
+        let items = parse_items("category,product_id\n\"pizza, large\",7\n\ncoffee,12\n", "items.csv").unwrap();
+        assert_eq!(items, ["7", "12"]);
+        assert_eq!(parse_items("id\n1\n", "i.csv").unwrap_err().to_string(), "i.csv:1: missing column product_id");
+        assert_eq!(parse_items("product_id,x\n,1\n", "i.csv").unwrap_err().to_string(), "i.csv:2: product_id is empty");
+        assert_eq!(parse_items("", "i.csv").unwrap_err().to_string(), "i.csv:1: empty file: expected a header line");
     }
 
     #[test]
@@ -135,6 +188,7 @@ mod tests {
             ("age,product_id,response\n1,a,1\nx,b,0\n", "t.csv:3: column age is not a finite number: \"x\""),
             ("age,product_id,response\n1,a,1\n2,b\n", "t.csv:3: 2 fields, the header has 3"),
             ("age,product_id,response\n1,,1\n", "t.csv:2: product_id is empty"),
+            ("\n\nage,product_id,response\n\n1,a,1\nx,b,0\n", "t.csv:6: column age is not a finite number: \"x\""),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_log(text, "t.csv").unwrap_err().to_string(), expected);

@@ -1,31 +1,29 @@
 //! `bandit`: the client side of the recommender.
 //!
-//! Layout:
+//! What a shop links, first:
 //! - [`models`]: rank, stats, export, load, create over Redis (BANDIT.*).
 //! - [`feedback`]: the buffered Kafka producer of feedback events.
-//! - [`format`]: numbers at their shortest round-trip text.
-//! - [`shop`]: the simulated shop: catalogue, visitors, context, click model.
-//! - [`simulate`]: the learning loop against a recommender, with random and
-//!   oracle baselines, its table, SVG curve and summary line.
-//! - [`live`]: the live stack as a recommender (Redis + Kafka).
-//! - [`history`]: historical logs (CSV) for bootstrap and evaluation.
-//! - [`generate`]: historical logs made by the simulated shop.
-//! - [`evaluate`]: offline policy evaluation (six policies, four metrics).
-//! - [`bench`]: RANK versus GET, fold rate and flush cost.
-//! - [`rng`]: deterministic random numbers.
+//! - [`history`]: historical logs and item lists (CSV), for bootstrap and evaluation.
 //! - [`error`]: this crate's error type.
+//!
+//! Then the laboratory, [`lab`]: the simulated shop, the learning loop and
+//! its drift experiment, offline policy evaluation, generated logs and the
+//! benchmarks, all learning through the same core code as the sink:
+//! - [`lab::rng`]: deterministic random numbers and samplers.
+//! - [`lab::local`]: LinUCB trained and served in process (core's trainer and model).
+//! - [`lab::shop`]: catalogue, visitors, context, and the hidden click model (and its drift).
+//! - [`lab::simulate`]: the learning loop against a recommender, with random
+//!   and oracle baselines; its table, SVG curve, summary and recovery after a drift.
+//! - [`lab::live`]: the live stack (Redis + Kafka) as a recommender.
+//! - [`lab::generate`]: historical logs made by the simulated shop.
+//! - [`lab::evaluate`]: offline policy evaluation (six policies, four metrics).
+//! - [`lab::bench`]: RANK versus GET, fold rate and flush cost.
 
-pub mod bench;
 pub mod error;
-pub mod evaluate;
 pub mod feedback;
-pub mod format;
-pub mod generate;
 pub mod history;
-pub mod live;
 pub mod models;
-pub mod rng;
-pub mod shop;
-pub mod simulate;
+
+pub mod lab;
 
 pub use error::{ClientError, Result};

@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bandit::feedback::FeedbackProducer;
-use bandit::format;
-use bandit::live::LiveStack;
-use bandit::models::{Models, RankOptions};
-use bandit::shop::{Catalogue, DIM};
-use bandit::simulate::{self, SimulationConfig};
+use bandit::lab::live::LiveStack;
+use bandit::lab::shop::{Catalogue, DIM};
+use bandit::lab::simulate::{self, LocalLinUcb, LocalSettings, Report, SimulationConfig};
+use bandit::models::{CreateOptions, Models, RankOptions};
+use bandit::lab::{bench, evaluate};
 use bandit::ClientError;
 use bandit_core::codec::Format;
 use bandit_core::event::FeedbackEvent;
+use bandit_core::number::Shortest;
 use clap::Parser;
 use cli::args::{BenchCommand, Cli, Command, Connection, FeedbackArg, PayloadFormat, ReportFormat};
 
@@ -68,14 +69,14 @@ fn run(cli: Cli) -> Result<()> {
     let c = &cli.connection;
     let models = || Models::connect(&c.redis).with_context(|| format!("connecting to {}", c.redis));
     match cli.command {
-        Command::Create { dim, alpha, lambda } => {
-            models()?.create(&c.model, dim, alpha, lambda)?;
+        Command::Create { dim, alpha, lambda, decay } => {
+            models()?.create(&c.model, dim, &CreateOptions { alpha, lambda, decay })?;
             println!("OK");
         }
         Command::Rank { context, arms, top, alpha } => {
             let options = RankOptions { candidates: arms.as_deref(), top_k: top, alpha };
             for ranked in models()?.rank(&c.model, &context, &options).map_err(cli_error)? {
-                println!("{}\t{}", ranked.id, format::number(ranked.score));
+                println!("{}\t{}", ranked.id, Shortest(ranked.score));
             }
         }
         // Numbers come at their shortest round-trip text (Models::stats).
@@ -118,37 +119,36 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(bench) => run_bench(c, bench)?,
         Command::Generate { events, seed, out, items_out } => {
-            let (log, items) = bandit::generate::generate_log(events, seed);
+            let (log, items) = bandit::lab::generate::generate_log(events, seed);
             std::fs::write(&out, log).with_context(|| format!("writing {}", out.display()))?;
             if let Some(path) = items_out {
                 std::fs::write(&path, items).with_context(|| format!("writing {}", path.display()))?;
             }
             println!("wrote {events} events to {}", out.display());
         }
-        Command::Evaluate { log, items, top_k, test_fraction, seed, format } => {
+        Command::Evaluate { log, items, top_k, test_fraction, seed, decay, format } => {
             let started = Instant::now();
             let history = bandit::history::read_log(&log)?;
-            let items = match items {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    Some(bandit::generate::item_ids(&text, &path.display().to_string())?)
-                }
-                None => None,
-            };
-            let config = bandit::evaluate::EvalConfig { top_k, test_fraction, seed };
-            let results = bandit::evaluate::evaluate(&history, items, &config)?;
+            let items = items.map(|path| bandit::history::read_items(&path)).transpose()?;
+            let config = evaluate::EvalConfig { top_k, test_fraction, seed, decay };
+            let results = evaluate::evaluate(&history, items, &config)?;
             match format {
-                ReportFormat::Table => print!("{}", bandit::evaluate::table(&results, top_k)),
-                ReportFormat::Json => println!("{}", bandit::evaluate::json(&results)),
-                ReportFormat::Csv => print!("{}", bandit::evaluate::csv(&results)),
+                ReportFormat::Table => print!("{}", evaluate::table(&results, top_k)),
+                ReportFormat::Json => println!("{}", evaluate::json(&results)),
+                ReportFormat::Csv => print!("{}", evaluate::csv(&results)),
             }
             let per_policy: Vec<String> = results.iter().map(|r| format!("{} {:.2}s", r.name, r.seconds)).collect();
             eprintln!("{} events, {} policies in {:.2} s ({})", history.rows.len(), results.len(), started.elapsed().as_secs_f64(), per_policy.join(", "));
         }
-        Command::Simulate { steps, seed, top_k, window, rate, plot, feedback } => {
+        Command::Simulate { steps, seed, top_k, window, rate, plot, feedback, local, decay, drift_at, recovery_window } => {
             let window = window.unwrap_or((steps / 10).max(1));
-            let config = SimulationConfig { steps, seed, top_k, window, feedback: feedback.into() };
-            simulate(c, &config, rate, &plot)?;
+            let config = SimulationConfig { steps, seed, top_k, window, feedback: feedback.into(), drift_at };
+            let run = SimulateRun { config, rate, plot, decay, recovery_window };
+            if local {
+                simulate_local(&run)?;
+            } else {
+                simulate_live(c, &run)?;
+            }
         }
     }
     Ok(())
@@ -157,31 +157,99 @@ fn run(cli: Cli) -> Result<()> {
 fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Rank { arms, dim, top, requests, connections, seconds } => {
-            let config = bandit::bench::BenchConfig { arms, dim, top, requests, connections, seconds };
-            let result = bandit::bench::run(&c.redis, &config)?;
-            print!("{}", bandit::bench::report(&config, &result));
+            let config = bench::BenchConfig { arms, dim, top, requests, connections, seconds };
+            let result = bench::run(&c.redis, &config)?;
+            print!("{}", bench::report(&config, &result));
         }
         BenchCommand::Fold { dim, events } => {
-            let (fold, decode_and_fold) = bandit::bench::fold_rate(dim, events);
+            let (fold, decode_and_fold) = bench::fold_rate(dim, events);
             println!("fold, d = {dim}: {fold:.0} events/s; JSON decode + validate + fold: {decode_and_fold:.0} events/s (one core)");
         }
         BenchCommand::Flush { dim, arms } => {
-            let (cpu_ms, bytes) = bandit::bench::flush_cost(dim, arms);
-            let (total_ms, load_ms) = bandit::bench::flush_with_load(&c.redis, dim, arms)?;
+            let (cpu_ms, bytes) = bench::flush_cost(dim, arms);
+            let (total_ms, load_ms) = bench::flush_with_load(&c.redis, dim, arms)?;
             println!("flush of {arms} arms, d = {dim}: inversion + encoding {cpu_ms:.1} ms ({:.1} MB); with BANDIT.LOAD {total_ms:.1} ms (LOAD alone {load_ms:.1} ms)", bytes as f64 / 1e6);
         }
     }
     Ok(())
 }
 
-fn simulate(c: &Connection, config: &SimulationConfig, rate: f64, plot: &PathBuf) -> Result<()> {
+/// What `bandit simulate` was asked for.
+struct SimulateRun {
+    config: SimulationConfig,
+    rate: f64,
+    plot: PathBuf,
+    decay: f64,
+    recovery_window: usize,
+}
+
+/// Prints the learning curve of `report` (and writes its SVG).
+fn print_report(run: &SimulateRun, report: &Report, learner: &str) -> Result<()> {
+    std::fs::write(&run.plot, report.svg()).with_context(|| format!("writing {}", run.plot.display()))?;
+    println!("CTR per window of {} visits ({learner} learns from its own feedback; random and oracle see the same visits):", run.config.window);
+    print!("{}", report.table());
+    println!("learning curve: {}", run.plot.display());
+    println!("{}", report.summary());
+    Ok(())
+}
+
+/// The recovery after a drift, as a count or "none" (not within the run).
+fn recovery_text(report: &Report, window: usize) -> String {
+    report.recovery(window).map_or_else(|| "none".to_owned(), |visits| visits.to_string())
+}
+
+/// The recovery lines after a drift: one per learner, then a machine-readable line.
+fn print_recovery(run: &SimulateRun, learners: &[(&str, String, &Report)]) {
+    let Some(at) = run.config.drift_at else { return };
+    let window = run.recovery_window;
+    println!(
+        "after the drift at visit {at} (coffee moves to evenings, weekends to salads and desserts): visits until LinUCB's clicks over the last {window} visits reach 90% of the oracle's"
+    );
+    for (label, _, report) in learners {
+        let text = report.recovery(window).map_or_else(|| format!("not within the run ({} visits after the drift)", run.config.steps.saturating_sub(at)), |v| v.to_string());
+        println!("  {label:<32} {text}");
+    }
+    let fields: Vec<String> = learners.iter().map(|(_, key, report)| format!("{key}={}", recovery_text(report, window))).collect();
+    println!("recovery: drift_at={at} window={window} {}", fields.join(" "));
+}
+
+/// `bandit simulate --local`: in process; with a drift and forgetting, the
+/// same visits once more without forgetting.
+fn simulate_local(run: &SimulateRun) -> Result<()> {
+    let catalogue = Catalogue::generate(run.config.seed);
+    let learn = |decay: f64| -> Result<Report> {
+        let mut learner = LocalLinUcb::new(&catalogue, LocalSettings { decay, ..LocalSettings::DEFAULT })?;
+        Ok(simulate::run(&run.config, &catalogue, &mut learner, |_, _| {})?)
+    };
+    let report = learn(run.decay)?;
+    let label = if run.decay < 1.0 { format!("LinUCB (in process, forgetting γ = {})", Shortest(run.decay)) } else { "LinUCB (in process)".to_owned() };
+    print_report(run, &report, &label)?;
+    if run.config.drift_at.is_some() {
+        if run.decay < 1.0 {
+            let plain = learn(1.0)?;
+            let forgetting = format!("forgetting, γ = {}", Shortest(run.decay));
+            print_recovery(run, &[("no forgetting, γ = 1", "no_forgetting".into(), &plain), (&forgetting, "forgetting".into(), &report)]);
+        } else {
+            print_recovery(run, &[("no forgetting, γ = 1", "no_forgetting".into(), &report)]);
+        }
+    }
+    Ok(())
+}
+
+fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
+    let (config, rate) = (&run.config, run.rate);
     let steps = config.steps;
     let catalogue = Catalogue::generate(config.seed);
     let mut models = Models::connect(&c.redis).with_context(|| format!("connecting to {}", c.redis))?;
     match models.dim(&c.model)? {
         Some(dim) if dim != DIM => bail!("{} has dim {dim}, the shop's context has {DIM} features", c.model),
-        Some(_) => {}
-        None => models.create(&c.model, DIM, None, None)?,
+        Some(_) => {
+            let decay = models.stats(&c.model, None)?.get("decay").and_then(|d| d.parse::<f64>().ok()).unwrap_or(1.0);
+            if decay != run.decay {
+                bail!("{} forgets with decay {decay}, --decay is {}: use another --model or the same decay", c.model, Shortest(run.decay));
+            }
+        }
+        None => models.create(&c.model, DIM, &CreateOptions { decay: Some(run.decay), ..CreateOptions::default() })?,
     }
     let producer = checked_producer(c)?;
     let mut live = LiveStack { models, producer, model: c.model.clone(), candidates: catalogue.ids() };
@@ -205,10 +273,7 @@ fn simulate(c: &Connection, config: &SimulationConfig, rate: f64, plot: &PathBuf
         eprintln!();
     }
     live.producer.flush(Duration::from_secs(30))?;
-    std::fs::write(plot, report.svg()).with_context(|| format!("writing {}", plot.display()))?;
-    println!("CTR per window of {} visits (LinUCB learns from its own feedback; random and oracle see the same visits):", config.window);
-    print!("{}", report.table());
-    println!("learning curve: {}", plot.display());
-    println!("{}", report.summary());
+    print_report(run, &report, "LinUCB")?;
+    print_recovery(run, &[("LinUCB (live)", "linucb".into(), &report)]);
     Ok(())
 }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bandit_core::codec::{self, Format};
+use bandit_core::number::Shortest;
 use bandit_core::{Limits, Payload};
 
 use crate::error::{ClientError, Result};
-use crate::format;
 
 /// One ranked product.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,18 @@ pub struct RankOptions<'a> {
     pub top_k: Option<usize>,
     /// Exploration weight; the model's default when None.
     pub alpha: Option<f64>,
+}
+
+/// The settings BANDIT.CREATE takes besides DIM; each one left out is the
+/// module's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CreateOptions {
+    /// Default exploration weight α.
+    pub alpha: Option<f64>,
+    /// Ridge prior λ.
+    pub lambda: Option<f64>,
+    /// Forgetting γ per event of an arm, in (0, 1]; 1 keeps everything.
+    pub decay: Option<f64>,
 }
 
 /// A connection to Redis for model commands.
@@ -130,7 +142,7 @@ impl Models {
     }
 
     /// BANDIT.STATS (of the model, or of one arm) as field → value text,
-    /// numbers at their shortest round-trip text ([`format::number_text`]).
+    /// numbers at their shortest round-trip text ([`number_text`]).
     ///
     /// # Errors
     /// Server errors.
@@ -189,29 +201,46 @@ impl Models {
     ///
     /// # Errors
     /// Server errors (exists with another dim, …).
-    pub fn create(&mut self, model: &str, dim: usize, alpha: Option<f64>, lambda: Option<f64>) -> Result<()> {
+    pub fn create(&mut self, model: &str, dim: usize, options: &CreateOptions) -> Result<()> {
         let mut command = redis::cmd("BANDIT.CREATE");
         command.arg(model).arg("DIM").arg(dim);
-        if let Some(alpha) = alpha {
-            command.arg("ALPHA").arg(alpha);
-        }
-        if let Some(lambda) = lambda {
-            command.arg("LAMBDA").arg(lambda);
+        for (name, value) in [("ALPHA", options.alpha), ("LAMBDA", options.lambda), ("DECAY", options.decay)] {
+            if let Some(value) = value {
+                command.arg(name).arg(value);
+            }
         }
         self.query(model, &command)
     }
 }
 
+/// A reply's text: integers as integers (exact beyond 2⁵³), other numbers
+/// at their shortest round-trip text ([`Shortest`]: `%.17g`'s
+/// `0.40000000000000002` is 0.4, an empty sum's `-0` is 0), anything else
+/// unchanged.
+#[must_use]
+pub fn number_text(text: &str) -> String {
+    if let Ok(integer) = text.parse::<i64>() {
+        return integer.to_string();
+    }
+    if let Ok(integer) = text.parse::<u64>() {
+        return integer.to_string();
+    }
+    match text.parse::<f64>() {
+        Ok(value) => Shortest(value).to_string(),
+        Err(_) => text.to_owned(),
+    }
+}
+
 /// A reply value as display text (nested maps and arrays flattened),
-/// numbers through [`format::number_text`].
+/// numbers through [`number_text`].
 fn render(value: &redis::Value) -> String {
     match value {
         redis::Value::Array(items) => {
             let parts: Vec<String> = items.iter().map(render).collect();
             format!("[{}]", parts.join(", "))
         }
-        redis::Value::Double(number) => format::number(*number),
-        other => redis::from_redis_value::<String>(other).map_or_else(|_| format!("{other:?}"), |text| format::number_text(&text)),
+        redis::Value::Double(number) => Shortest(*number).to_string(),
+        other => redis::from_redis_value::<String>(other).map_or_else(|_| format!("{other:?}"), |text| number_text(&text)),
     }
 }
 
@@ -228,5 +257,39 @@ mod tests {
         assert_eq!(render(&redis::Value::Double(-0.0)), "0");
         assert_eq!(render(&redis::Value::Int(30)), "30");
         assert_eq!(render(&redis::Value::Array(vec![bulk("0.10000000000000001"), bulk("-0")])), "[0.1, 0]");
+    }
+
+    /// Expected texts: what a person would write for the value Redis sent
+    /// (core's `Shortest` switches to an exponent below 1e-5 and from 1e16).
+    #[test]
+    fn reply_numbers_shortest_round_trip_and_no_negative_zero() {
+        let cases = [
+            ("0.40000000000000002", "0.4"),
+            ("0.29999999999999999", "0.3"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("0.55901699437494745", "0.5590169943749475"),
+            ("1.0000000000000001e-300", "1e-300"),
+            ("-2.5000000000000001e-07", "-2.5e-7"),
+            ("0.00001", "0.00001"),
+            ("0.000001", "1e-6"),
+            ("1e16", "1e16"),
+            ("1234567890123456.5", "1234567890123456.5"),
+            ("inf", "inf"),
+            ("-2.5", "-2.5"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(number_text(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_and_text_are_kept() {
+        assert_eq!(number_text("30"), "30");
+        assert_eq!(number_text("18446744073709551615"), "18446744073709551615");
+        assert_eq!(number_text("9007199254740993"), "9007199254740993");
+        assert_eq!(number_text("123456789012345678"), "123456789012345678");
+        assert_eq!(number_text("p4"), "p4");
+        assert_eq!(number_text(""), "");
     }
 }

@@ -9,6 +9,10 @@
 //! trainer, so they are compared to the bit; θ, A⁻¹ and scores come from a
 //! different algorithm and are compared with a tolerance.
 
+// The elimination loops index rows and columns as the textbook formulas
+// do (m[row][k] -= factor · m[col][k]); iterators would hide them.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::BTreeMap;
 
 use bandit_core::event::FeedbackEvent;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bandit::feedback::FeedbackProducer;
-use bandit::models::{Models, RankOptions, Ranked};
+use bandit::models::{CreateOptions, Models, RankOptions, Ranked};
 use bandit::ClientError;
 use bandit_core::codec::{encode_binary, Format};
 use bandit_core::Payload;
@@ -22,6 +22,11 @@ use bandit_tests::sink::{feedback_events, model_updates, SinkOptions, SinkProces
 
 /// Scores from the module (f32 rows) against the reference (f64).
 const SCORE_TOLERANCE: f64 = 1e-5;
+
+/// The harness's α and λ, the module's default decay.
+fn settings() -> CreateOptions {
+    CreateOptions { alpha: Some(ALPHA), lambda: Some(LAMBDA), decay: None }
+}
 
 fn url(server: &RedisServer) -> String {
     format!("redis://127.0.0.1:{}", server.port)
@@ -54,8 +59,8 @@ fn assert_ranked_as_reference(ranked: &[Ranked], arms: &BTreeMap<String, DenseAr
 fn the_library_ranks_and_manages_models() {
     let server = RedisServer::start();
     let mut models = Models::connect(&url(&server)).unwrap();
-    models.create("m", 6, Some(ALPHA), Some(LAMBDA)).unwrap();
-    let payload = bandit::bench::trained_payload_with_lambda(6, 30, 10, 3, LAMBDA);
+    models.create("m", 6, &settings()).unwrap();
+    let payload = bandit::lab::bench::trained_payload_with_lambda(6, 30, 10, 3, LAMBDA).unwrap();
     assert_eq!(models.load("m", &encode_binary(&payload).unwrap()).unwrap(), 30);
     let arms = reference_arms(&payload);
 
@@ -99,7 +104,7 @@ fn the_library_ranks_and_manages_models() {
     let json = models.export("m", None, Format::Json).unwrap();
     assert_eq!(json.first(), Some(&b'{'));
     assert_eq!(models.export_payload("m").unwrap().arms.len(), 30);
-    models.create("copy", 6, Some(ALPHA), Some(LAMBDA)).unwrap();
+    models.create("copy", 6, &settings()).unwrap();
     assert_eq!(models.load("copy", &json).unwrap(), 30);
 
     // Server errors are typed errors, printed once, not panics.
@@ -108,7 +113,7 @@ fn the_library_ranks_and_manages_models() {
     assert_eq!(missing.to_string(), format!("no such model 'nope' at {}", url(&server)));
     let wrong_dim = models.rank("m", &[1.0], &RankOptions::default()).unwrap_err();
     assert!(matches!(wrong_dim, ClientError::ContextLength { given: 1, dim: 6 }), "{wrong_dim:?}");
-    let exists = models.create("m", 7, Some(ALPHA), Some(LAMBDA)).unwrap_err();
+    let exists = models.create("m", 7, &settings()).unwrap_err();
     assert!(matches!(&exists, ClientError::Server { code, .. } if code == "EXISTS"), "{exists:?}");
     assert!(exists.to_string().contains("DIM 6"), "{exists}");
 }
@@ -301,7 +306,7 @@ fn bootstrap_publishes_a_generated_history_that_the_sink_learns() {
     let redis = RedisServer::start();
     let broker = KafkaBroker::start();
     broker.create_topic("feedback", 2);
-    let (log_csv, _) = bandit::generate::generate_log(400, 5);
+    let (log_csv, _) = bandit::lab::generate::generate_log(400, 5);
     let history = bandit::history::parse_log(&log_csv, "history.csv").unwrap();
     let properties = BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]);
     let producer = FeedbackProducer::new(&broker.bootstrap(), "feedback", &properties).unwrap();
@@ -321,10 +326,10 @@ fn bootstrap_publishes_a_generated_history_that_the_sink_learns() {
 #[test]
 fn bench_rank_leaves_no_keys_behind() {
     let server = RedisServer::start();
-    let config = bandit::bench::BenchConfig { arms: 20, dim: 4, top: 3, requests: 600, connections: 1, seconds: 0.2 };
+    let config = bandit::lab::bench::BenchConfig { arms: 20, dim: 4, top: 3, requests: 600, connections: 1, seconds: 0.2 };
     let mut conn = server.connect();
     conn.cmd("SET unrelated kept");
-    bandit::bench::run(&url(&server), &config).unwrap();
+    bandit::lab::bench::run(&url(&server), &config).unwrap();
     assert!(conn.cmd("KEYS bench:*").array().is_empty(), "bench:* keys left behind");
     assert_eq!(conn.cmd("GET unrelated").text(), "kept");
 
@@ -334,7 +339,7 @@ fn bench_rank_leaves_no_keys_behind() {
         module_args: vec!["MAX-DIM".into(), "3".into()],
         ..Default::default()
     });
-    let failed = bandit::bench::run(&url(&small), &config);
+    let failed = bandit::lab::bench::run(&url(&small), &config);
     assert!(failed.is_err(), "{failed:?}");
     assert!(small.connect().cmd("KEYS bench:*").array().is_empty(), "bench:* keys left behind after a failure");
 }
@@ -353,7 +358,7 @@ fn export_then_import_restores_the_model_with_its_settings() {
     let source_url = url(&source);
     let dir = TempDir::new("backup");
     bandit_ok(&["--redis", &source_url, "--model", "shop", "create", "--dim", "5", "--alpha", "0.5", "--lambda", "2"]);
-    let payload = bandit::bench::trained_payload_with_lambda(5, 8, 12, 4, 2.0);
+    let payload = bandit::lab::bench::trained_payload_with_lambda(5, 8, 12, 4, 2.0).unwrap();
     let arms_file = dir.path().join("arms.bin");
     std::fs::write(&arms_file, encode_binary(&payload).unwrap()).unwrap();
     bandit_ok(&["--redis", &source_url, "--model", "shop", "import", path_text(&arms_file)]);

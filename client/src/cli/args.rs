@@ -80,6 +80,9 @@ pub enum Command {
         /// Ridge prior λ: an arm with no data has A = λI (default: the module's LAMBDA argument, 1 unless set).
         #[arg(long)]
         lambda: Option<f64>,
+        /// Forgetting γ in (0, 1]: before each event of an arm its evidence keeps weight γ (default: the module's DECAY argument, 1 = no forgetting, unless set).
+        #[arg(long, value_parser = decay())]
+        decay: Option<f64>,
     },
     /// Rank products for a context (BANDIT.RANK … WITHSCORES).
     Rank {
@@ -177,6 +180,11 @@ pub enum Command {
         /// Random seed of the randomised policies (Random, LinGreedy, LinTS, ClustersTS).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Forgetting γ in (0, 1] of the linear policies (LinGreedy, LinUCB, LinTS), which
+        /// fold the training rows in log order: a row keeps weight γᵏ after k later rows of
+        /// its product. 1: no forgetting.
+        #[arg(long, default_value_t = 1.0, value_parser = decay())]
+        decay: f64,
         /// How to print the results.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
@@ -184,7 +192,7 @@ pub enum Command {
     /// Benchmarks (see the README's Performance section).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run the simulated shop against the live stack and show the learning curve.
+    /// Run the simulated shop against the live stack (or in process with --local) and show the learning curve.
     Simulate {
         /// Visits to simulate.
         #[arg(long, default_value_t = 3000, value_parser = at_least_one())]
@@ -208,6 +216,26 @@ pub enum Command {
         /// Which outcomes of a visit are sent as feedback.
         #[arg(long, value_enum, default_value = "cascade")]
         feedback: FeedbackArg,
+        /// Learn in process instead of through Redis and Kafka: core's trainer and model,
+        /// α = 1, λ = 1, publishing every 50 feedback events. No servers; --rate is ignored.
+        #[arg(long)]
+        local: bool,
+        /// Forgetting γ in (0, 1] of the learner: before each event of a product its
+        /// evidence keeps weight γ. With --local, the in-process learner's; live, the DECAY of
+        /// a model this command creates (an existing model must have the same). 1: none.
+        #[arg(long, default_value_t = 1.0, value_parser = decay())]
+        decay: f64,
+        /// Tastes drift after this many visits (default: never): from the next visit on,
+        /// coffee drinkers come in the evening instead of the morning, and weekend visitors
+        /// want salads and desserts instead of pizzas and burgers. Prints the recovery: how many visits after the drift
+        /// until LinUCB's clicks over the last --recovery-window visits (all after the drift)
+        /// reach 90% of the oracle's on the same visits. With --local and --decay below 1,
+        /// LinUCB also runs without forgetting on the same visits, for comparison.
+        #[arg(long, value_parser = at_least_one())]
+        drift_at: Option<usize>,
+        /// The moving window of the recovery after --drift-at, in visits.
+        #[arg(long, default_value_t = 500, value_parser = at_least_one())]
+        recovery_window: usize,
     },
 }
 
@@ -263,6 +291,11 @@ fn at_least_one() -> ValueParser {
         Ok(count) if count >= 1 => Ok(count),
         _ => Err(format!("expected a whole number of at least 1, got {text:?}")),
     }))
+}
+
+/// A forgetting factor γ in (0, 1].
+fn decay() -> ValueParser {
+    finite_number(|v| v > 0.0 && v <= 1.0, "a number in (0, 1]")
 }
 
 /// A finite number of seconds above 0.
@@ -350,5 +383,15 @@ mod tests {
         assert!(parse(&["feedback", "--product", "p", "--reward", "1", "--context", "1", "--kafka-timeout", "0"]).is_err());
         assert!(parse(&["feedback", "--product", "p", "--reward", "-1", "--context", "-1,0.5", "--kafka-timeout", "2.5"]).is_ok());
         assert!(parse(&["simulate", "--rate", "nan"]).is_err());
+        for refused in ["0", "1.5", "-0.5", "nan", "x"] {
+            let option = format!("--decay={refused}");
+            let error = parse(&["simulate", "--local", &option]).unwrap_err();
+            assert!(error.contains("a number in (0, 1]"), "{refused}: {error}");
+            assert!(parse(&["evaluate", "--log", "l.csv", &option]).is_err());
+            assert!(parse(&["create", "--dim", "3", &option]).is_err());
+        }
+        assert!(parse(&["simulate", "--local", "--decay", "1", "--drift-at", "3000"]).is_ok());
+        assert!(parse(&["evaluate", "--log", "l.csv", "--decay", "0.999"]).is_ok());
+        assert!(parse(&["simulate", "--drift-at", "0"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The simulated shop: a menu of products, users who visit at random times
 //! of the week, the 15-feature context a visit produces, and the hidden click
-//! model that decides what they click. Deterministic for a seed.
+//! model that decides what they click, and how it can drift. Deterministic
+//! for a seed.
 //!
 //! Context layout (all in [0, 1]):
 //! | 0 age | 1 latitude | 2 longitude | 3 male | 4 female | 5 organic |
@@ -8,7 +9,7 @@
 //! 11 is_afternoon (12–18) | 12 is_evening (18–24) | 13 is_weekend | 14 is_weekday |
 //! Age, latitude and longitude are min-max scaled over their ranges.
 
-use crate::rng::Rng;
+use crate::lab::rng::Rng;
 
 /// Number of context features.
 pub const DIM: usize = 15;
@@ -188,6 +189,11 @@ impl Visit {
     }
 
     #[must_use]
+    pub fn is_evening(&self) -> bool {
+        (18..24).contains(&self.hour)
+    }
+
+    #[must_use]
     pub fn is_weekend(&self) -> bool {
         self.day >= 5
     }
@@ -211,37 +217,56 @@ impl Visit {
             source(4),
             flag(self.is_morning()),
             flag((12..18).contains(&self.hour)),
-            flag((18..24).contains(&self.hour)),
+            flag(self.is_evening()),
             flag(self.is_weekend()),
             flag(!self.is_weekend()),
         ]
     }
 }
 
-/// The hidden click model: the probability that this visitor clicks this
-/// product when it is shown.
-#[must_use]
-pub fn click_probability(visit: &Visit, product: &Product) -> f64 {
-    let mut logit: f64 = -2.5;
-    if visit.is_morning() && product.category == Category::Coffee {
-        logit += 2.5;
-    }
-    if visit.is_weekend() && matches!(product.category, Category::Pizzas | Category::BurgersAndSandwiches) {
-        logit += 1.8;
-    }
-    if scale(visit.user.age, AGE_RANGE) < 0.25 && product.price_scaled > 0.8 {
-        logit -= 3.0;
-    }
-    if visit.user.source == SEARCH {
-        logit += 0.5;
-    }
-    1.0 / (1.0 + (-logit).exp())
+/// The hidden click model in force. Tastes can change: after a drift the
+/// coffee drinkers come in the evening instead of the morning (the
+/// time-of-day effect moves from `is_morning` to `is_evening`), and weekend
+/// visitors want salads and desserts instead of pizzas and burgers, which a
+/// learner must notice in its feedback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tastes {
+    /// Coffee in the morning.
+    #[default]
+    Usual,
+    /// Coffee in the evening; salads and desserts at weekends.
+    Drifted,
 }
 
-/// The visitor reads the list in order and clicks the first product a
-/// Bernoulli draw accepts. Returns the position clicked, if any.
-pub fn react(rng: &mut Rng, visit: &Visit, shown: &[&Product]) -> Option<usize> {
-    shown.iter().position(|product| rng.bernoulli(click_probability(visit, product)))
+impl Tastes {
+    /// The probability that this visitor clicks this product when it is shown.
+    #[must_use]
+    pub fn click_probability(self, visit: &Visit, product: &Product) -> f64 {
+        let (coffee_time, weekend_treats) = match self {
+            Tastes::Usual => (visit.is_morning(), [Category::Pizzas, Category::BurgersAndSandwiches]),
+            Tastes::Drifted => (visit.is_evening(), [Category::Salads, Category::Desserts]),
+        };
+        let mut logit: f64 = -2.5;
+        if coffee_time && product.category == Category::Coffee {
+            logit += 2.5;
+        }
+        if visit.is_weekend() && weekend_treats.contains(&product.category) {
+            logit += 1.8;
+        }
+        if scale(visit.user.age, AGE_RANGE) < 0.25 && product.price_scaled > 0.8 {
+            logit -= 3.0;
+        }
+        if visit.user.source == SEARCH {
+            logit += 0.5;
+        }
+        1.0 / (1.0 + (-logit).exp())
+    }
+
+    /// The visitor reads the list in order and clicks the first product a
+    /// Bernoulli draw accepts. Returns the position clicked, if any.
+    pub fn react(self, rng: &mut Rng, visit: &Visit, shown: &[&Product]) -> Option<usize> {
+        shown.iter().position(|product| rng.bernoulli(self.click_probability(visit, product)))
+    }
 }
 
 #[cfg(test)]
@@ -267,17 +292,26 @@ mod tests {
         let pizza = product(Category::Pizzas, 0.5);
         let pricey = product(Category::PubClassics, 0.9);
         // Tuesday 08:00, 40 years old, from search: −2.5 + 2.5 + 0.5
-        assert_eq!(click_probability(&visit(40.0, SEARCH, 1, 8), &coffee), sigmoid(0.5));
+        assert_eq!(Tastes::Usual.click_probability(&visit(40.0, SEARCH, 1, 8), &coffee), sigmoid(0.5));
         // Same coffee in the afternoon from email: −2.5
-        assert_eq!(click_probability(&visit(40.0, 3, 1, 14), &coffee), sigmoid(-2.5));
+        assert_eq!(Tastes::Usual.click_probability(&visit(40.0, 3, 1, 14), &coffee), sigmoid(-2.5));
         // Saturday pizza from organic: −2.5 + 1.8
-        assert!((click_probability(&visit(40.0, 0, 5, 20), &pizza) - sigmoid(-0.7)).abs() < 1e-15);
+        assert!((Tastes::Usual.click_probability(&visit(40.0, 0, 5, 20), &pizza) - sigmoid(-0.7)).abs() < 1e-15);
         // A 20-year-old (scaled 0.074) and an expensive dish: −2.5 − 3.0 + 0.5
-        assert_eq!(click_probability(&visit(20.0, SEARCH, 2, 20), &pricey), sigmoid(-5.0));
+        assert_eq!(Tastes::Usual.click_probability(&visit(20.0, SEARCH, 2, 20), &pricey), sigmoid(-5.0));
         // A 40-year-old is not put off by the price.
-        assert_eq!(click_probability(&visit(40.0, SEARCH, 2, 20), &pricey), sigmoid(-2.0));
+        assert_eq!(Tastes::Usual.click_probability(&visit(40.0, SEARCH, 2, 20), &pricey), sigmoid(-2.0));
         // Sunday morning coffee: both time effects can't stack on coffee (weekend bonus is pizza/burgers only).
-        assert_eq!(click_probability(&visit(40.0, SEARCH, 6, 9), &coffee), sigmoid(0.5));
+        assert_eq!(Tastes::Usual.click_probability(&visit(40.0, SEARCH, 6, 9), &coffee), sigmoid(0.5));
+        // After the drift the same morning coffee is −2.5 + 0.5, and an
+        // evening one (19:00) gets the +2.5; the other effects stay.
+        assert_eq!(Tastes::Drifted.click_probability(&visit(40.0, SEARCH, 1, 8), &coffee), sigmoid(-2.0));
+        assert_eq!(Tastes::Drifted.click_probability(&visit(40.0, SEARCH, 1, 19), &coffee), sigmoid(0.5));
+        assert_eq!(Tastes::Drifted.click_probability(&visit(20.0, SEARCH, 2, 20), &pricey), sigmoid(-5.0));
+        // Saturday: pizza loses its −2.5 + 1.8, a salad gains it.
+        assert_eq!(Tastes::Drifted.click_probability(&visit(40.0, 0, 5, 20), &pizza), sigmoid(-2.5));
+        let salad = product(Category::Salads, 0.5);
+        assert!((Tastes::Drifted.click_probability(&visit(40.0, 0, 5, 20), &salad) - sigmoid(-0.7)).abs() < 1e-15);
     }
 
     #[test]

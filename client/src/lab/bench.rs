@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use bandit_core::cholesky::Workspace;
 use bandit_core::codec::encode_binary;
 use bandit_core::event::FeedbackEvent;
-use bandit_core::fold::ArmAccumulator;
-use bandit_core::Payload;
+use bandit_core::fold::{ArmAccumulator, Learning};
+use bandit_core::{ModelSettings, Payload};
 
 use crate::error::Result;
-use crate::rng::Rng;
+use crate::lab::local::LocalModel;
+use crate::lab::rng::Rng;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -77,31 +78,34 @@ fn get_command() -> redis::Cmd {
     command
 }
 
-/// A model of `arms` arms, each folded from `events` random events, with
-/// the prior λ = 1.
-#[must_use]
-pub fn trained_payload(dim: usize, arms: usize, events: usize, seed: u64) -> Payload {
+/// A model of `arms` arms named `p0…`, each folded from `events` random
+/// events, with the prior λ = 1.
+///
+/// # Errors
+/// [`crate::ClientError::Core`] if an inversion fails (it cannot with λ > 0).
+pub fn trained_payload(dim: usize, arms: usize, events: usize, seed: u64) -> Result<Payload> {
     trained_payload_with_lambda(dim, arms, events, seed, 1.0)
 }
 
-/// As [`trained_payload`], with the prior A = λI.
-#[must_use]
-pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed: u64, lambda: f64) -> Payload {
+/// As [`trained_payload`], with the prior A = λI, trained in process
+/// ([`LocalModel`]). The payload carries no trainer offsets: it is a model
+/// to load as is.
+///
+/// # Errors
+/// [`crate::ClientError::Core`] for λ ≤ 0.
+pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed: u64, lambda: f64) -> Result<Payload> {
     let mut rng = Rng::new(seed);
-    let mut work = Workspace::default();
-    let mut x = vec![0.0; dim];
-    let arms = (0..arms)
-        .filter_map(|k| {
-            let mut arm = ArmAccumulator::new(dim, lambda);
-            for _ in 0..events {
-                x.iter_mut().for_each(|v| *v = rng.unit());
-                let reward = if rng.unit() < 0.3 { 1.0 } else { 0.0 };
-                arm.update(&x, reward);
-            }
-            arm.to_payload(&format!("p{k}"), &mut work, None).ok()
-        })
-        .collect();
-    Payload { dim, arms, offsets: vec![], settings: None }
+    let mut local = LocalModel::new(ModelSettings { dim, alpha: 1.0, lambda, decay: 1.0 })?;
+    for k in 0..arms {
+        for _ in 0..events {
+            let context_vector = (0..dim).map(|_| rng.unit()).collect();
+            let reward = if rng.unit() < 0.3 { 1.0 } else { 0.0 };
+            local.fold(&FeedbackEvent { event_id: String::new(), product_id: format!("p{k}"), reward, context_vector, timestamp: 0 })?;
+        }
+    }
+    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None });
+    payload.offsets.clear();
+    Ok(payload)
 }
 
 fn connect(url: &str) -> Result<redis::Connection> {
@@ -133,7 +137,7 @@ pub fn prepare(url: &str, config: &BenchConfig) -> Result<()> {
     let mut conn = connect(url)?;
     let _: u64 = redis::cmd("DEL").arg(MODEL_KEY).query(&mut conn)?;
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
-    let payload = trained_payload(config.dim, config.arms, 20, 7);
+    let payload = trained_payload(config.dim, config.arms, 20, 7)?;
     for chunk in payload.arms.chunks(2000) {
         let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None };
         let bytes = encode_binary(&part)?;
@@ -263,12 +267,13 @@ pub fn fold_rate(dim: usize, events: usize) -> (f64, f64) {
             serde_json::to_vec(&event).unwrap_or_default()
         })
         .collect();
-    let mut arms: Vec<ArmAccumulator> = (0..200).map(|_| ArmAccumulator::new(dim, 1.0)).collect();
+    let learning = Learning::ridge(1.0);
+    let mut arms: Vec<ArmAccumulator> = (0..200).map(|_| learning.prior(dim)).collect();
     let contexts: Vec<Vec<f64>> = (0..1000).map(|_| (0..dim).map(|_| rng.unit()).collect()).collect();
     let start = Instant::now();
     for (i, x) in contexts.iter().cycle().take(events).enumerate() {
         if let Some(arm) = arms.get_mut(i % 200) {
-            arm.update(x, 1.0);
+            learning.fold(arm, x, 1.0);
         }
     }
     let fold_only = events as f64 / start.elapsed().as_secs_f64();
@@ -279,7 +284,7 @@ pub fn fold_rate(dim: usize, events: usize) -> (f64, f64) {
             if event.validate(dim).is_ok() {
                 let index = event.product_id.get(1..).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
                 if let Some(arm) = arms.get_mut(index) {
-                    arm.update(&event.context_vector, event.reward);
+                    learning.fold(arm, &event.context_vector, event.reward);
                     folded += 1;
                 }
             }
@@ -294,12 +299,13 @@ pub fn fold_rate(dim: usize, events: usize) -> (f64, f64) {
 #[must_use]
 pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
     let mut rng = Rng::new(8);
+    let learning = Learning::ridge(1.0);
     let accumulators: Vec<ArmAccumulator> = (0..arms)
         .map(|_| {
-            let mut arm = ArmAccumulator::new(dim, 1.0);
+            let mut arm = learning.prior(dim);
             for _ in 0..dim * 2 {
                 let x: Vec<f64> = (0..dim).map(|_| rng.unit()).collect();
-                arm.update(&x, 1.0);
+                learning.fold(&mut arm, &x, 1.0);
             }
             arm
         })
@@ -329,7 +335,7 @@ pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)>
 fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
     let mut conn = connect(url)?;
     let _: u64 = redis::cmd("DEL").arg(FLUSH_KEY).query(&mut conn)?;
-    let first = trained_payload(dim, arms, dim * 2, 9);
+    let first = trained_payload(dim, arms, dim * 2, 9)?;
     let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(encode_binary(&first)?).query(&mut conn)?;
     // The next flush: every arm has seen one more event.
     let mut rng = Rng::new(10);
@@ -337,7 +343,7 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
     for arm in &first.arms {
         let mut accumulator = ArmAccumulator::from_payload(arm)?;
         let x: Vec<f64> = (0..dim).map(|_| rng.unit()).collect();
-        accumulator.update(&x, 1.0);
+        Learning::ridge(1.0).fold(&mut accumulator, &x, 1.0);
         accumulators.push((arm.id.clone(), accumulator));
     }
     let start = Instant::now();

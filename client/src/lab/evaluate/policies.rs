@@ -2,13 +2,15 @@
 //! training rows, then a scored top-k for each test context. Adding one is a
 //! new impl and a line in [`all`].
 
-use bandit_core::cholesky::{self, Workspace};
-use bandit_core::fold::ArmAccumulator;
-use bandit_core::{packed, Limits, Model, ModelSettings, Payload, RankRequest, RankScratch};
+use bandit_core::cholesky;
+use bandit_core::event::FeedbackEvent;
+use bandit_core::rank::dot;
+use bandit_core::ModelSettings;
 
 use crate::error::Result;
 use crate::history::LogRow;
-use crate::rng::Rng;
+use crate::lab::local::LocalModel;
+use crate::lab::rng::Rng;
 
 /// The candidate products, by index.
 #[derive(Debug, Clone)]
@@ -45,15 +47,18 @@ pub trait Policy {
     fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()>;
 }
 
-/// The six policies, each seeded from `seed`.
+/// The six policies, each seeded from `seed`; the linear ones fold with
+/// forgetting `decay` (1: none).
 #[must_use]
-pub fn all(dim: usize, seed: u64) -> Vec<Box<dyn Policy>> {
+pub fn all(dim: usize, seed: u64, decay: f64) -> Vec<Box<dyn Policy>> {
+    // α = 1 and λ = 1, the module's defaults.
+    let settings = ModelSettings { dim, alpha: 1.0, lambda: 1.0, decay };
     vec![
         Box::new(RandomPolicy { rng: Rng::new(seed), arms: 0 }),
         Box::new(Popularity { means: Vec::new() }),
-        Box::new(LinGreedy { epsilon: 0.1, lambda: 1.0, rng: Rng::new(seed + 1), thetas: Vec::new(), dim }),
-        Box::new(LinUcb { alpha: 1.0, lambda: 1.0, dim, model: None, ids: Vec::new(), scratch: RankScratch::default() }),
-        Box::new(LinTs { alpha: 1.0, lambda: 1.0, dim, rng: Rng::new(seed + 2), arms: Vec::new(), noise: Vec::new(), scores: Vec::new() }),
+        Box::new(LinGreedy { epsilon: 0.1, settings, rng: Rng::new(seed + 1), thetas: Vec::new() }),
+        Box::new(LinUcb { settings, model: None, ids: Vec::new() }),
+        Box::new(LinTs { settings, rng: Rng::new(seed + 2), arms: Vec::new(), noise: Vec::new(), scores: Vec::new() }),
         Box::new(ClustersTs { clusters: 10, rng: Rng::new(seed + 3), centroids: Vec::new(), counts: Vec::new(), arms: 0, scores: Vec::new() }),
     ]
 }
@@ -75,29 +80,28 @@ fn top_k(scores: &[f64], arms_ids: Option<&[String]>, k: usize, out: &mut Vec<(u
     out.sort_by(order);
 }
 
-/// Per-arm ridge statistics from the training rows.
-fn fit_arms(train: &[LogRow], arms: &Arms, dim: usize, lambda: f64) -> Vec<ArmAccumulator> {
-    let mut accumulators = vec![ArmAccumulator::new(dim, lambda); arms.ids.len()];
-    for row in train {
-        if let (Some(arm), true) = (arms.position(&row.product_id).and_then(|i| accumulators.get_mut(i)), row.context.len() == dim) {
-            arm.update(&row.context, row.response);
-        }
+/// The training rows of candidate products folded, in log order, into an
+/// in-process model and published: the ridge fit of every linear policy.
+fn fit(train: &[LogRow], arms: &Arms, settings: ModelSettings) -> Result<LocalModel> {
+    let mut local = LocalModel::new(settings)?;
+    for row in train.iter().filter(|row| arms.position(&row.product_id).is_some() && row.context.len() == settings.dim) {
+        local.fold(&FeedbackEvent {
+            event_id: row.event_id.clone().unwrap_or_default(),
+            product_id: row.product_id.clone(),
+            reward: row.response,
+            context_vector: row.context.clone(),
+            timestamp: 0,
+        })?;
     }
-    accumulators
+    local.publish()?;
+    Ok(local)
 }
 
-/// Per arm: θ = A⁻¹b and packed A⁻¹ of the ridge fit.
-fn fit_ridge(train: &[LogRow], arms: &Arms, dim: usize, lambda: f64) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
-    let mut work = Workspace::default();
-    fit_arms(train, arms, dim, lambda)
-        .iter()
-        .map(|arm| {
-            let published = arm.to_payload("", &mut work, None)?;
-            let mut theta = vec![0.0; dim];
-            packed::sym_mul_vec(dim, &published.a_inv, &published.b, &mut theta);
-            Ok((theta, published.a_inv))
-        })
-        .collect()
+/// Per candidate: θ = A⁻¹b and packed A⁻¹ of the ridge fit (the prior's
+/// for a product without training rows).
+fn fit_ridge(train: &[LogRow], arms: &Arms, settings: ModelSettings) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let local = fit(train, arms, settings)?;
+    arms.ids.iter().map(|id| local.posterior(id)).collect()
 }
 
 /// Uniformly random lists (with random scores, so AUC is chance).
@@ -150,10 +154,9 @@ impl Policy for Popularity {
 /// Ridge regression per arm, greedy, with a random list with probability ε.
 struct LinGreedy {
     epsilon: f64,
-    lambda: f64,
+    settings: ModelSettings,
     rng: Rng,
     thetas: Vec<Vec<f64>>,
-    dim: usize,
 }
 
 impl Policy for LinGreedy {
@@ -161,11 +164,11 @@ impl Policy for LinGreedy {
         "LinGreedy"
     }
     fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
-        self.thetas = fit_ridge(train, arms, self.dim, self.lambda)?.into_iter().map(|(theta, _)| theta).collect();
+        self.thetas = fit_ridge(train, arms, self.settings)?.into_iter().map(|(theta, _)| theta).collect();
         Ok(())
     }
     fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
-        let expected: Vec<f64> = self.thetas.iter().map(|theta| bandit_core::rank::dot(theta, context)).collect();
+        let expected: Vec<f64> = self.thetas.iter().map(|theta| dot(theta, context)).collect();
         if self.rng.bernoulli(self.epsilon) {
             // Explore: a random list, each arm keeping its expected reward as score.
             let shuffled: Vec<f64> = (0..expected.len()).map(|_| self.rng.unit()).collect();
@@ -180,15 +183,12 @@ impl Policy for LinGreedy {
     }
 }
 
-/// Disjoint LinUCB through the core's model and ranking: the very scores
-/// the Redis module serves.
+/// Disjoint LinUCB through the core's trainer, model and ranking: the very
+/// scores the Redis module serves.
 struct LinUcb {
-    alpha: f64,
-    lambda: f64,
-    dim: usize,
-    model: Option<Model>,
+    settings: ModelSettings,
+    model: Option<LocalModel>,
     ids: Vec<String>,
-    scratch: RankScratch,
 }
 
 impl Policy for LinUcb {
@@ -196,26 +196,14 @@ impl Policy for LinUcb {
         "LinUCB"
     }
     fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
-        let mut work = Workspace::default();
-        let published = fit_arms(train, arms, self.dim, self.lambda)
-            .iter()
-            .zip(&arms.ids)
-            .filter(|(arm, _)| arm.n > 0)
-            .map(|(arm, id)| arm.to_payload(id, &mut work, None))
-            .collect::<bandit_core::Result<Vec<_>>>()?;
-        let mut model = Model::new(ModelSettings { dim: self.dim, alpha: self.alpha, lambda: self.lambda, decay: 1.0 });
-        let limits = Limits { max_dim: usize::MAX, max_arms: usize::MAX, ..Limits::default() };
-        model.apply(&Payload { dim: self.dim, arms: published, offsets: vec![], settings: None }, 0, &limits)?;
-        self.model = Some(model);
+        self.model = Some(fit(train, arms, self.settings)?);
         self.ids = arms.ids.clone();
         Ok(())
     }
     fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
         out.clear();
-        if let Some(model) = &self.model {
-            let request = RankRequest { context, alpha: self.alpha, top: Some(k) };
-            let ranked = model.rank_candidates(&request, &self.ids, &mut self.scratch)?;
-            out.extend(ranked.iter().map(|r| (r.index as usize, r.score)));
+        if let Some(model) = &mut self.model {
+            out.extend(model.rank(context, &self.ids, k)?.iter().map(|r| (r.index as usize, r.score)));
         }
         Ok(())
     }
@@ -223,9 +211,7 @@ impl Policy for LinUcb {
 
 /// Linear Thompson sampling: θ̃ ~ N(θ, α²A⁻¹) per arm and context.
 struct LinTs {
-    alpha: f64,
-    lambda: f64,
-    dim: usize,
+    settings: ModelSettings,
     rng: Rng,
     /// Per arm: θ and the Cholesky factor L of A⁻¹ (A⁻¹ = LLᵀ).
     arms: Vec<(Vec<f64>, Vec<f64>)>,
@@ -238,27 +224,28 @@ impl Policy for LinTs {
         "LinTS"
     }
     fn fit(&mut self, train: &[LogRow], arms: &Arms) -> Result<()> {
-        self.arms = fit_ridge(train, arms, self.dim, self.lambda)?
+        let dim = self.settings.dim;
+        self.arms = fit_ridge(train, arms, self.settings)?
             .into_iter()
             .map(|(theta, a_inv)| {
                 let mut lower = Vec::new();
-                cholesky::factor_packed(self.dim, &a_inv, &mut lower)?;
+                cholesky::factor_packed(dim, &a_inv, &mut lower)?;
                 Ok((theta, lower))
             })
             .collect::<Result<_>>()?;
         Ok(())
     }
     fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
-        let dim = self.dim;
+        let (dim, alpha) = (self.settings.dim, self.settings.alpha);
         self.scores.clear();
         for (theta, lower) in &self.arms {
             self.noise.clear();
             self.noise.extend((0..dim).map(|_| self.rng.normal()));
             // xᵀθ̃ = xᵀθ + α·(Lᵀx)·z
-            let mut sampled = bandit_core::rank::dot(theta, context);
+            let mut sampled = dot(theta, context);
             for (j, z) in self.noise.iter().enumerate() {
                 let column: f64 = lower.iter().skip(j).step_by(dim).zip(context).skip(j).map(|(l, x)| l * x).sum();
-                sampled += self.alpha * column * z;
+                sampled += alpha * column * z;
             }
             self.scores.push(sampled);
         }
@@ -288,19 +275,6 @@ fn nearest(centroids: &[Vec<f64>], x: &[f64]) -> usize {
         .enumerate()
         .min_by(|a, b| squared_distance(a.1, x).total_cmp(&squared_distance(b.1, x)))
         .map_or(0, |(i, _)| i)
-}
-
-/// Gamma(shape, 1) by Marsaglia and Tsang (shape >= 1 here).
-fn gamma(rng: &mut Rng, shape: f64) -> f64 {
-    let d = shape - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let x = rng.normal();
-        let v = (1.0 + c * x).powi(3);
-        if v > 0.0 && rng.unit().max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-            return d * v;
-        }
-    }
 }
 
 impl Policy for ClustersTs {
@@ -348,8 +322,9 @@ impl Policy for ClustersTs {
         self.scores.clear();
         for arm in 0..self.arms {
             let (successes, failures) = self.counts.get(cluster * self.arms + arm).copied().unwrap_or((0.0, 0.0));
-            let a = gamma(&mut self.rng, 1.0 + successes);
-            let b = gamma(&mut self.rng, 1.0 + failures);
+            // Beta(1 + s, 1 + f) as a ratio of Gamma draws.
+            let a = self.rng.gamma(1.0 + successes);
+            let b = self.rng.gamma(1.0 + failures);
             self.scores.push(a / (a + b));
         }
         top_k(&self.scores, None, k, out);

@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
-use crate::rng::Rng;
-use crate::shop::{click_probability, Catalogue, Category, Visit, FEATURE_NAMES};
+use crate::lab::rng::Rng;
+use crate::lab::shop::{Catalogue, Category, Tastes, Visit, FEATURE_NAMES};
 
 /// 2026-01-01T00:00:00Z, the end of the generated period.
 const END_UNIX_SECONDS: i64 = 1_767_225_600;
@@ -24,7 +24,7 @@ pub fn generate_log(events: usize, seed: u64) -> (String, String) {
     for (i, &time) in times.iter().enumerate() {
         let visit = Visit::at_time(&mut rng, time);
         let Some(product) = catalogue.products.get(rng.below(catalogue.products.len())) else { continue };
-        let response = u8::from(rng.bernoulli(click_probability(&visit, product)));
+        let response = u8::from(rng.bernoulli(Tastes::Usual.click_probability(&visit, product)));
         let features: Vec<String> = visit.context().iter().map(|v| format!("{v:.6}")).collect();
         let _ = writeln!(log, "e{},{},{},{response}", i + 1, features.join(","), product.id);
     }
@@ -43,23 +43,6 @@ pub fn generate_log(events: usize, seed: u64) -> (String, String) {
     (log, items)
 }
 
-/// The product ids of an items file (its `product_id` column).
-///
-/// # Errors
-/// When the file has no product_id column.
-pub fn item_ids(text: &str, source: &str) -> crate::Result<Vec<String>> {
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let column = header
-        .split(',')
-        .position(|c| c.trim() == "product_id")
-        .ok_or_else(|| crate::ClientError::Input(format!("{source}:1: missing column product_id")))?;
-    Ok(lines
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| l.split(',').nth(column).map(|id| id.trim().to_owned()))
-        .collect())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -76,7 +59,7 @@ mod tests {
         assert_eq!(parsed.feature_names.len(), 15);
         assert_eq!(parsed.rows.len(), 500);
         assert!(parsed.rows.iter().any(|r| r.response == 1.0) && parsed.rows.iter().any(|r| r.response == 0.0));
-        let ids = item_ids(&items, "items.csv").unwrap();
+        let ids = crate::history::parse_items(&items, "items.csv").unwrap();
         assert_eq!(ids.len(), Catalogue::generate(4).products.len());
         assert!(items.lines().next().unwrap().ends_with(",is_coffee,price_scaled"));
     }

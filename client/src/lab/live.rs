@@ -6,7 +6,7 @@ use bandit_core::event::FeedbackEvent;
 use crate::error::Result;
 use crate::feedback::FeedbackProducer;
 use crate::models::{Models, RankOptions};
-use crate::simulate::Recommender;
+use crate::lab::simulate::Recommender;
 
 /// Ranks with BANDIT.RANK over a candidate list and reports to Kafka.
 #[derive(Debug)]

@@ -4,17 +4,21 @@
 //! Beside the recommender, a uniform-random policy and the oracle that knows
 //! the click model are scored on the very same visits, so the CTR curves can
 //! be compared window by window.
+//!
+//! Tastes can drift mid-run ([`SimulationConfig::drift_at`]): from that visit
+//! on, the click model is [`Tastes::Drifted`] for every policy (the
+//! oracle knows it at once), and [`Report::recovery`] says how many visits
+//! the recommender needed to catch up.
 
 use std::fmt::Write as _;
 
-use bandit_core::cholesky::Workspace;
 use bandit_core::event::FeedbackEvent;
-use bandit_core::fold::ArmAccumulator;
-use bandit_core::{Limits, Model, ModelSettings, Payload, RankRequest, RankScratch};
+use bandit_core::ModelSettings;
 
 use crate::error::{ClientError, Result};
-use crate::rng::Rng;
-use crate::shop::{click_probability, react, Catalogue, Product, Visit, DIM};
+use crate::lab::local::LocalModel;
+use crate::lab::rng::Rng;
+use crate::lab::shop::{Catalogue, Product, Tastes, Visit, DIM};
 
 /// Something that recommends and learns: the live stack, or an in-process model.
 pub trait Recommender {
@@ -52,6 +56,8 @@ pub struct SimulationConfig {
     /// Visits per CTR window.
     pub window: usize,
     pub feedback: FeedbackMode,
+    /// The visit (0-based) from which tastes have drifted; None: never.
+    pub drift_at: Option<usize>,
 }
 
 /// CTR of the three policies over one window of visits.
@@ -72,7 +78,16 @@ pub struct Report {
     pub ctr_linucb: f64,
     pub ctr_random: f64,
     pub ctr_oracle: f64,
+    /// Copied from the configuration.
+    pub drift_at: Option<usize>,
+    /// Per visit: whether the recommender's list was clicked.
+    pub linucb_hits: Vec<bool>,
+    /// Per visit: whether the oracle's list was clicked.
+    pub oracle_hits: Vec<bool>,
 }
+
+/// Share of the oracle's CTR that counts as recovered after a drift.
+pub const RECOVERED_SHARE: f64 = 0.9;
 
 /// Runs the loop; `progress` is called after every step with (step, running CTR).
 ///
@@ -95,7 +110,9 @@ pub fn run(
     let mut windows = Vec::new();
     let mut current = [0usize; 3];
     let mut totals = [0usize; 3];
+    let (mut linucb_hits, mut oracle_hits) = (Vec::with_capacity(config.steps), Vec::with_capacity(config.steps));
     for step in 0..config.steps {
+        let tastes = if config.drift_at.is_some_and(|at| step >= at) { Tastes::Drifted } else { Tastes::Usual };
         let visit = Visit::random(&mut visits);
         let context = visit.context();
 
@@ -104,7 +121,7 @@ pub fn run(
             .iter()
             .map(|id| by_id.get(id.as_str()).copied().ok_or_else(|| ClientError::Simulation(format!("unknown product id {id}"))))
             .collect::<Result<_>>()?;
-        let clicked = react(&mut linucb_clicks, &visit, &shown);
+        let clicked = tastes.react(&mut linucb_clicks, &visit, &shown);
         let rewarded: Vec<(&Product, f64)> = match (config.feedback, clicked) {
             (FeedbackMode::Cascade, Some(position)) => shown
                 .iter()
@@ -127,12 +144,14 @@ pub fn run(
         }
 
         let random = random_list(&mut random_picks, catalogue, config.top_k);
-        let oracle = oracle_list(&visit, catalogue, config.top_k);
+        let oracle = oracle_list(tastes, &visit, catalogue, config.top_k);
         let outcomes = [
             clicked.is_some(),
-            react(&mut random_clicks, &visit, &random).is_some(),
-            react(&mut oracle_clicks, &visit, &oracle).is_some(),
+            tastes.react(&mut random_clicks, &visit, &random).is_some(),
+            tastes.react(&mut oracle_clicks, &visit, &oracle).is_some(),
         ];
+        linucb_hits.push(outcomes[0]);
+        oracle_hits.push(outcomes[2]);
         for ((hit, window_clicks), total_clicks) in outcomes.iter().zip(&mut current).zip(&mut totals) {
             if *hit {
                 *window_clicks += 1;
@@ -155,7 +174,16 @@ pub fn run(
         progress(done, totals[0] as f64 / done as f64);
     }
     let rate = |clicks: usize| clicks as f64 / config.steps.max(1) as f64;
-    Ok(Report { steps: config.steps, windows, ctr_linucb: rate(totals[0]), ctr_random: rate(totals[1]), ctr_oracle: rate(totals[2]) })
+    Ok(Report {
+        steps: config.steps,
+        windows,
+        ctr_linucb: rate(totals[0]),
+        ctr_random: rate(totals[1]),
+        ctr_oracle: rate(totals[2]),
+        drift_at: config.drift_at,
+        linucb_hits,
+        oracle_hits,
+    })
 }
 
 /// `k` distinct products drawn uniformly.
@@ -171,14 +199,38 @@ fn random_list<'c>(rng: &mut Rng, catalogue: &'c Catalogue, k: usize) -> Vec<&'c
     picked
 }
 
-/// The `k` products most likely to be clicked, by the hidden model.
-fn oracle_list<'c>(visit: &Visit, catalogue: &'c Catalogue, k: usize) -> Vec<&'c Product> {
-    let mut scored: Vec<(f64, &Product)> = catalogue.products.iter().map(|p| (click_probability(visit, p), p)).collect();
+/// The `k` products most likely to be clicked, by the hidden model in force.
+fn oracle_list<'c>(tastes: Tastes, visit: &Visit, catalogue: &'c Catalogue, k: usize) -> Vec<&'c Product> {
+    let mut scored: Vec<(f64, &Product)> = catalogue.products.iter().map(|p| (tastes.click_probability(visit, p), p)).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
     scored.into_iter().take(k).map(|(_, p)| p).collect()
 }
 
 impl Report {
+    /// Visits after the drift until the recommender has recovered: the
+    /// smallest t ≥ `window` such that, over the `window` visits that end
+    /// with the t-th visit after the drift (all of them after it), the
+    /// recommender's clicks reach [`RECOVERED_SHARE`] (90%) of the oracle's
+    /// on the same visits. None without a drift, or when that never happens
+    /// before the run ends.
+    #[must_use]
+    pub fn recovery(&self, window: usize) -> Option<usize> {
+        let window = window.max(1);
+        let after = |hits: &[bool]| -> Vec<usize> {
+            let tail = self.drift_at.and_then(|at| hits.get(at..)).unwrap_or_default();
+            // Prefix sums: clicks[i] = clicks among the first i visits after the drift.
+            std::iter::once(0).chain(tail.iter().scan(0, |sum, &hit| {
+                *sum += usize::from(hit);
+                Some(*sum)
+            })).collect()
+        };
+        let (linucb, oracle) = (after(&self.linucb_hits), after(&self.oracle_hits));
+        (window..linucb.len()).find(|&t| {
+            let clicks = |sums: &[usize]| sums.get(t).zip(sums.get(t - window)).map_or(0, |(end, start)| end - start);
+            clicks(&linucb) as f64 >= RECOVERED_SHARE * clicks(&oracle) as f64
+        })
+    }
+
     /// The CTR table, one row per window.
     #[must_use]
     pub fn table(&self) -> String {
@@ -252,67 +304,62 @@ impl Report {
 /// One curve of the plot: label, colour, and the value it takes from a window.
 type Series = (&'static str, &'static str, fn(&Window) -> f64);
 
-/// LinUCB in process, publishing its accumulated arms every `publish_every`
-/// feedbacks, as the sink does on its flush interval. For tests and
-/// offline what-ifs; the live stack does the same through Redis and Kafka.
+/// LinUCB in process ([`LocalModel`]), publishing its changed arms every
+/// `publish_every` feedback events, as the sink does on its flush interval.
+/// For tests and offline what-ifs; the live stack does the same through
+/// Redis and Kafka.
 #[derive(Debug)]
 pub struct LocalLinUcb {
-    model: Model,
+    local: LocalModel,
     ids: Vec<String>,
-    arms: std::collections::BTreeMap<String, ArmAccumulator>,
-    dirty: std::collections::BTreeSet<String>,
     publish_every: usize,
     pending: usize,
-    scratch: RankScratch,
-    work: Workspace,
 }
 
 impl LocalLinUcb {
-    #[must_use]
-    pub fn new(catalogue: &Catalogue, alpha: f64, lambda: f64, publish_every: usize) -> Self {
-        Self {
-            model: Model::new(ModelSettings { dim: DIM, alpha, lambda, decay: 1.0 }),
+    /// # Errors
+    /// [`ClientError::Core`] for settings the module would refuse.
+    pub fn new(catalogue: &Catalogue, settings: LocalSettings) -> Result<Self> {
+        let LocalSettings { alpha, lambda, decay, publish_every } = settings;
+        Ok(Self {
+            local: LocalModel::new(ModelSettings { dim: DIM, alpha, lambda, decay })?,
             ids: catalogue.ids(),
-            arms: std::collections::BTreeMap::new(),
-            dirty: std::collections::BTreeSet::new(),
             publish_every: publish_every.max(1),
             pending: 0,
-            scratch: RankScratch::default(),
-            work: Workspace::default(),
-        }
+        })
     }
+}
 
-    fn publish(&mut self) -> Result<()> {
-        let lambda = self.model.settings().lambda;
-        let mut arms = Vec::new();
-        for id in std::mem::take(&mut self.dirty) {
-            let arm = self.arms.entry(id.clone()).or_insert_with(|| ArmAccumulator::new(DIM, lambda));
-            arms.push(arm.to_payload(&id, &mut self.work, None)?);
-        }
-        self.model.apply(&Payload { dim: DIM, arms, offsets: vec![], settings: None }, 0, &Limits::default())?;
-        self.pending = 0;
-        Ok(())
-    }
+/// How the in-process learner learns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalSettings {
+    pub alpha: f64,
+    pub lambda: f64,
+    /// Forgetting γ in (0, 1]; 1: none.
+    pub decay: f64,
+    /// Feedback events between publishes.
+    pub publish_every: usize,
+}
+
+impl LocalSettings {
+    /// The module's defaults (α = 1, λ = 1), no forgetting, and a publish
+    /// every 50 events (a sink flushing about 8 times a second at the
+    /// simulator's default 400 visits/s with cascade feedback).
+    pub const DEFAULT: Self = Self { alpha: 1.0, lambda: 1.0, decay: 1.0, publish_every: 50 };
 }
 
 impl Recommender for LocalLinUcb {
     fn recommend(&mut self, context: &[f64], k: usize) -> Result<Vec<String>> {
-        let alpha = self.model.settings().alpha;
-        let request = RankRequest { context, alpha, top: Some(k) };
-        let ranked = self.model.rank_candidates(&request, &self.ids, &mut self.scratch)?;
+        let ranked = self.local.rank(context, &self.ids, k)?;
         Ok(ranked.iter().filter_map(|r| self.ids.get(r.index as usize).cloned()).collect())
     }
 
     fn feedback(&mut self, event: FeedbackEvent) -> Result<()> {
-        let lambda = self.model.settings().lambda;
-        self.arms
-            .entry(event.product_id.clone())
-            .or_insert_with(|| ArmAccumulator::new(DIM, lambda))
-            .update(&event.context_vector, event.reward);
-        self.dirty.insert(event.product_id);
+        self.local.fold(&event)?;
         self.pending += 1;
         if self.pending >= self.publish_every {
-            self.publish()?;
+            self.local.publish()?;
+            self.pending = 0;
         }
         Ok(())
     }
@@ -326,8 +373,9 @@ mod tests {
     #[test]
     fn linucb_learns_the_shop_in_process() {
         let catalogue = Catalogue::generate(42);
-        let config = SimulationConfig { steps: 4000, seed: 42, top_k: 5, window: 500, feedback: FeedbackMode::Cascade };
-        let mut local = LocalLinUcb::new(&catalogue, 0.3, 1.0, 50);
+        let config = SimulationConfig { steps: 4000, seed: 42, top_k: 5, window: 500, feedback: FeedbackMode::Cascade, drift_at: None };
+        let settings = LocalSettings { alpha: 0.3, ..LocalSettings::DEFAULT };
+        let mut local = LocalLinUcb::new(&catalogue, settings).unwrap();
         let report = run(&config, &catalogue, &mut local, |_, _| {}).unwrap();
         println!("{}", report.table());
         let tail = &report.windows[report.windows.len() - 3..];
@@ -337,7 +385,45 @@ mod tests {
         assert!(report.summary().starts_with("summary: steps=4000 ctr_linucb="));
         assert!(report.svg().contains("<polyline"));
         // Deterministic for a seed.
-        let mut again = LocalLinUcb::new(&catalogue, 0.3, 1.0, 50);
+        let mut again = LocalLinUcb::new(&catalogue, settings).unwrap();
         assert_eq!(run(&config, &catalogue, &mut again, |_, _| {}).unwrap(), report);
+    }
+
+    /// The recovery by hand: drift after visit 2, window 2. After the drift
+    /// the oracle clicks every visit, LinUCB on visits 1, 3, 4, 5 after it:
+    /// windows ending at t = 2 (1 of 2), t = 3 (1 of 2), t = 4 (2 of 2).
+    #[test]
+    fn recovery_by_hand() {
+        let report = Report {
+            steps: 7,
+            windows: vec![],
+            ctr_linucb: 0.0,
+            ctr_random: 0.0,
+            ctr_oracle: 0.0,
+            drift_at: Some(2),
+            linucb_hits: vec![true, true, true, false, true, true, true],
+            oracle_hits: vec![true; 7],
+        };
+        assert_eq!(report.recovery(2), Some(4));
+        assert_eq!(report.recovery(1), Some(1));
+        assert_eq!(report.recovery(6), None, "a window longer than what follows the drift");
+        assert_eq!(Report { drift_at: None, ..report }.recovery(2), None);
+    }
+
+    /// Forgetting recovers from a drift in fewer visits than no forgetting,
+    /// on the same visits (seed 4: 531 against 1232 visits with a window of 500).
+    #[test]
+    fn forgetting_recovers_from_a_drift_faster() {
+        let catalogue = Catalogue::generate(4);
+        let config =
+            SimulationConfig { steps: 8000, seed: 4, top_k: 5, window: 800, feedback: FeedbackMode::Cascade, drift_at: Some(3000) };
+        let recovery = |decay: f64| {
+            let mut learner = LocalLinUcb::new(&catalogue, LocalSettings { decay, ..LocalSettings::DEFAULT }).unwrap();
+            run(&config, &catalogue, &mut learner, |_, _| {}).unwrap().recovery(500)
+        };
+        let (plain, forgetting) = (recovery(1.0), recovery(0.99));
+        println!("recovery after the drift: γ = 1: {plain:?}, γ = 0.99: {forgetting:?}");
+        let (plain, forgetting) = (plain.unwrap_or(usize::MAX), forgetting.unwrap());
+        assert!(forgetting + 300 < plain, "γ = 0.99 took {forgetting} visits, γ = 1 {plain}");
     }
 }

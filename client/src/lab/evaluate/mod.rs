@@ -19,6 +19,9 @@ pub struct EvalConfig {
     /// Share of the log, at its end, held out for testing.
     pub test_fraction: f64,
     pub seed: u64,
+    /// Forgetting γ of the linear policies, in (0, 1]; 1: none. Training
+    /// rows are folded in log (time) order, so later ones weigh more.
+    pub decay: f64,
 }
 
 /// One policy's result.
@@ -37,6 +40,9 @@ pub struct PolicyResult {
 pub fn evaluate(log: &HistoryLog, items: Option<Vec<String>>, config: &EvalConfig) -> Result<Vec<PolicyResult>> {
     if !(config.test_fraction > 0.0 && config.test_fraction < 1.0) {
         return Err(ClientError::Input(format!("--test-fraction must be between 0 and 1, got {}", config.test_fraction)));
+    }
+    if !(config.decay > 0.0 && config.decay <= 1.0) {
+        return Err(ClientError::Input(format!("--decay must be in (0, 1], got {}", config.decay)));
     }
     let rows = log.rows.len();
     let test_rows = (rows as f64 * config.test_fraction).round() as usize;
@@ -60,7 +66,7 @@ pub fn evaluate(log: &HistoryLog, items: Option<Vec<String>>, config: &EvalConfi
     let dim = log.feature_names.len();
     let mut results = Vec::new();
     let mut list = Vec::with_capacity(config.top_k);
-    for mut policy in policies::all(dim, config.seed) {
+    for mut policy in policies::all(dim, config.seed, config.decay) {
         let started = std::time::Instant::now();
         policy.fit(train, &arms)?;
         let mut judged = Vec::with_capacity(test.len());
@@ -128,14 +134,14 @@ pub fn csv(results: &[PolicyResult]) -> String {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::generate::generate_log;
+    use crate::lab::generate::generate_log;
     use crate::history::parse_log;
 
     #[test]
     fn evaluates_all_policies_deterministically_and_linucb_beats_random() {
         let (log_csv, _) = generate_log(20_000, 7);
         let log = parse_log(&log_csv, "log.csv").unwrap();
-        let config = EvalConfig { top_k: 5, test_fraction: 0.2, seed: 3 };
+        let config = EvalConfig { top_k: 5, test_fraction: 0.2, seed: 3, decay: 1.0 };
         let results = evaluate(&log, None, &config).unwrap();
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["Random", "Popularity", "LinGreedy", "LinUCB", "LinTS", "ClustersTS"]);
@@ -157,7 +163,7 @@ mod tests {
     #[test]
     fn empty_splits_are_clear_errors() {
         let log = parse_log("a,product_id,response\n1,x,1\n2,y,0\n", "tiny.csv").unwrap();
-        let config = EvalConfig { top_k: 5, test_fraction: 0.2, seed: 1 };
+        let config = EvalConfig { top_k: 5, test_fraction: 0.2, seed: 1, decay: 1.0 };
         assert_eq!(evaluate(&log, None, &config).unwrap_err().to_string(), "the test split is empty: 2 rows with --test-fraction 0.2");
         let config = EvalConfig { test_fraction: 0.9, ..config };
         assert!(evaluate(&log, None, &config).unwrap_err().to_string().contains("training split is empty"));
@@ -173,7 +179,7 @@ mod tests {
         ids.sort();
         ids.dedup();
         let arms = Arms::new(ids.clone());
-        let mut policy = policies::all(15, 1).into_iter().find(|p| p.name() == "LinUCB").unwrap();
+        let mut policy = policies::all(15, 1, 1.0).into_iter().find(|p| p.name() == "LinUCB").unwrap();
         policy.fit(train, &arms).unwrap();
         // The same model built by hand from the same rows, ranked by the core.
         let mut accumulators = std::collections::BTreeMap::new();
