@@ -41,6 +41,9 @@ pub struct Config {
     pub lambda: f64,
     /// ALPHA the model is created with (RANK's default exploration).
     pub alpha: f64,
+    /// Forgetting per event of an arm, in (0, 1]; 1 (the default) forgets
+    /// nothing. The model is created with it and must have it.
+    pub decay: f64,
     /// How often changed arms are inverted and published, in milliseconds.
     pub flush_interval_ms: u64,
     /// Publish early once this many arms are waiting.
@@ -69,6 +72,7 @@ impl Default for Config {
             dim: 15,
             lambda: 1.0,
             alpha: 1.0,
+            decay: 1.0,
             flush_interval_ms: 5000,
             max_dirty_arms: 10_000,
             max_unflushed_events: 1_000_000,
@@ -92,6 +96,7 @@ struct FileConfig {
     dim: Option<usize>,
     lambda: Option<f64>,
     alpha: Option<f64>,
+    decay: Option<f64>,
     flush_interval_ms: Option<u64>,
     max_dirty_arms: Option<usize>,
     max_unflushed_events: Option<u64>,
@@ -142,6 +147,9 @@ pub struct Cli {
     /// ALPHA the model is created with (an existing model keeps its own; a difference is logged).
     #[arg(long, env = "BANDIT_SINK_ALPHA")]
     pub alpha: Option<f64>,
+    /// Forgetting per event of an arm, in (0, 1] (1: none); must equal the model's DECAY.
+    #[arg(long, env = "BANDIT_SINK_DECAY")]
+    pub decay: Option<f64>,
     /// Flush interval in milliseconds.
     #[arg(long, env = "BANDIT_SINK_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
@@ -175,7 +183,7 @@ impl Cli {
     pub fn command_with_defaults() -> clap::Command {
         let d = Config::default();
         let tolerance = format!("{:?}", d.errors_tolerance).to_lowercase();
-        let shown: [(&str, String); 13] = [
+        let shown: [(&str, String); 14] = [
             ("brokers", d.brokers),
             ("topic", d.topic),
             ("group", d.group_id),
@@ -184,6 +192,7 @@ impl Cli {
             ("dim", d.dim.to_string()),
             ("lambda", format!("{:?}", d.lambda)),
             ("alpha", format!("{:?}", d.alpha)),
+            ("decay", format!("{:?}", d.decay)),
             ("flush_interval_ms", d.flush_interval_ms.to_string()),
             ("max_dirty_arms", d.max_dirty_arms.to_string()),
             ("max_unflushed_events", d.max_unflushed_events.to_string()),
@@ -237,7 +246,7 @@ impl Config {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(value) = file.$field { self.$field = value; })* };
         }
-        set!(brokers, topic, group_id, redis_url, model_key, dim, lambda, alpha, flush_interval_ms, max_dirty_arms, max_unflushed_events, errors_tolerance);
+        set!(brokers, topic, group_id, redis_url, model_key, dim, lambda, alpha, decay, flush_interval_ms, max_dirty_arms, max_unflushed_events, errors_tolerance);
         if let Some(errors) = file.errors {
             if let Some(tolerance) = errors.tolerance {
                 self.errors_tolerance = tolerance;
@@ -267,7 +276,7 @@ impl Config {
             ($($flag:ident => $field:ident),*) => { $(if let Some(value) = cli.$flag.clone() { self.$field = value; })* };
         }
         set!(brokers => brokers, topic => topic, group => group_id, redis => redis_url, model => model_key,
-             dim => dim, lambda => lambda, alpha => alpha, flush_interval_ms => flush_interval_ms,
+             dim => dim, lambda => lambda, alpha => alpha, decay => decay, flush_interval_ms => flush_interval_ms,
              max_dirty_arms => max_dirty_arms, max_unflushed_events => max_unflushed_events,
              errors_tolerance => errors_tolerance);
         if let Some(topic) = &cli.dead_letter_topic {
@@ -304,6 +313,9 @@ impl Config {
         }
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return fail(format!("alpha must be a finite number >= 0, got {}", self.alpha));
+        }
+        if !(self.decay > 0.0 && self.decay <= 1.0) {
+            return fail(format!("decay must be a number in (0, 1], got {}", self.decay));
         }
         if self.flush_interval_ms < 10 {
             return fail(format!("flush_interval_ms must be at least 10, got {}", self.flush_interval_ms));
@@ -358,6 +370,7 @@ impl fmt::Display for Config {
         writeln!(f, "dim = {}", self.dim)?;
         writeln!(f, "lambda = {:?}", self.lambda)?;
         writeln!(f, "alpha = {:?}", self.alpha)?;
+        writeln!(f, "decay = {:?}", self.decay)?;
         writeln!(f, "flush_interval_ms = {}", self.flush_interval_ms)?;
         writeln!(f, "max_dirty_arms = {}", self.max_dirty_arms)?;
         writeln!(f, "max_unflushed_events = {}", self.max_unflushed_events)?;

@@ -21,6 +21,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use bandit_core::fold::Learning;
+
 use crate::backoff::Backoff;
 use crate::config::{Config, Tolerance};
 use crate::context::{lock, SinkContext};
@@ -99,7 +101,7 @@ fn seek(consumer: &BaseConsumer<SinkContext>, topic: &str, partition: i32, offse
 /// waiting while Redis is unavailable and failing at once on a refusal.
 fn open_store(config: &Config, health: &Arc<Health>, stop: &AtomicBool) -> Result<ModelStore> {
     let mut store = ModelStore::new(&config.redis_url, &config.model_key, REDIS_TIMEOUT, health.clone())?;
-    let settings = ModelSettings { dim: config.dim, alpha: config.alpha, lambda: config.lambda };
+    let settings = ModelSettings { dim: config.dim, alpha: config.alpha, lambda: config.lambda, decay: config.decay };
     let mut backoff = Backoff::default();
     loop {
         match store.ensure_model(settings) {
@@ -121,7 +123,8 @@ fn open_store(config: &Config, health: &Arc<Health>, stop: &AtomicBool) -> Resul
 /// errors.tolerance=none, an undeliverable dead letter, a Kafka failure.
 pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop: Arc<AtomicBool>) -> Result<()> {
     let store = open_store(&config, &health, &stop)?;
-    let engine = Engine::new(EngineSettings { dim: config.dim, lambda: config.lambda }, store, metrics.clone());
+    let learning = Learning { lambda: config.lambda, decay: config.decay };
+    let engine = Engine::new(EngineSettings { dim: config.dim, learning }, store, metrics.clone());
     let dlq = match &config.dead_letter_topic {
         Some(topic) if config.errors_tolerance == Tolerance::All => Some(DeadLetterQueue::new(&config, topic)?),
         _ => None,

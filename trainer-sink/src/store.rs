@@ -36,6 +36,7 @@ pub struct ModelSettings {
     pub dim: usize,
     pub alpha: f64,
     pub lambda: f64,
+    pub decay: f64,
 }
 
 /// A Redis connection to one model.
@@ -138,7 +139,7 @@ impl ModelStore {
                 .and_then(|pair| pair.get(1))
                 .and_then(|value| redis::from_redis_value::<f64>(value).ok())
         };
-        let ModelSettings { dim, alpha, lambda } = settings;
+        let ModelSettings { dim, alpha, lambda, decay } = settings;
         if field("dim") != Some(dim as f64) {
             return Err(SinkError::Model(format!(
                 "{} has dim {}, the sink is configured with dim {dim}",
@@ -152,6 +153,20 @@ impl ModelStore {
                  arms would be trained with another prior than the model scores new arms with",
                 self.key,
                 field("lambda").unwrap_or(f64::NAN)
+            )));
+        }
+        // Models created before DECAY existed have none (1).
+        let stored_decay = if stats.iter().any(|v| matches!(v, redis::Value::BulkString(k) if k.as_slice() == b"decay")) {
+            field("decay")
+        } else {
+            Some(1.0)
+        };
+        if stored_decay != Some(decay) {
+            return Err(SinkError::Model(format!(
+                "{} was created with DECAY {}, the sink is configured with decay {decay}: \
+                 arms would forget at another rate than the model's other trainers",
+                self.key,
+                stored_decay.unwrap_or(f64::NAN)
             )));
         }
         if let Some(stored) = field("alpha").filter(|&stored| stored != alpha) {
@@ -168,6 +183,7 @@ impl ModelStore {
     fn create(&mut self, settings: ModelSettings) -> Result<()> {
         let mut create = redis::cmd("BANDIT.CREATE");
         create.arg(&self.key).arg("DIM").arg(settings.dim).arg("ALPHA").arg(settings.alpha).arg("LAMBDA").arg(settings.lambda);
+        create.arg("DECAY").arg(settings.decay);
         match self.query::<()>(&create) {
             Ok(()) => Ok(()),
             // Another instance created it at the same moment with other
