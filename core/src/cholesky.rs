@@ -14,12 +14,8 @@ pub struct Workspace {
     inverse_factor: Vec<f64>,
 }
 
-/// Dot product of two equal-length slices (the inner loop of every step
-/// below; contiguous, so it vectorises).
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+// The inner loop of every step below (contiguous, so it vectorises).
+use crate::packed::dot;
 
 /// Factors the packed SPD matrix `a` as LLᵀ; `lower` receives L, full
 /// row-major d×d (zeros above the diagonal).

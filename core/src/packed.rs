@@ -82,6 +82,15 @@ pub fn to_rows(dim: usize, m: &[f64]) -> Vec<Vec<f64>> {
     rows
 }
 
+/// Dot product of two equal-length slices in f64, the crate's one (the
+/// Cholesky steps, the prior, and callers outside ranking); contiguous, so
+/// it vectorises.
+#[inline]
+#[must_use]
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {

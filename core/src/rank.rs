@@ -48,11 +48,7 @@ pub struct RankScratch {
 }
 
 /// Dot product in f64 (used for the prior and by callers outside ranking).
-#[inline]
-#[must_use]
-pub fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+pub use crate::packed::dot;
 
 /// The score of an arm with no data: α·√(xᵀx/λ).
 #[must_use]
