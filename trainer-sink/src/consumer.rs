@@ -22,6 +22,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use bandit_core::fold::Learning;
+use bandit_core::ModelSettings;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, Tolerance};
@@ -32,7 +33,7 @@ use crate::error::{Result, SinkError};
 use crate::health::Health;
 use crate::kafka_config::client_config;
 use crate::metrics::Metrics;
-use crate::store::{ModelSettings, ModelStore};
+use crate::store::ModelStore;
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a revoke or shutdown keeps retrying its final flush.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bandit_core::codec::{self, Format};
-use bandit_core::{Limits, Payload};
+use bandit_core::{Limits, ModelSettings, Payload};
 
 use crate::error::{is_transient_redis, Result, SinkError};
 use crate::health::Health;
@@ -30,14 +30,6 @@ pub enum LoadOutcome {
     Stale(String),
 }
 
-/// The settings the sink trains with, checked against the stored model.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModelSettings {
-    pub dim: usize,
-    pub alpha: f64,
-    pub lambda: f64,
-    pub decay: f64,
-}
 
 /// A Redis connection to one model.
 pub struct ModelStore {
