@@ -105,6 +105,19 @@ pub fn fold_events(events: &[FeedbackEvent], dim: usize, lambda: f64) -> BTreeMa
     arms
 }
 
+/// The textbook arms behind a payload, from its Gram matrices A and b
+/// (never from the A⁻¹ the module scores with). Every arm must carry A.
+pub fn payload_arms(payload: &bandit_core::Payload) -> BTreeMap<String, DenseArm> {
+    payload
+        .arms
+        .iter()
+        .map(|arm| {
+            let a = full(payload.dim, arm.a.as_deref().expect("the payload's arms carry A"));
+            (arm.id.clone(), DenseArm { a, b: arm.b.clone(), n: arm.n, reward_sum: arm.reward_sum })
+        })
+        .collect()
+}
+
 /// Solves Mx = v by Gaussian elimination with partial pivoting.
 pub fn solve(matrix: &[Vec<f64>], v: &[f64]) -> Vec<f64> {
     let n = v.len();

@@ -11,10 +11,9 @@ use bandit::feedback::FeedbackProducer;
 use bandit::models::{CreateOptions, Models, RankOptions, Ranked};
 use bandit::ClientError;
 use bandit_core::codec::{encode_binary, Format};
-use bandit_core::Payload;
 use bandit_tests::fixtures::context;
 use bandit_tests::kafka::KafkaBroker;
-use bandit_tests::reference::{close, fold_events, full, prior_score, DenseArm};
+use bandit_tests::reference::{close, fold_events, payload_arms, prior_score, DenseArm};
 use bandit_tests::server::{await_ready, built_artifact, free_port, kill_child, wait_until, workspace_root, RedisServer, TempDir};
 // ALPHA and LAMBDA are not the defaults (1 and 1), so that a setting dropped
 // anywhere on the way shows up as a different score.
@@ -30,18 +29,6 @@ fn settings() -> CreateOptions {
 
 fn url(server: &RedisServer) -> String {
     format!("redis://127.0.0.1:{}", server.port)
-}
-
-/// The payload's arms as the reference sees them (A and b, dense).
-fn reference_arms(payload: &Payload) -> BTreeMap<String, DenseArm> {
-    payload
-        .arms
-        .iter()
-        .map(|arm| {
-            let a = full(payload.dim, arm.a.as_deref().expect("fixture arms carry A"));
-            (arm.id.clone(), DenseArm { a, b: arm.b.clone(), n: arm.n, reward_sum: arm.reward_sum })
-        })
-        .collect()
 }
 
 /// Asserts that `ranked` is best first and that every score is the
@@ -62,7 +49,7 @@ fn the_library_ranks_and_manages_models() {
     models.create("m", 6, &settings()).unwrap();
     let payload = bandit::lab::bench::trained_payload_with_lambda(6, 30, 10, 3, LAMBDA).unwrap();
     assert_eq!(models.load("m", &encode_binary(&payload).unwrap()).unwrap(), 30);
-    let arms = reference_arms(&payload);
+    let arms = payload_arms(&payload);
 
     let x = context(6, 5);
     let candidates: Vec<String> = (0..30).map(|i| format!("p{i}")).chain(["brand-new".to_string()]).collect();

@@ -4,24 +4,11 @@
 use std::collections::BTreeMap;
 
 use bandit_core::codec::{encode_binary, encode_json};
-use bandit_core::{Limits, Payload};
+use bandit_core::Limits;
 use bandit_tests::fixtures::{context, trained_payload};
-use bandit_tests::reference::{close, full, prior_score, DenseArm};
+use bandit_tests::reference::{close, payload_arms, prior_score};
 use bandit_tests::resp::{Connection, Reply};
 use bandit_tests::server::{RedisServer, ServerOptions};
-
-/// The textbook arms behind a payload, from its Gram matrices and b (never
-/// from the A⁻¹ the module scores with).
-fn dense_arms(payload: &Payload) -> BTreeMap<String, DenseArm> {
-    payload
-        .arms
-        .iter()
-        .map(|arm| {
-            let a = full(payload.dim, arm.a.as_ref().expect("fixtures carry A"));
-            (arm.id.clone(), DenseArm { a, b: arm.b.clone(), n: arm.n, reward_sum: arm.reward_sum })
-        })
-        .collect()
-}
 
 /// Asserts that `got` (id, score) pairs, best first, are the reference's
 /// top `got.len()` arms: each score within the f32 ranking tolerance of the
@@ -217,7 +204,7 @@ fn rank_scores_match_a_textbook_linucb_and_options_work() {
     conn.call(&["BANDIT.CREATE", "m", "DIM", "15", "ALPHA", "0.8", "LAMBDA", "2.5"]).unwrap();
     conn.call(&[b"BANDIT.LOAD".as_slice(), b"m", &encode_binary(&payload).unwrap()]).unwrap();
     // The expected scores: a dense solve over each arm's A and b.
-    let arms = dense_arms(&payload);
+    let arms = payload_arms(&payload);
     let x = context(dim, 99);
     let scores = |alpha: f64| -> BTreeMap<String, f64> { arms.iter().map(|(id, arm)| (id.clone(), arm.score(&x, alpha))).collect() };
 
