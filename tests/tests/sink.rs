@@ -36,12 +36,19 @@ fn assert_converges(
     assert_model_equals_fold(conn, &options.model, events, options.dim, options.lambda);
 }
 
-#[test]
-fn events_fold_into_the_model_exactly() {
+/// A Redis with the module, a broker with a `feedback` topic of
+/// `partitions` partitions, and a producer keyed by product id.
+fn stack(partitions: u32) -> (RedisServer, KafkaBroker, KeyedProducer) {
     let redis = RedisServer::start();
     let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 3);
+    broker.create_topic("feedback", partitions);
     let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    (redis, broker, producer)
+}
+
+#[test]
+fn events_fold_into_the_model_exactly() {
+    let (redis, broker, producer) = stack(3);
     let events = feedback_events(1500, 25, DIM, 1);
     produce(&producer, &events);
 
@@ -68,10 +75,7 @@ fn events_fold_into_the_model_exactly() {
 
 #[test]
 fn sigkill_at_several_points_counts_every_event_once() {
-    let redis = RedisServer::start();
-    let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 2);
-    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (redis, broker, producer) = stack(2);
     let options = SinkOptions { flush_interval_ms: 100, ..SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM) };
     let mut conn = redis.connect();
     let mut all = Vec::new();
@@ -118,10 +122,7 @@ fn sigkill_at_several_points_counts_every_event_once() {
 
 #[test]
 fn instances_in_one_group_share_the_work_and_survive_one_stopping() {
-    let redis = RedisServer::start();
-    let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 4);
-    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (redis, broker, producer) = stack(4);
     let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
     let mut sinks: Vec<SinkProcess> = (0..3).map(|_| SinkProcess::start(&options)).collect();
     let mut all = feedback_events(2000, 40, DIM, 5);
@@ -253,10 +254,7 @@ fn invalid_events_go_to_the_dead_letter_topic_with_their_origin() {
 
 #[test]
 fn tolerance_none_stops_in_front_of_the_first_invalid_event() {
-    let redis = RedisServer::start();
-    let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 1);
-    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (redis, broker, producer) = stack(1);
     let (valid, invalid) = mixed_events();
     produce_mixed(&producer, &valid, &invalid);
     let options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
@@ -278,10 +276,7 @@ fn tolerance_none_stops_in_front_of_the_first_invalid_event() {
 
 #[test]
 fn sigterm_flushes_before_exit() {
-    let redis = RedisServer::start();
-    let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 2);
-    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (redis, broker, producer) = stack(2);
     let events = feedback_events(800, 10, DIM, 11);
     produce(&producer, &events);
     // A flush interval far beyond the test: only the shutdown flush can publish.
@@ -456,10 +451,7 @@ fn new_products_while_redis_is_down_are_held_then_folded_exactly_once() {
 /// The restore check and the STALE fence must keep the model exact.
 #[test]
 fn concurrent_writers_are_fenced_by_the_model_offsets() {
-    let redis = RedisServer::start();
-    let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 2);
-    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (redis, broker, producer) = stack(2);
     let mut conn = redis.connect();
     let base = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
     // A: publishes only on a revoke or shutdown, and stops consuming at 100
@@ -544,10 +536,7 @@ fn a_product_on_two_partitions_is_dead_lettered_on_the_second() {
 /// the sink stops with an error and the model does not move past the event.
 #[test]
 fn an_undeliverable_dead_letter_stops_the_sink_before_the_event() {
-    let redis = RedisServer::start();
-    let broker = KafkaBroker::start();
-    broker.create_topic("feedback", 1);
-    let producer = KeyedProducer::new(&broker.bootstrap(), "feedback");
+    let (redis, broker, producer) = stack(1);
     let (valid, invalid) = mixed_events();
     produce_mixed(&producer, &valid, &invalid);
     let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
