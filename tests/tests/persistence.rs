@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use bandit_core::codec::encode_binary;
+use std::collections::BTreeMap;
+
 use bandit_tests::fixtures::{context, trained_payload};
+use bandit_tests::reference::{close, payload_arms, prior_score};
 use bandit_tests::resp::{Connection, Reply};
 use bandit_tests::server::{wait_until, RedisServer, ServerOptions};
 
@@ -42,26 +45,56 @@ fn observe(conn: &mut Connection, key: &str) -> Observed {
     Observed { export, stats, arms, scores }
 }
 
+/// Model "m" as `populate` wrote it, scored by the textbook reference (its
+/// ALPHA 0.25 and, for an arm it lacks, its LAMBDA 3): a reload must give
+/// users these scores, not only the same bytes as before.
+fn assert_m_scores_as_the_reference(conn: &mut Connection) {
+    let mut arms = BTreeMap::new();
+    for seed in [1, 2, 5] {
+        arms.extend(payload_arms(&fixture(6, 10, seed)));
+    }
+    for seed in 0..2 {
+        let x = context(6, seed);
+        let mut args: Vec<String> = vec!["BANDIT.RANK".into(), "m".into(), "CONTEXT".into()];
+        args.extend(x.iter().map(|v| format!("{v:?}")));
+        args.extend(["ARMS".into(), (arms.len() + 1).to_string()]);
+        args.extend(arms.keys().cloned());
+        args.extend(["never-seen".into(), "WITHSCORES".into()]);
+        let reply = conn.call(&args).unwrap();
+        let scored: Vec<(String, f64)> = reply.array().chunks(2).map(|p| (p[0].text(), p[1].number())).collect();
+        assert_eq!(scored.len(), arms.len() + 1);
+        for (id, score) in scored {
+            let want = arms.get(&id).map_or_else(|| prior_score(&x, 0.25, 3.0), |arm| arm.score(&x, 0.25));
+            assert!(close(score, want, 1e-5), "{id}: {score} vs the reference's {want}");
+        }
+    }
+}
+
 fn observe_all(conn: &mut Connection) -> Vec<Observed> {
     KEYS.iter().map(|key| observe(conn, key)).collect()
 }
 
 const KEYS: [&str; 4] = ["m", "other", "empty", "fresh"];
 
-fn load(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>) -> Reply {
+/// The arms `load` writes for a seed.
+fn fixture(dim: usize, arms: usize, seed: u64) -> bandit_core::Payload {
     let mut payload = trained_payload(dim, arms, 10, seed);
     for arm in &mut payload.arms {
         arm.id = format!("{}-{seed}", arm.id);
     }
+    payload
+}
+
+fn load(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>) -> Reply {
+    let mut payload = fixture(dim, arms, seed);
     payload.offsets = offsets;
     conn.call(&[b"BANDIT.LOAD".as_slice(), key.as_bytes(), &encode_binary(&payload).unwrap()]).unwrap()
 }
 
 /// As the sink writes: no update times, so the module stamps them.
 fn load_unstamped(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>) -> Reply {
-    let mut payload = trained_payload(dim, arms, 10, seed);
+    let mut payload = fixture(dim, arms, seed);
     for arm in &mut payload.arms {
-        arm.id = format!("{}-{seed}", arm.id);
         arm.updated_ms = None;
     }
     payload.offsets = offsets;
@@ -88,6 +121,7 @@ fn debug_reload_keeps_models_exactly() {
     let before = observe_all(&mut conn);
     assert_eq!(conn.cmd("DEBUG RELOAD"), Reply::Status("OK".into()));
     assert!(before == observe_all(&mut conn), "DEBUG RELOAD changed a model");
+    assert_m_scores_as_the_reference(&mut conn);
     assert_eq!(conn.cmd("BANDIT.STATS m").field("alpha").number(), 0.25);
 }
 
@@ -101,6 +135,7 @@ fn rdb_restart_keeps_models_exactly() {
     server.restart(false);
     let mut conn = server.connect();
     assert!(before == observe_all(&mut conn), "RDB restart changed a model");
+    assert_m_scores_as_the_reference(&mut conn);
 }
 
 /// The 64-bit id Redis writes before each value of a module type: the nine
