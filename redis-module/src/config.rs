@@ -1,11 +1,14 @@
 //! Module arguments, given at load time:
 //! `loadmodule libbandit_redis.so [ALPHA a] [LAMBDA l] [MAX-DIM n] [MAX-ARMS n]
 //! [MAX-PAYLOAD-BYTES n] [MAX-ID-BYTES n] [MAX-TOP n] [RANK-THREADS n]`.
-//! They are parsed once and then read by every command, so they live in a
-//! process-wide cell; INFO shows them (section `bandit_config`).
+//! They live in a process-wide cell that every command reads (a copy per
+//! command); `CONFIG SET bandit.<name>` changes them at run time where the
+//! server has module configs (see [`crate::runtime_config`]); INFO shows
+//! them (section `bandit_config`).
 
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
+use bandit_core::number::Shortest;
 use bandit_core::{Limits, ModelSettings};
 
 /// Everything the module arguments set.
@@ -27,18 +30,52 @@ impl Default for ModuleConfig {
     }
 }
 
-static CONFIG: OnceLock<ModuleConfig> = OnceLock::new();
+static CONFIG: OnceLock<RwLock<ModuleConfig>> = OnceLock::new();
 
-/// The configuration in force (defaults before load has finished).
-pub fn get() -> &'static ModuleConfig {
-    CONFIG.get_or_init(ModuleConfig::default)
+fn cell() -> &'static RwLock<ModuleConfig> {
+    CONFIG.get_or_init(|| RwLock::new(ModuleConfig::default()))
+}
+
+/// The configuration in force (defaults before load has finished). A copy:
+/// `CONFIG SET` may change it between commands, never during one.
+pub fn get() -> ModuleConfig {
+    *cell().read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Parses the module arguments and installs them.
-pub fn install(args: &[&[u8]]) -> Result<&'static ModuleConfig, String> {
+pub fn install(args: &[&[u8]]) -> Result<ModuleConfig, String> {
     let parsed = parse(args)?;
-    let _ = CONFIG.set(parsed);
-    Ok(get())
+    *cell().write().unwrap_or_else(PoisonError::into_inner) = parsed;
+    Ok(parsed)
+}
+
+/// Sets one setting by name (a module argument name, any case, or a config
+/// name such as `max-top`) from its text, as a module argument or
+/// `CONFIG SET bandit.<name>` gives it; nothing changes on error.
+pub fn set(name: &str, value: &str) -> Result<(), String> {
+    let mut config = cell().write().unwrap_or_else(PoisonError::into_inner);
+    let mut changed = *config;
+    apply(&mut changed, &name.to_ascii_uppercase(), value)?;
+    check(&changed)?;
+    *config = changed;
+    Ok(())
+}
+
+/// The text of one setting (for `CONFIG GET`), or None for an unknown name.
+pub fn value_of(name: &str) -> Option<String> {
+    let config = get();
+    let limits = config.limits;
+    Some(match name.to_ascii_uppercase().as_str() {
+        "ALPHA" => Shortest(config.default_alpha).to_string(),
+        "LAMBDA" => Shortest(config.default_lambda).to_string(),
+        "MAX-DIM" => limits.max_dim.to_string(),
+        "MAX-ARMS" => limits.max_arms.to_string(),
+        "MAX-PAYLOAD-BYTES" => limits.max_payload_bytes.to_string(),
+        "MAX-ID-BYTES" => limits.max_id_bytes.to_string(),
+        "MAX-TOP" => limits.max_top.to_string(),
+        "RANK-THREADS" => config.rank_threads.to_string(),
+        _ => return None,
+    })
 }
 
 /// The argument names, as written in docs and error messages.
@@ -52,32 +89,42 @@ pub fn parse(args: &[&[u8]]) -> Result<ModuleConfig, String> {
         let (Some(name), Some(value)) = (pair.first(), pair.get(1)) else { continue };
         let name = String::from_utf8_lossy(name).to_ascii_uppercase();
         let value = std::str::from_utf8(value).map_err(|_| format!("{name} must be a number"))?;
-        let limits = &mut config.limits;
-        match name.as_str() {
-            "ALPHA" => config.default_alpha = float(&name, value)?,
-            "LAMBDA" => config.default_lambda = float(&name, value)?,
-            "MAX-DIM" => limits.max_dim = count(&name, value)?,
-            "MAX-ARMS" => limits.max_arms = count(&name, value)?,
-            "MAX-PAYLOAD-BYTES" => limits.max_payload_bytes = count(&name, value)?,
-            "MAX-ID-BYTES" => limits.max_id_bytes = count(&name, value)?,
-            "MAX-TOP" => limits.max_top = count(&name, value)?,
-            "RANK-THREADS" => {
-                config.rank_threads = count(&name, value)?;
-                if config.rank_threads > 16 {
-                    return Err(format!("RANK-THREADS must be at most 16, got {value}"));
-                }
-            }
-            _ => return Err(format!("unknown module argument '{name}' (known: {})", NAMES.join(", "))),
-        }
+        apply(&mut config, &name, value)?;
     }
     if let Some(dangling) = pairs.remainder().first() {
         return Err(format!("module argument '{}' has no value", String::from_utf8_lossy(dangling)));
     }
-    // The defaults must themselves make a valid model.
+    check(&config)?;
+    Ok(config)
+}
+
+/// One setting, by its upper-case name.
+fn apply(config: &mut ModuleConfig, name: &str, value: &str) -> Result<(), String> {
+    let limits = &mut config.limits;
+    match name {
+        "ALPHA" => config.default_alpha = float(name, value)?,
+        "LAMBDA" => config.default_lambda = float(name, value)?,
+        "MAX-DIM" => limits.max_dim = count(name, value)?,
+        "MAX-ARMS" => limits.max_arms = count(name, value)?,
+        "MAX-PAYLOAD-BYTES" => limits.max_payload_bytes = count(name, value)?,
+        "MAX-ID-BYTES" => limits.max_id_bytes = count(name, value)?,
+        "MAX-TOP" => limits.max_top = count(name, value)?,
+        "RANK-THREADS" => {
+            config.rank_threads = count(name, value)?;
+            if config.rank_threads > 16 {
+                return Err(format!("RANK-THREADS must be at most 16, got {value}"));
+            }
+        }
+        _ => return Err(format!("unknown module argument '{name}' (known: {})", NAMES.join(", "))),
+    }
+    Ok(())
+}
+
+/// The defaults must themselves make a valid model.
+fn check(config: &ModuleConfig) -> Result<(), String> {
     ModelSettings { dim: 1, alpha: config.default_alpha, lambda: config.default_lambda, decay: 1.0 }
         .validate(&config.limits)
-        .map_err(|e| e.to_string())?;
-    Ok(config)
+        .map_err(|e| e.to_string())
 }
 
 fn float(name: &str, value: &str) -> Result<f64, String> {
@@ -99,6 +146,20 @@ mod tests {
         assert_eq!(config.default_alpha, 0.5);
         assert_eq!(config.limits.max_dim, 64);
         assert_eq!(config.limits.max_top, 10);
+    }
+
+    #[test]
+    fn one_setting_changes_only_when_valid() {
+        install(&[b"ALPHA", b"0.5"]).unwrap();
+        set("max-top", "7").unwrap();
+        assert_eq!((get().limits.max_top, get().default_alpha), (7, 0.5));
+        assert!(set("lambda", "0").unwrap_err().contains("LAMBDA"));
+        assert!(set("max-dim", "x").unwrap_err().contains("positive integer"));
+        assert!(set("nope", "1").unwrap_err().contains("unknown"));
+        assert_eq!(get().default_lambda, 1.0, "a refused value changes nothing");
+        assert_eq!(value_of("alpha").as_deref(), Some("0.5"));
+        assert_eq!(value_of("MAX-TOP").as_deref(), Some("7"));
+        assert_eq!(value_of("bogus"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`acl`]: the `bandit` ACL category, where the server supports it.
 //! - [`args`]: argument cursor and number parsing.
 //! - [`reply`]: direct reply writing (RESP2/RESP3 aware).
+//! - `runtime_config`: the settings as `CONFIG GET/SET bandit.*` configs.
 //! - [`error`]: command errors and their reply text.
 //!
 //! Commands are registered through `RedisModule_CreateCommand` with legacy key
@@ -31,6 +32,8 @@ pub mod datatype;
 pub mod docs;
 pub mod error;
 pub mod reply;
+#[cfg(not(test))]
+mod runtime_config;
 
 // Unit tests run outside Redis, where the Redis allocator does not exist.
 #[cfg(not(test))]

@@ -8,20 +8,17 @@ use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisSt
 use redis_module_macros::info_command_handler;
 
 use crate::datatype::BANDIT_TYPE;
-use crate::{acl, commands, config, docs};
+use crate::{acl, commands, config, docs, runtime_config};
 
 /// Module version reported by MODULE LIST: major·10000 + minor·100 + patch.
 const MODULE_VERSION: i32 = 100;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let bytes: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-    let config = match config::install(&bytes) {
-        Ok(config) => config,
-        Err(message) => {
-            ctx.log_warning(&format!("bandit: {message}"));
-            return Status::Err;
-        }
-    };
+    if let Err(message) = config::install(&bytes) {
+        ctx.log_warning(&format!("bandit: {message}"));
+        return Status::Err;
+    }
     // rdb_load reports read errors instead of Redis aborting on them.
     ctx.set_module_options(raw::ModuleOptions::HANDLE_IO_ERRORS);
     let category = acl::add_category(ctx);
@@ -48,7 +45,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             ctx.log_notice(&format!("bandit: this server takes no command docs for {}", spec.name));
         }
     }
-    ctx.log_notice(&format!("bandit: loaded with {config:?}"));
+    if !runtime_config::register(ctx) {
+        ctx.log_notice("bandit: this server has no module configs; the settings are load-time arguments only");
+    }
+    ctx.log_notice(&format!("bandit: loaded with {:?}", config::get()));
     Status::Ok
 }
 

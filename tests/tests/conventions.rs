@@ -106,3 +106,48 @@ fn acl_categories_where_the_server_has_them() {
         assert!(categories.contains(&"@bandit".to_string()) && categories.contains(&category.to_string()), "{command}: {categories:?}");
     }
 }
+
+/// The module's settings are server configs: `CONFIG GET bandit.*` shows
+/// them (load-time arguments give the defaults), `CONFIG SET` changes them at
+/// once for the next command, bad values are refused with the reason and
+/// change nothing, `rank-threads` is fixed at load, and `--bandit.<name>`
+/// on the command line works as a module argument does.
+#[test]
+fn settings_are_configs_at_run_time() {
+    let server = RedisServer::with_options(bandit_tests::server::ServerOptions {
+        module_args: vec!["ALPHA".into(), "0.7".into(), "MAX-TOP".into(), "9".into()],
+        server_args: vec!["--bandit.lambda".into(), "2.5".into()],
+    });
+    let mut conn = server.connect();
+    let get = |conn: &mut bandit_tests::resp::Connection, name: &str| conn.call(&["CONFIG", "GET", name]).unwrap().pairs();
+    let all = get(&mut conn, "bandit.*");
+    let names: std::collections::BTreeSet<String> = all.iter().map(|(name, _)| name.clone()).collect();
+    let expected = ["alpha", "lambda", "max-dim", "max-arms", "max-payload-bytes", "max-id-bytes", "max-top", "rank-threads"];
+    assert_eq!(names, expected.iter().map(|n| format!("bandit.{n}")).collect());
+    let value = |pairs: &[(String, Reply)], name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.text());
+    assert_eq!(value(&all, "bandit.alpha").as_deref(), Some("0.7"));
+    assert_eq!(value(&all, "bandit.lambda").as_deref(), Some("2.5"));
+    assert_eq!(value(&all, "bandit.max-top").as_deref(), Some("9"));
+
+    // A model created without settings takes the configs in force.
+    conn.cmd("BANDIT.CREATE a DIM 2");
+    assert_eq!(conn.cmd("BANDIT.STATS a").field("lambda"), Reply::Bulk(b"2.5".to_vec()));
+    assert_eq!(conn.cmd("CONFIG SET bandit.alpha 0.25"), Reply::Status("OK".into()));
+    conn.cmd("BANDIT.CREATE b DIM 2");
+    assert_eq!(conn.cmd("BANDIT.STATS b").field("alpha"), Reply::Bulk(b"0.25".to_vec()));
+    assert_eq!(server.info_field("bandit", "bandit_alpha"), "0.25");
+
+    // Limits apply from the next command on.
+    let top = |conn: &mut bandit_tests::resp::Connection, k: &str| conn.call(&["BANDIT.RANK", "a", "CONTEXT", "1", "0", "TOP", k]).unwrap();
+    assert!(top(&mut conn, "9").array().is_empty());
+    assert_eq!(conn.cmd("CONFIG SET bandit.max-top 3"), Reply::Status("OK".into()));
+    assert_eq!(top(&mut conn, "9").text(), "ERR TOP is 9, the limit is 3");
+
+    for (name, bad, reason) in [("bandit.lambda", "0", "LAMBDA must be a finite number > 0"), ("bandit.max-dim", "-1", "MAX-DIM must be a positive integer")] {
+        let refused = conn.call(&["CONFIG", "SET", name, bad]).unwrap();
+        assert!(refused.is_error() && refused.text().contains(reason), "{name} {bad}: {refused:?}");
+    }
+    assert_eq!(value(&get(&mut conn, "bandit.lambda"), "bandit.lambda").as_deref(), Some("2.5"), "a refused value changes nothing");
+    let immutable = conn.call(&["CONFIG", "SET", "bandit.rank-threads", "2"]).unwrap();
+    assert!(immutable.is_error() && immutable.text().contains("immutable"), "{immutable:?}");
+}

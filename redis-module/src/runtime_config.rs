@@ -1,0 +1,123 @@
+//! The module's settings as server configs: `CONFIG GET bandit.*`,
+//! `CONFIG SET bandit.alpha 0.5`, and `bandit.<name>` in redis.conf or on the
+//! command line (Redis 7.0+ module configs). Every setting goes through
+//! [`crate::config::set`], the same path as the load-time arguments, which
+//! stay accepted and give the defaults. Values are strings so one parser
+//! serves both. `rank-threads` is immutable: RANK's per-thread scratch is
+//! sized once. Where the server has no config API the module loads without.
+
+use std::ffi::{c_void, CStr, CString};
+use std::os::raw::{c_char, c_int};
+use std::sync::{Mutex, PoisonError};
+
+use redis_module::{raw, Context};
+
+use crate::config;
+
+/// Config names (the server shows them as `bandit.<name>`), with whether
+/// they can change at run time.
+const CONFIGS: [(&CStr, bool); 8] = [
+    (c"alpha", true),
+    (c"lambda", true),
+    (c"max-dim", true),
+    (c"max-arms", true),
+    (c"max-payload-bytes", true),
+    (c"max-id-bytes", true),
+    (c"max-top", true),
+    (c"rank-threads", false),
+];
+
+/// Registers every setting as a string config and loads the values the
+/// server was given. Returns false where the server has no config API.
+pub fn register(ctx: &Context) -> bool {
+    // SAFETY: reading function pointers Redis filled in at module init.
+    let (Some(register), Some(load)) = (unsafe { raw::RedisModule_RegisterStringConfig }, unsafe { raw::RedisModule_LoadConfigs })
+    else {
+        return false;
+    };
+    for (index, (name, mutable)) in CONFIGS.iter().enumerate() {
+        let current = name.to_str().ok().and_then(config::value_of).unwrap_or_default();
+        let Ok(default) = CString::new(current) else { return false };
+        let flags = if *mutable { 0 } else { raw::REDISMODULE_CONFIG_IMMUTABLE };
+        // SAFETY: OnLoad context; NUL-terminated strings Redis copies; the
+        // callbacks match the string-config signatures; privdata is the
+        // index into CONFIGS, never dereferenced.
+        let status = unsafe {
+            register(
+                ctx.ctx,
+                name.as_ptr(),
+                default.as_ptr(),
+                flags,
+                Some(get_config),
+                Some(set_config),
+                None,
+                index as *mut c_void,
+            )
+        };
+        if status != raw::Status::Ok as c_int {
+            ctx.log_warning(&format!("bandit: cannot register the config {name:?}"));
+            return false;
+        }
+    }
+    // SAFETY: OnLoad context, after every config is registered.
+    unsafe { load(ctx.ctx) == raw::Status::Ok as c_int }
+}
+
+/// The string the server last read from `get_config`, kept alive until the
+/// next read (the server copies it at once).
+struct LastValue(*mut raw::RedisModuleString);
+// SAFETY: only touched from the server's main thread, inside config calls.
+unsafe impl Send for LastValue {}
+
+static LAST: Mutex<LastValue> = Mutex::new(LastValue(std::ptr::null_mut()));
+
+fn name_of(privdata: *mut c_void) -> Option<&'static str> {
+    CONFIGS.get(privdata as usize).and_then(|(name, _)| name.to_str().ok())
+}
+
+unsafe extern "C" fn get_config(_name: *const c_char, privdata: *mut c_void) -> *mut raw::RedisModuleString {
+    let text = name_of(privdata).and_then(config::value_of).unwrap_or_default();
+    // SAFETY: reading a function pointer Redis filled in at module init; a
+    // NULL context makes an unmanaged string, freed on the next read.
+    let value = unsafe { raw::RedisModule_CreateString }
+        .map_or(std::ptr::null_mut(), |create| unsafe { create(std::ptr::null_mut(), text.as_ptr().cast(), text.len()) });
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    if let (false, Some(free)) = (last.0.is_null(), unsafe { raw::RedisModule_FreeString }) {
+        // SAFETY: the previous value, created above and no longer used.
+        unsafe { free(std::ptr::null_mut(), last.0) };
+    }
+    last.0 = value;
+    value
+}
+
+unsafe extern "C" fn set_config(
+    _name: *const c_char,
+    value: *mut raw::RedisModuleString,
+    privdata: *mut c_void,
+    err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    let mut len = 0;
+    let ptr = raw::string_ptr_len(value, &mut len);
+    let text = if ptr.is_null() {
+        ""
+    } else {
+        // SAFETY: the server's string holds len bytes for this call.
+        std::str::from_utf8(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }).unwrap_or("")
+    };
+    let outcome = match name_of(privdata) {
+        Some(name) => config::set(name, text),
+        None => Err("unknown bandit config".to_owned()),
+    };
+    match outcome {
+        Ok(()) => raw::Status::Ok as c_int,
+        Err(message) => {
+            if !err.is_null() {
+                if let Some(create) = unsafe { raw::RedisModule_CreateString } {
+                    // SAFETY: the server takes the error string it asked for.
+                    unsafe { *err = create(std::ptr::null_mut(), message.as_ptr().cast(), message.len()) };
+                }
+            }
+            raw::Status::Err as c_int
+        }
+    }
+}
