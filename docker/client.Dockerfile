@@ -8,4 +8,7 @@ RUN cargo build --release -p bandit
 
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/bandit /usr/local/bin/bandit
+RUN useradd --system --create-home bandit
+USER bandit
+WORKDIR /home/bandit
 ENTRYPOINT ["bandit"]

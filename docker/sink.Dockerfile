@@ -10,5 +10,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/bandit-sink /usr/local/bin/bandit-sink
 COPY docker/sink.toml /etc/bandit/sink.toml
+RUN useradd --system --no-create-home bandit
+USER bandit
 EXPOSE 9464
 ENTRYPOINT ["bandit-sink", "--config", "/etc/bandit/sink.toml"]
