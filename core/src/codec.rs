@@ -6,7 +6,12 @@
 //! settings (ALPHA, LAMBDA, DECAY as three little-endian f64) followed by the version-1
 //! body. The encoder writes version 1 when the payload states no settings
 //! (what the trainer sends, byte for byte what earlier builds wrote) and
-//! version 2 when it does (exports). Compact and exact.
+//! version 2 when it does (exports). Version 3 is for payloads with base
+//! offsets (the trainer's compare-and-set, see [`Payload::base_offsets`]): a
+//! flags byte (1: settings follow, 2: base offsets follow), the settings as
+//! in version 2 when flagged, the base offsets as a u64 count of (i32
+//! partition, i64 offset) pairs when flagged, then the version-1 body.
+//! Compact and exact.
 //!
 //! JSON: `{"dim": 3, "alpha": 0.5, "lambda": 2, "arms": [{"id": "42",
 //! "a_inv": [[..],..], "b": [..], "a": [[..],..], "n": 10, "reward_sum": 3.0,
@@ -25,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::packed;
 use crate::payload::{ArmPayload, Payload, PayloadSettings};
+use crate::wire::Reader;
 
 /// First bytes of every binary payload.
 pub const MAGIC: &[u8; 4] = b"BNDT";
@@ -32,6 +38,10 @@ pub const MAGIC: &[u8; 4] = b"BNDT";
 pub const BINARY_VERSION: u16 = 1;
 /// The binary layout with the model's settings before the version-1 body.
 pub const BINARY_VERSION_WITH_SETTINGS: u16 = 2;
+/// The binary layout with flags, optional settings and optional base offsets.
+pub const BINARY_VERSION_WITH_BASE: u16 = 3;
+const FLAG_SETTINGS: u8 = 1;
+const FLAG_BASE: u8 = 2;
 #[cfg(test)]
 const HEADER_LEN: usize = MAGIC.len() + 2;
 
@@ -85,13 +95,28 @@ pub fn encode(payload: &Payload, format: Format) -> Result<Vec<u8>> {
 pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    match payload.settings {
-        None => out.extend_from_slice(&BINARY_VERSION.to_le_bytes()),
-        Some(settings) => {
+    let put_settings = |out: &mut Vec<u8>, settings: PayloadSettings| {
+        for value in [settings.alpha, settings.lambda, settings.decay] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    };
+    match (payload.settings, payload.base_offsets.is_empty()) {
+        (None, true) => out.extend_from_slice(&BINARY_VERSION.to_le_bytes()),
+        (Some(settings), true) => {
             out.extend_from_slice(&BINARY_VERSION_WITH_SETTINGS.to_le_bytes());
-            out.extend_from_slice(&settings.alpha.to_le_bytes());
-            out.extend_from_slice(&settings.lambda.to_le_bytes());
-            out.extend_from_slice(&settings.decay.to_le_bytes());
+            put_settings(&mut out, settings);
+        }
+        (settings, false) => {
+            out.extend_from_slice(&BINARY_VERSION_WITH_BASE.to_le_bytes());
+            out.push(if settings.is_some() { FLAG_SETTINGS | FLAG_BASE } else { FLAG_BASE });
+            if let Some(settings) = settings {
+                put_settings(&mut out, settings);
+            }
+            crate::wire::put_u64(&mut out, payload.base_offsets.len() as u64);
+            for &(partition, offset) in &payload.base_offsets {
+                out.extend_from_slice(&partition.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+            }
         }
     }
     // The fixed-width layout, written with bulk copies (see `wire`).
@@ -112,25 +137,41 @@ fn decode_binary(bytes: &[u8]) -> Result<Payload> {
     match version {
         BINARY_VERSION => crate::wire::decode_body(body),
         BINARY_VERSION_WITH_SETTINGS => {
-            let (alpha, rest) = take_f64(body)?;
-            let (lambda, rest) = take_f64(rest)?;
-            let (decay, body) = take_f64(rest)?;
-            let mut payload = crate::wire::decode_body(body)?;
-            payload.settings = Some(PayloadSettings { alpha, lambda, decay });
+            let mut header = Reader::new(body, "binary payload settings");
+            let settings = read_settings(&mut header)?;
+            let mut payload = crate::wire::decode_body(header.rest())?;
+            payload.settings = Some(settings);
+            Ok(payload)
+        }
+        BINARY_VERSION_WITH_BASE => {
+            let mut header = Reader::new(body, "binary payload header");
+            let flags = header.u8()?;
+            if flags & !(FLAG_SETTINGS | FLAG_BASE) != 0 {
+                return Err(Error::InvalidPayload(format!("binary payload: unknown flags {flags:#04x}")));
+            }
+            let settings = if flags & FLAG_SETTINGS != 0 { Some(read_settings(&mut header)?) } else { None };
+            let mut base_offsets = Vec::new();
+            if flags & FLAG_BASE != 0 {
+                let count = header.len(12)?;
+                base_offsets.reserve(count);
+                for _ in 0..count {
+                    base_offsets.push((header.i32()?, header.i64()?));
+                }
+            }
+            let mut payload = crate::wire::decode_body(header.rest())?;
+            payload.settings = settings;
+            payload.base_offsets = base_offsets;
             Ok(payload)
         }
         other => Err(Error::InvalidPayload(format!(
             "binary payload version {other} is not supported (this build reads versions \
-             {BINARY_VERSION} and {BINARY_VERSION_WITH_SETTINGS})"
+             {BINARY_VERSION} to {BINARY_VERSION_WITH_BASE})"
         ))),
     }
 }
 
-fn take_f64(bytes: &[u8]) -> Result<(f64, &[u8])> {
-    let (value, rest) = bytes
-        .split_first_chunk::<8>()
-        .ok_or_else(|| Error::InvalidPayload("binary payload truncated in its settings".into()))?;
-    Ok((f64::from_le_bytes(*value), rest))
+fn read_settings(header: &mut Reader<'_>) -> Result<PayloadSettings> {
+    Ok(PayloadSettings { alpha: header.f64()?, lambda: header.f64()?, decay: header.f64()? })
 }
 
 fn not_a_payload() -> Error {
@@ -151,6 +192,8 @@ struct JsonPayload {
     arms: Vec<JsonArm>,
     #[serde(default)]
     offsets: BTreeMap<i32, i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    base_offsets: BTreeMap<i32, i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -194,6 +237,7 @@ pub fn encode_json(payload: &Payload) -> Result<Vec<u8>> {
             })
             .collect(),
         offsets: payload.offsets.iter().copied().collect(),
+        base_offsets: payload.base_offsets.iter().copied().collect(),
     };
     serde_json::to_vec(&json).map_err(|e| Error::InvalidPayload(format!("cannot encode: {e}")))
 }
@@ -228,7 +272,13 @@ fn decode_json(bytes: &[u8]) -> Result<Payload> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Payload { dim, arms, offsets: json.offsets.into_iter().collect(), settings })
+    Ok(Payload {
+        dim,
+        arms,
+        offsets: json.offsets.into_iter().collect(),
+        settings,
+        base_offsets: json.base_offsets.into_iter().collect(),
+    })
 }
 
 /// Packs a full matrix, checking its shape and symmetry. The packed value is
@@ -274,6 +324,7 @@ mod tests {
             }],
             offsets: vec![(0, 10), (3, 99)],
             settings: None,
+            base_offsets: vec![],
         }
     }
 
@@ -299,6 +350,29 @@ mod tests {
         assert_eq!(&encode_binary(&sample()).unwrap()[4..6], &1u16.to_le_bytes());
         for cut in 0..binary.len() {
             assert!(decode(&binary[..cut], &Limits::default()).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn base_offsets_round_trip_in_both_formats() {
+        for settings in [None, with_settings().settings] {
+            let payload = Payload { settings, base_offsets: vec![(0, 9), (3, -1)], ..sample() };
+            let binary = encode_binary(&payload).unwrap();
+            // Version 3: flags, the settings when present, the base offsets, the body.
+            assert_eq!(&binary[4..6], &3u16.to_le_bytes());
+            assert_eq!(binary[6], if settings.is_some() { 3 } else { 2 });
+            let base_at = if settings.is_some() { 7 + 24 } else { 7 };
+            assert_eq!(&binary[base_at..base_at + 8], &2u64.to_le_bytes());
+            assert_eq!(&binary[base_at + 8..base_at + 12], &0i32.to_le_bytes());
+            assert_eq!(&binary[base_at + 12..base_at + 20], &9i64.to_le_bytes());
+            assert_eq!(&binary[base_at + 32..], &encode_binary(&sample()).unwrap()[HEADER_LEN..]);
+            assert_eq!(decode(&binary, &Limits::default()).unwrap(), payload);
+            let json = encode_json(&payload).unwrap();
+            assert!(String::from_utf8_lossy(&json).contains(r#""base_offsets":{"0":9,"3":-1}"#));
+            assert_eq!(decode(&json, &Limits::default()).unwrap(), payload);
+            for cut in 0..binary.len() {
+                assert!(decode(&binary[..cut], &Limits::default()).is_err(), "cut at {cut}");
+            }
         }
     }
 
@@ -335,6 +409,7 @@ mod tests {
             arms: vec![ArmPayload { id: "é".into(), a_inv: vec![0.5], b: vec![2.0], a: None, n: 3, reward_sum: 1.5, updated_ms: Some(-2) }],
             offsets: vec![(7, 9)],
             settings: None,
+            base_offsets: vec![],
         };
         let mut want: Vec<u8> = b"BNDT".to_vec();
         want.extend([1, 0]);
@@ -401,7 +476,8 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"", "expected JSON"),
             (b"BNDT\x09\x00", "version 9"),
-            (b"BNDT\x02\x00\x00", "truncated in its settings"),
+            (b"BNDT\x02\x00\x00", "binary payload settings: truncated"),
+            (b"BNDT\x03\x00\x04", "unknown flags 0x04"),
             (b"XXXX\x01\x00", "expected JSON"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 2], [0, 1]], "b": [0, 0]}]}"#, "not symmetric"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 0]], "b": [0, 0]}]}"#, "2x2 matrix"),
@@ -410,7 +486,8 @@ mod tests {
             (br#"{"dim": 2, "arms": [{"id": "", "a_inv": [[1, 0], [0, 1]], "b": [0, 0]}]}"#, "id is empty"),
             (br#"{"dim": 0, "arms": []}"#, "dim must be"),
             (br#"{"dim": 2, "arms": [], "bogus": 1}"#, "unknown field"),
-            (br#"{"dim": 2, "arms": [], "offsets": {"-1": 3}}"#, "non-negative"),
+            (br#"{"dim": 2, "arms": [], "offsets": {"-1": 3}}"#, "offsets: partition -1 at 3 is out of range"),
+            (br#"{"dim": 2, "arms": [], "base_offsets": {"0": -2}}"#, "base_offsets: partition 0 at -2 is out of range"),
             (br#"{"dim": 1, "arms": [{"id": "a", "a_inv": [[1]], "b": [0]}, {"id": "a", "a_inv": [[1]], "b": [0]}]}"#, "appears twice"),
             (br#"{"dim": 1, "arms": [{"id": "a", "a_inv": [[1]], "b": [1e999]}]}"#, "JSON"),
         ];

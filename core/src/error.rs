@@ -1,7 +1,7 @@
 //! The one error type of the core crate. Messages are written to be shown to a
 //! Redis user after an `ERR ` prefix (the module adds it), except
-//! [`Error::Stale`], whose reply starts with `STALE` so that writers can tell a
-//! fenced write from a bad one.
+//! [`Error::Stale`] and [`Error::Moved`], whose replies start with `STALE` so
+//! that writers can tell a fenced write from a bad one.
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -37,6 +37,12 @@ pub enum Error {
     #[error("partition {partition} is at offset {stored} in the model, the payload has {given}")]
     Stale { partition: i32, stored: i64, given: i64 },
 
+    /// The model no longer holds the offset a writer built its payload on
+    /// (see [`crate::Payload::base_offsets`]): it went back (a failover lost
+    /// a LOAD) or another writer moved it.
+    #[error("partition {partition} is at {} in the model, the writer built on {} (the model went back or another writer moved it)", at_offset(*.stored), at_offset(*.expected))]
+    Moved { partition: i32, stored: Option<i64>, expected: Option<i64> },
+
     /// A matrix that must be symmetric positive definite is not.
     #[error("matrix is not positive definite{}", at_field(.field))]
     NotPositiveDefinite { field: String },
@@ -48,6 +54,10 @@ pub enum Error {
     /// A stored snapshot written by a newer or unknown encoder.
     #[error("unsupported snapshot encoding version {0}")]
     UnsupportedSnapshot(i32),
+}
+
+fn at_offset(offset: Option<i64>) -> String {
+    offset.map_or_else(|| "no offset".to_owned(), |offset| format!("offset {offset}"))
 }
 
 fn at_field(field: &str) -> String {

@@ -266,6 +266,13 @@ impl Model {
                 return Err(Error::SettingsMismatch { payload: given, model: have });
             }
         }
+        for &(partition, base) in &payload.base_offsets {
+            let stored = self.offsets.get(&partition).copied();
+            let expected = (base >= 0).then_some(base);
+            if stored != expected {
+                return Err(Error::Moved { partition, stored, expected });
+            }
+        }
         for &(partition, given) in &payload.offsets {
             if let Some(&stored) = self.offsets.get(&partition) {
                 if stored > given {
@@ -410,6 +417,7 @@ impl Model {
             arms,
             offsets: self.offsets.iter().map(|(&p, &o)| (p, o)).collect(),
             settings: Some(PayloadSettings::of(&self.settings)),
+            base_offsets: Vec::new(),
         }
     }
 
@@ -473,7 +481,7 @@ mod tests {
     #[test]
     fn apply_computes_theta_and_keeps_everything() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![] };
         assert_eq!(model.apply(&payload, 1000, &Limits::default()).unwrap().arms_changed, 1);
         let view = model.arm(0).unwrap();
         assert_eq!(view.theta, &[0.5, 0.5]);
@@ -487,7 +495,7 @@ mod tests {
     #[test]
     fn an_identical_load_changes_nothing() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![] };
         assert!(model.apply(&payload, 1000, &Limits::default()).unwrap().changed());
         assert!(!model.apply(&payload, 2000, &Limits::default()).unwrap().changed());
         assert_eq!(model.arm(0).unwrap().updated_ms, 1000);
@@ -497,10 +505,10 @@ mod tests {
     #[test]
     fn stale_offsets_reject_the_whole_payload() {
         let mut model = Model::new(settings(2));
-        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None };
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None, base_offsets: vec![] };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         let before = model.clone();
-        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None };
+        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None, base_offsets: vec![] };
         let error = model.apply(&stale, 2000, &Limits::default()).unwrap_err();
         assert_eq!(error, Error::Stale { partition: 1, stored: 7, given: 6 });
         assert_eq!(model, before);
@@ -510,7 +518,7 @@ mod tests {
     fn arm_limit_is_checked_before_writing() {
         let mut model = Model::new(settings(2));
         let limits = Limits { max_arms: 1, ..Limits::default() };
-        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None, base_offsets: vec![] };
         assert!(matches!(model.apply(&payload, 0, &limits), Err(Error::TooLarge { .. })));
         assert!(model.is_empty());
     }
@@ -523,6 +531,7 @@ mod tests {
             arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.1, 0.7], 9)],
             offsets: vec![(2, 11)],
             settings: None,
+            base_offsets: vec![],
         };
         model.apply(&payload, 1234, &Limits::default()).unwrap();
         let mut copy = Model::new(settings(2));
@@ -534,7 +543,7 @@ mod tests {
     #[test]
     fn export_carries_the_settings_and_other_settings_are_refused() {
         let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.3, lambda: 2.0, decay: 0.99 });
-        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None }, 5, &Limits::default()).unwrap();
+        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![] }, 5, &Limits::default()).unwrap();
         let export = model.export(None);
         assert_eq!(export.settings, Some(PayloadSettings { alpha: 0.3, lambda: 2.0, decay: 0.99 }));
         let before = model.clone();
@@ -553,14 +562,43 @@ mod tests {
     }
 
     #[test]
+    fn base_offsets_are_a_compare_and_set() {
+        let mut model = Model::new(settings(2));
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], ..Payload::default() };
+        model.apply(&first, 1, &Limits::default()).unwrap();
+        let before = model.clone();
+        // Built on offset 5 of partition 0 and on nothing for partition 1: accepted.
+        let next = Payload {
+            dim: 2,
+            arms: vec![arm("b", [0.0, 1.0], 1)],
+            offsets: vec![(0, 9), (1, 3)],
+            base_offsets: vec![(0, 5), (1, -1)],
+            ..Payload::default()
+        };
+        let mut copy = model.clone();
+        copy.apply(&next, 2, &Limits::default()).unwrap();
+        // Built on 7 while the model is at 5 (it went back): refused whole.
+        let ahead = Payload { base_offsets: vec![(0, 7)], ..next.clone() };
+        let error = model.apply(&ahead, 2, &Limits::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "partition 0 is at offset 5 in the model, the writer built on offset 7 (the model went back or another writer moved it)"
+        );
+        // Built on "nothing" for a partition the model has: refused too.
+        let error = model.apply(&Payload { base_offsets: vec![(0, -1)], ..next }, 2, &Limits::default()).unwrap_err();
+        assert!(matches!(error, Error::Moved { partition: 0, stored: Some(5), expected: None }), "{error:?}");
+        assert_eq!(model, before);
+    }
+
+    #[test]
     fn stamp_states_what_the_model_stored() {
         let mut model = Model::new(settings(2));
-        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None };
+        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![] };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         assert!(model.stamp(&mut first));
         assert_eq!(first.arms[0].updated_ms, Some(1000));
         // An unchanged arm keeps its time; a changed one takes the new time.
-        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None };
+        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None, base_offsets: vec![] };
         model.apply(&second, 2000, &Limits::default()).unwrap();
         assert!(model.stamp(&mut second));
         assert_eq!(second.arms.iter().map(|a| a.updated_ms).collect::<Vec<_>>(), vec![Some(1000), Some(2000)]);

@@ -87,6 +87,14 @@ pub struct Payload {
     /// Not part of the version-1 body (see [`crate::codec`]).
     #[serde(skip)]
     pub settings: Option<PayloadSettings>,
+    /// Compare-and-set for writers that must not publish over a model that
+    /// moved: (partition, the model's offset the writer built on, −1 for
+    /// none), sorted by partition. The model refuses the whole payload as
+    /// STALE unless it holds exactly these, so a model that went back (a
+    /// failover that lost the last LOAD) or that another writer moved is
+    /// never overwritten with arms built on another state. Empty: no check.
+    #[serde(skip)]
+    pub base_offsets: Vec<(i32, i64)>,
 }
 
 impl Payload {
@@ -120,22 +128,25 @@ impl Payload {
                 return Err(Error::InvalidPayload(format!("arm '{}' appears twice", arm.id)));
             }
         }
-        let mut previous: Option<i32> = None;
-        for &(partition, offset) in &self.offsets {
-            if partition < 0 || offset < 0 {
-                return Err(Error::InvalidPayload(format!(
-                    "offset {offset} for partition {partition}: both must be non-negative"
-                )));
-            }
-            if previous.is_some_and(|p| p >= partition) {
-                return Err(Error::InvalidPayload(
-                    "offsets must list each partition once, in ascending order".into(),
-                ));
-            }
-            previous = Some(partition);
-        }
+        check_partitions(&self.offsets, 0, "offsets")?;
+        check_partitions(&self.base_offsets, -1, "base_offsets")?;
         Ok(())
     }
+}
+
+/// Partitions listed once each, ascending, with offsets at least `min`.
+fn check_partitions(list: &[(i32, i64)], min: i64, what: &str) -> Result<()> {
+    let mut previous: Option<i32> = None;
+    for &(partition, offset) in list {
+        if partition < 0 || offset < min {
+            return Err(Error::InvalidPayload(format!("{what}: partition {partition} at {offset} is out of range")));
+        }
+        if previous.is_some_and(|p| p >= partition) {
+            return Err(Error::InvalidPayload(format!("{what} must list each partition once, in ascending order")));
+        }
+        previous = Some(partition);
+    }
+    Ok(())
 }
 
 impl ArmPayload {

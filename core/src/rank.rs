@@ -199,6 +199,7 @@ mod tests {
                 .collect(),
             offsets: vec![],
             settings: None,
+            base_offsets: vec![],
         };
         model.apply(&payload, 0, &Limits::default()).unwrap();
         model

@@ -195,6 +195,7 @@ mod tests {
             arms: vec![arm("x", 1.0, true, Some(77)), arm("ÿ-2", 2.0, false, None), arm("z", 3.0, true, Some(-5))],
             offsets: vec![(4, 40), (0, 3)],
             settings: None,
+            base_offsets: vec![],
         };
         model.apply(&payload, 5, &Limits::default()).unwrap();
         model.apply(&Payload { arms: vec![arm("x", 4.0, false, Some(78))], offsets: vec![], ..payload.clone() }, 6, &Limits::default()).unwrap();

@@ -19,18 +19,23 @@
 //!   is reset to the model (its arms dropped, `next` = the model's offset) and
 //!   the caller seeks there;
 //! - a publish carries every changed arm and, for every partition that moved,
-//!   its `next`: the model's fence ([`crate::Model::apply`]) refuses it as
-//!   STALE when another writer is ahead, and [`Trainer::stale`] resets the
-//!   partitions that moved.
+//!   its `next`, and the offsets it was built on: the model
+//!   ([`crate::Model::apply`]) refuses it as STALE when another writer is
+//!   ahead or the model is not where the trainer left it (it went back), and
+//!   [`Trainer::reconcile`] resets the partitions that moved.
 //!
 //! The calls, in the order the I/O loop makes them:
 //! 1. [`Trainer::assign`] with the model's offsets: where to start each partition.
 //! 2. [`Trainer::handle`] per record; on `NeedArm`, export that arm (and the
 //!    offsets) from the model, [`Trainer::restored`], then handle it again.
 //!    On `Rejected`, dead-letter it and [`Trainer::advance`], or stop.
-//! 3. [`Trainer::flush`]: the payload to LOAD; then [`Trainer::published`]
-//!    (commit the returned offsets) or, on STALE, [`Trainer::stale`] with the
-//!    model's offsets (seek the returned partitions) and flush again.
+//! 3. [`Trainer::flush`]: the payload to LOAD (built on the offsets the model
+//!    had, which it checks: [`crate::Payload::base_offsets`]); then
+//!    [`Trainer::published`] (commit the returned offsets) or, on STALE,
+//!    [`Trainer::reconcile`] with the model's offsets (seek the returned
+//!    partitions) and flush again. With nothing to publish, reconcile with
+//!    the model's offsets anyway: that is how a failover that lost the last
+//!    LOAD is noticed on a quiet partition.
 //! 4. [`Trainer::revoke`] after a final flush when partitions go away.
 
 use std::collections::BTreeMap;
@@ -249,7 +254,15 @@ impl Trainer {
             return Ok(None);
         }
         let arms = self.invert_dirty()?;
-        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None }))
+        // What this trainer built on: the model must still hold exactly it.
+        let base_offsets = offsets
+            .iter()
+            .map(|&(partition, _)| {
+                let published = self.partitions.get(&partition).and_then(|state| state.published);
+                (partition, published.unwrap_or(-1))
+            })
+            .collect();
+        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets }))
     }
 
     /// The model accepted the payload of the last [`Trainer::flush`]: its
@@ -268,11 +281,15 @@ impl Trainer {
         }
     }
 
-    /// The model refused the last payload as STALE; `model_offsets` are the
-    /// model's offsets now. Every partition the model moved is reset to it;
-    /// returns (partition, offset) for the consumer to seek. Flush again
-    /// afterwards: the rest is still waiting.
-    pub fn stale(&mut self, model_offsets: &[(i32, i64)]) -> Vec<(i32, i64)> {
+    /// Aligns the trainer with the model's offsets now (`model_offsets`):
+    /// after a payload was refused as STALE, and whenever there was nothing to
+    /// publish, so that a model that went back (a failover that lost the last
+    /// LOAD) or that another writer moved is noticed even on a quiet
+    /// partition. Every partition whose model offset is not the one this
+    /// trainer published is reset to the model; returns (partition, offset)
+    /// for the consumer to seek, which replays what the model lacks. After a
+    /// STALE, flush again: the rest is still waiting.
+    pub fn reconcile(&mut self, model_offsets: &[(i32, i64)]) -> Vec<(i32, i64)> {
         let moved: Vec<(i32, Option<i64>)> = self
             .partitions
             .iter()

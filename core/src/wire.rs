@@ -98,6 +98,11 @@ impl<'a> Reader<'a> {
         <[u8; N]>::try_from(bytes).map_err(|_| self.truncated())
     }
 
+    pub(crate) fn u8(&mut self) -> Result<u8> {
+        let [byte] = self.array::<1>()?;
+        Ok(byte)
+    }
+
     pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array()?))
     }
@@ -150,6 +155,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
     /// Everything was read.
     pub(crate) fn finish(&self) -> Result<()> {
         if self.rest.is_empty() {
@@ -186,5 +196,5 @@ pub fn decode_body(bytes: &[u8]) -> Result<Payload> {
         offsets.push((reader.i32()?, reader.i64()?));
     }
     reader.finish()?;
-    Ok(Payload { dim, arms, offsets, settings: None })
+    Ok(Payload { dim, arms, offsets, settings: None, base_offsets: vec![] })
 }

@@ -48,7 +48,7 @@ pub enum CommandError {
 impl From<CoreError> for CommandError {
     fn from(error: CoreError) -> Self {
         match error {
-            CoreError::Stale { .. } => Self::Stale(error.to_string()),
+            CoreError::Stale { .. } | CoreError::Moved { .. } => Self::Stale(error.to_string()),
             CoreError::SettingsMismatch { .. } => Self::Settings(error.to_string()),
             other => Self::Other(other.to_string()),
         }

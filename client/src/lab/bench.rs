@@ -103,7 +103,7 @@ pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed:
             local.fold(&FeedbackEvent { event_id: String::new(), product_id: format!("p{k}"), reward, context_vector, timestamp: 0 })?;
         }
     }
-    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None });
+    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![] });
     payload.offsets.clear();
     Ok(payload)
 }
@@ -139,7 +139,7 @@ pub fn prepare(url: &str, config: &BenchConfig) -> Result<()> {
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
     let payload = trained_payload(config.dim, config.arms, 20, 7)?;
     for chunk in payload.arms.chunks(2000) {
-        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None };
+        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![] };
         let bytes = encode_binary(&part)?;
         let _: u64 = redis::cmd("BANDIT.LOAD").arg(MODEL_KEY).arg(bytes).query(&mut conn)?;
     }
@@ -317,7 +317,7 @@ pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
         .enumerate()
         .filter_map(|(i, arm)| arm.to_payload(&format!("p{i}"), &mut work, None).ok())
         .collect();
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None }).map_or(0, |b| b.len());
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![] }).map_or(0, |b| b.len());
     (start.elapsed().as_secs_f64() * 1e3, bytes)
 }
 
@@ -352,7 +352,7 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
     for (id, accumulator) in &accumulators {
         published.push(accumulator.to_payload(id, &mut work, None)?);
     }
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None })?;
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![] })?;
     let load_start = Instant::now();
     let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(bytes).query(&mut conn)?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
