@@ -215,6 +215,10 @@ impl<'a> Loop<'a> {
             }
             self.maybe_flush()?;
             self.apply_pauses()?;
+            // The one writer of the engine's gauges: once a turn, after the
+            // rebalances (inside poll), the record and the flush.
+            let gauges = self.context.engine().gauges();
+            self.context.metrics.set_engine(gauges);
         }
         Ok(())
     }
@@ -341,7 +345,7 @@ impl<'a> Loop<'a> {
         if !to_resume.is_empty() {
             self.consumer.resume(&self.partition_list(&to_resume)?)?;
         }
-        Metrics::set(&self.context.metrics.paused, u64::from(!wanted.is_empty()));
+        self.context.metrics.set_paused(!wanted.is_empty());
         *paused = wanted;
         Ok(())
     }
@@ -374,7 +378,7 @@ fn handle<M: Message>(config: &Config, consumer: &BaseConsumer<SinkContext>, mes
             Some(dlq) => {
                 dlq.send(&config.topic, message, &reason)?;
                 context.engine().advance(partition, offset);
-                Metrics::inc(&context.metrics.events_dead_lettered);
+                context.metrics.event_dead_lettered();
                 tracing::debug!(partition, offset, %reason, "dead-lettered");
                 Ok(())
             }

@@ -2,7 +2,8 @@
 //! ([`bandit_core::trainer::Trainer`]): this file does the I/O the trainer
 //! asks for — reads the model's offsets and arms from Redis, publishes its
 //! payloads with `BANDIT.LOAD`, reads the model again after a STALE — and
-//! keeps the metrics. How events are folded, which records are skipped,
+//! counts events, flushes and resets where they happen (its gauges are read
+//! with [`Engine::gauges`]). How events are folded, which records are skipped,
 //! when a partition is reset and what a flush carries is the trainer's, and
 //! is property-tested there without a broker.
 
@@ -14,7 +15,7 @@ use bandit_core::fold::Learning;
 use bandit_core::trainer::{Handled, Restored, Trainer};
 
 use crate::error::{Result, SinkError};
-use crate::metrics::Metrics;
+use crate::metrics::{EngineGauges, Metrics};
 use crate::store::{LoadOutcome, ModelStore};
 
 /// What became of one record.
@@ -80,6 +81,14 @@ impl Engine {
         self.trainer.dirty_arms()
     }
 
+    pub fn gauges(&self) -> EngineGauges {
+        EngineGauges {
+            dirty_arms: self.trainer.dirty_arms(),
+            arms_in_memory: self.trainer.arms_in_memory(),
+            unflushed_events: self.trainer.unflushed(),
+        }
+    }
+
     pub fn assigned(&self) -> Vec<i32> {
         self.trainer.assigned()
     }
@@ -91,16 +100,13 @@ impl Engine {
     /// When Redis cannot be read; the caller retries.
     pub fn assign(&mut self, partitions: &[i32]) -> Result<Vec<(i32, Option<i64>)>> {
         let model = self.store.export(&[])?;
-        let starts = self.trainer.assign(partitions, &model.offsets);
-        self.update_gauges();
-        Ok(starts)
+        Ok(self.trainer.assign(partitions, &model.offsets))
     }
 
     /// Gives partitions up (after the caller flushed): their arms may change
     /// elsewhere from now on, so they are forgotten.
     pub fn revoke(&mut self, partitions: &[i32]) {
         self.trainer.revoke(partitions);
-        self.update_gauges();
     }
 
     /// Handles one record, restoring its arm from the model first when the
@@ -116,16 +122,15 @@ impl Engine {
         loop {
             match self.trainer.handle(partition, offset, event) {
                 Handled::Folded => {
-                    Metrics::inc(&self.metrics.events_folded);
-                    self.update_gauges();
+                    self.metrics.event_folded();
                     return Ok(Verdict::Folded);
                 }
                 Handled::Skipped => {
-                    Metrics::inc(&self.metrics.events_skipped);
+                    self.metrics.event_skipped();
                     return Ok(Verdict::Skipped);
                 }
                 Handled::Rejected(reason) => {
-                    Metrics::inc(&self.metrics.events_rejected);
+                    self.metrics.event_rejected();
                     return Ok(Verdict::Rejected(reason));
                 }
                 Handled::NeedArm(id) => {
@@ -133,10 +138,8 @@ impl Engine {
                     let restored = self.trainer.restored(partition, &id, &export).map_err(|e| {
                         SinkError::Model(format!("cannot continue training arm {id}: {e} (was it loaded without A?)"))
                     })?;
-                    self.update_gauges();
                     if let Restored::Reset { partition, offset } = restored {
-                        tracing::warn!(partition, model = offset, "the model moved under this instance: resetting the partition");
-                        Metrics::inc(&self.metrics.partition_resets);
+                        self.reset(partition, offset, "the model moved under this instance");
                         return Ok(Verdict::Reset { partition, offset });
                     }
                 }
@@ -147,7 +150,6 @@ impl Engine {
     /// Marks a record as handled without folding it (after dead-lettering).
     pub fn advance(&mut self, partition: i32, offset: i64) {
         self.trainer.advance(partition, offset);
-        Metrics::set(&self.metrics.unflushed_events, self.unflushed());
     }
 
     /// Publishes the changed arms, with the next offset of every partition
@@ -162,29 +164,25 @@ impl Engine {
         for _ in 0..2 {
             let started = Instant::now();
             let Some(payload) = self.trainer.flush().map_err(|e| SinkError::Model(e.to_string()))? else {
-                self.update_gauges();
                 return Ok(Flushed { resets, ..Flushed::default() });
             };
             match self.store.load(&payload) {
                 Ok(LoadOutcome::Applied(_)) => {
                     self.trainer.published(&payload);
-                    self.metrics.observe_flush(started.elapsed(), payload.arms.len() as u64);
-                    self.update_gauges();
+                    self.metrics.flushed(started.elapsed(), payload.arms.len());
                     return Ok(Flushed { arms: payload.arms.len(), offsets: payload.offsets, resets });
                 }
                 Ok(LoadOutcome::Stale(detail)) => {
-                    Metrics::inc(&self.metrics.flushes_stale);
+                    self.metrics.flush_stale();
                     tracing::warn!(%detail, "publish refused as STALE: another instance is ahead");
                     let model = self.store.export(&[])?;
                     for (partition, offset) in self.trainer.stale(&model.offsets) {
-                        tracing::warn!(partition, model = offset, "resetting the partition to the model's offset");
-                        Metrics::inc(&self.metrics.partition_resets);
+                        self.reset(partition, offset, "another instance published past it");
                         resets.push((partition, offset));
                     }
-                    self.update_gauges();
                 }
                 Err(e) => {
-                    Metrics::inc(&self.metrics.flushes_failed);
+                    self.metrics.flush_failed();
                     return Err(e);
                 }
             }
@@ -192,10 +190,11 @@ impl Engine {
         Err(SinkError::Model("publish stayed STALE after resetting the moved partitions".into()))
     }
 
-    fn update_gauges(&self) {
-        Metrics::set(&self.metrics.dirty_arms, self.trainer.dirty_arms() as u64);
-        Metrics::set(&self.metrics.arms_in_memory, self.trainer.arms_in_memory() as u64);
-        Metrics::set(&self.metrics.unflushed_events, self.unflushed());
+    /// A partition the trainer reset to the model's offset: the one place
+    /// such a reset is logged and counted.
+    fn reset(&self, partition: i32, offset: i64, cause: &str) {
+        tracing::warn!(partition, model = offset, cause, "resetting the partition to the model's offset");
+        self.metrics.partition_reset();
     }
 }
 
