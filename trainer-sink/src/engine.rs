@@ -164,6 +164,13 @@ impl Engine {
         for _ in 0..2 {
             let started = Instant::now();
             let Some(payload) = self.trainer.flush().map_err(|e| SinkError::Model(e.to_string()))? else {
+                // Nothing to publish: check that the model is still where
+                // this instance left it (a failover may have lost a LOAD).
+                let model = self.store.export(&[])?;
+                for (partition, offset) in self.trainer.reconcile(&model.offsets) {
+                    self.reset(partition, offset, "the model is not where this instance left it (a failover?)");
+                    resets.push((partition, offset));
+                }
                 return Ok(Flushed { resets, ..Flushed::default() });
             };
             match self.store.load(&payload) {
@@ -174,10 +181,10 @@ impl Engine {
                 }
                 Ok(LoadOutcome::Stale(detail)) => {
                     self.metrics.flush_stale();
-                    tracing::warn!(%detail, "publish refused as STALE: another instance is ahead");
+                    tracing::warn!(%detail, "publish refused as STALE: the model is not where this instance left it");
                     let model = self.store.export(&[])?;
-                    for (partition, offset) in self.trainer.stale(&model.offsets) {
-                        self.reset(partition, offset, "another instance published past it");
+                    for (partition, offset) in self.trainer.reconcile(&model.offsets) {
+                        self.reset(partition, offset, "another instance moved it, or the model went back");
                         resets.push((partition, offset));
                     }
                 }
