@@ -342,13 +342,14 @@ fn refused_start(options: &SinkOptions, redis_url: Option<&str>) -> String {
 fn permanent_redis_errors_stop_the_sink_at_once() {
     let broker = KafkaBroker::start();
     broker.create_topic("feedback", 1);
-    let redis = RedisServer::start();
+    // A module limit the sink's own configuration cannot know: MAX-DIM 8.
+    let redis = RedisServer::with_options(ServerOptions { module_args: vec!["MAX-DIM".into(), "8".into()], ..ServerOptions::default() });
     let mut conn = redis.connect();
     let base = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
 
-    // A module limit: DIM above MAX-DIM (256).
-    let log = refused_start(&SinkOptions { dim: 300, model: "big".into(), ..base.clone() }, None);
-    assert!(log.contains("redis refused") && log.contains("DIM is 300"), "{log}");
+    // A module limit: DIM above the server's MAX-DIM.
+    let log = refused_start(&SinkOptions { dim: 16, model: "big".into(), ..base.clone() }, None);
+    assert!(log.contains("redis refused") && log.contains("DIM is 16, the limit is 8"), "{log}");
 
     // A model created with another λ than the sink trains with.
     conn.cmd("BANDIT.CREATE other-lambda DIM 4 LAMBDA 1");
