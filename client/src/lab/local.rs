@@ -94,8 +94,7 @@ impl LocalModel {
     /// [`ClientError::Core`] for a context of another dim or with a number
     /// that is not finite.
     pub fn rank(&mut self, context: &[f64], candidates: &[String], k: usize) -> Result<&[Ranked]> {
-        let request = RankRequest { context, alpha: self.model.settings().alpha, top: Some(k) };
-        Ok(self.model.rank_candidates(&request, candidates, &mut self.scratch)?)
+        rank(&self.model, context, candidates, k, &mut self.scratch)
     }
 
     /// θ and packed A⁻¹ of a product's published arm, or of the prior
@@ -112,6 +111,29 @@ impl LocalModel {
         let published = prior.to_payload(id, &mut Workspace::default(), None)?;
         Ok((vec![0.0; settings.dim], published.a_inv))
     }
+}
+
+/// The top `k` of `candidates` for a context, with `model`'s α, scored as
+/// BANDIT.RANK scores them, in the caller's scratch: [`LocalModel::rank`]
+/// for a model shared read-only (the evaluator's policies on their threads).
+///
+/// # Errors
+/// As [`LocalModel::rank`].
+pub fn rank<'s>(model: &Model, context: &[f64], candidates: &[String], k: usize, scratch: &'s mut RankScratch) -> Result<&'s [Ranked]> {
+    Ok(model.rank_candidates(&request(model, context, k), candidates, scratch)?)
+}
+
+/// [`rank`] over every arm of `model` (BANDIT.RANK without candidates):
+/// `Ranked::index` is the model row.
+///
+/// # Errors
+/// As [`LocalModel::rank`].
+pub fn rank_all<'s>(model: &Model, context: &[f64], k: usize, scratch: &'s mut RankScratch) -> Result<&'s [Ranked]> {
+    Ok(model.rank_all(&request(model, context, k), scratch)?)
+}
+
+fn request<'c>(model: &Model, context: &'c [f64], k: usize) -> RankRequest<'c> {
+    RankRequest { context, alpha: model.settings().alpha, top: Some(k) }
 }
 
 #[cfg(test)]

@@ -2,15 +2,20 @@
 //! policy on the first part, ask it for a top-k for every test context, and
 //! score the lists against what was logged (see [`metrics`]).
 
+mod clusters;
+mod linear;
 pub mod metrics;
 pub mod policies;
+mod training;
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::{ClientError, Result};
-use crate::history::HistoryLog;
+use crate::history::{HistoryLog, LogRow};
 use metrics::{Judged, Metrics};
-use policies::Arms;
+use policies::{Arms, Policy, Training};
 
 /// How to evaluate.
 #[derive(Debug, Clone, Copy)]
@@ -64,25 +69,65 @@ pub fn evaluate(log: &HistoryLog, items: Option<Vec<String>>, config: &EvalConfi
     });
     let arms = Arms::new(ids);
     let dim = log.feature_names.len();
-    let mut results = Vec::new();
-    let mut list = Vec::with_capacity(config.top_k);
-    for mut policy in policies::all(dim, config.seed, config.decay) {
-        let started = std::time::Instant::now();
-        policy.fit(train, &arms)?;
-        let mut judged = Vec::with_capacity(test.len());
-        for row in test {
-            policy.recommend(&row.context, config.top_k, &mut list)?;
-            let logged = arms.position(&row.product_id);
-            let matched_score = list.iter().find(|(arm, _)| Some(*arm) == logged).map(|&(_, score)| score);
-            judged.push(Judged { response: row.response, matched_score });
+    let training = Training::new(train, &arms, policies::linear_settings(dim, config.decay));
+    let test = Test { rows: test, arm_of: arms.positions(test) };
+    let policies = policies::all(dim, config.seed, config.decay);
+    // Policies are independent and each draws from its own seeded stream,
+    // so running them side by side changes no number; results keep the
+    // policies' order, and the first error in that order is the one
+    // reported, as when they ran one after another.
+    let count = policies.len();
+    let queue: Vec<Mutex<Box<dyn Policy>>> = policies.into_iter().map(Mutex::new).collect();
+    let results: Vec<Mutex<Option<Result<PolicyResult>>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(count);
+    let worker = || {
+        let mut list = Vec::with_capacity(config.top_k);
+        loop {
+            let taken = next.fetch_add(1, Ordering::Relaxed);
+            // The costliest policies are listed last: taking the list from
+            // its end starts them first, so no thread is left with one of
+            // them alone at the end.
+            let Some(index) = count.checked_sub(taken + 1) else { break };
+            let (Some(policy), Some(slot)) = (queue.get(index), results.get(index)) else { break };
+            let mut policy = policy.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = run(policy.as_mut(), &training, &test, config.top_k, &mut list);
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
         }
-        results.push(PolicyResult {
-            name: policy.name().to_owned(),
-            metrics: metrics::compute(&judged, config.top_k),
-            seconds: started.elapsed().as_secs_f64(),
-        });
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(|| Err(ClientError::Simulation("a policy thread stopped before its policy ran".into())))
+        })
+        .collect()
+}
+
+/// The test split, each row's logged product as a candidate index.
+struct Test<'a> {
+    rows: &'a [LogRow],
+    arm_of: Vec<Option<usize>>,
+}
+
+/// Fits one policy, asks it for a top-k per test row and scores the lists.
+fn run(policy: &mut dyn Policy, training: &Training<'_>, test: &Test<'_>, k: usize, list: &mut Vec<(usize, f64)>) -> Result<PolicyResult> {
+    let started = std::time::Instant::now();
+    policy.fit(training)?;
+    let mut judged = Vec::with_capacity(test.rows.len());
+    for (row, &logged) in test.rows.iter().zip(&test.arm_of) {
+        policy.recommend(&row.context, k, list)?;
+        let matched_score = list.iter().find(|(arm, _)| Some(*arm) == logged).map(|&(_, score)| score);
+        judged.push(Judged { response: row.response, matched_score });
     }
-    Ok(results)
+    Ok(PolicyResult { name: policy.name().to_owned(), metrics: metrics::compute(&judged, k), seconds: started.elapsed().as_secs_f64() })
 }
 
 fn cell(value: f64) -> String {
@@ -180,7 +225,7 @@ mod tests {
         ids.dedup();
         let arms = Arms::new(ids.clone());
         let mut policy = policies::all(15, 1, 1.0).into_iter().find(|p| p.name() == "LinUCB").unwrap();
-        policy.fit(train, &arms).unwrap();
+        policy.fit(&Training::new(train, &arms, policies::linear_settings(15, 1.0))).unwrap();
         // The same model built by hand from the same rows, ranked by the core.
         let mut accumulators = std::collections::BTreeMap::new();
         for row in train {
@@ -192,7 +237,7 @@ mod tests {
         let mut work = bandit_core::cholesky::Workspace::default();
         let published = accumulators.iter().map(|(id, a)| a.to_payload(id, &mut work, None).unwrap()).collect();
         let mut model = Model::new(ModelSettings { dim: 15, alpha: 1.0, lambda: 1.0, decay: 1.0 });
-        model.apply(&bandit_core::Payload { dim: 15, arms: published, offsets: vec![], settings: None }, 0, &Limits::default()).unwrap();
+        model.apply(&bandit_core::Payload { dim: 15, arms: published, offsets: vec![], settings: None, base_offsets: vec![] }, 0, &Limits::default()).unwrap();
         let mut scratch = RankScratch::default();
         let mut list = Vec::new();
         for row in test.iter().take(50) {
