@@ -1,19 +1,25 @@
-//! Configuration, Kafka Connect style: a TOML file, overridden by
-//! environment variables (`BANDIT_SINK_*`), overridden by flags. Every field
+//! Configuration, Kafka Connect style: one struct, [`Config`], read from a
+//! TOML file, overridden by environment variables (`BANDIT_SINK_*`),
+//! overridden by flags. The layering is figment's (`config_sources.rs`); this file
+//! holds what the settings are, their defaults and their checks. Every field
 //! is documented here, checked on its own and against the others at start-up,
 //! and printed (secrets masked) when the sink starts.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 
-use clap::Parser;
-use serde::Deserialize;
+use bandit_core::{Limits, ModelSettings};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Result, SinkError};
 
+#[path = "config_sources.rs"]
+mod sources;
+
+pub use sources::{Cli, Setting, SETTINGS};
+
 /// What to do with an event that cannot be folded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Tolerance {
     /// Stop the sink at the first invalid event, without moving past it.
@@ -22,8 +28,11 @@ pub enum Tolerance {
     All,
 }
 
-/// The effective configuration.
-#[derive(Debug, Clone, PartialEq)]
+/// The effective configuration. As a TOML file it is these fields, flat,
+/// plus a `[kafka]` table; a missing field keeps its default
+/// ([`Config::default`]) and an unknown one is refused.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Kafka bootstrap servers, comma-separated `host:port`.
     pub brokers: String,
@@ -35,11 +44,13 @@ pub struct Config {
     pub redis_url: String,
     /// Key of the model in Redis.
     pub model_key: String,
-    /// Context dimension; events with another length are invalid.
+    /// Context dimension; events with another length are invalid. At most
+    /// the module's default MAX-DIM (`Limits::default().max_dim`).
     pub dim: usize,
-    /// Ridge prior: every arm starts at A = λI, b = 0.
+    /// Ridge prior: every arm starts at A = λI, b = 0. Must equal the model's.
     pub lambda: f64,
-    /// ALPHA the model is created with (RANK's default exploration).
+    /// ALPHA the model is created with (RANK's default exploration); an
+    /// existing model keeps its own.
     pub alpha: f64,
     /// Forgetting per event of an arm, in (0, 1]; 1 (the default) forgets
     /// nothing. The model is created with it and must have it.
@@ -51,13 +62,20 @@ pub struct Config {
     /// Pause consumption when this many events are folded but unpublished
     /// (e.g. while Redis is down); resume once a flush succeeds.
     pub max_unflushed_events: u64,
-    /// `none` or `all`, as Kafka Connect's errors.tolerance.
+    /// `none` or `all`, as Kafka Connect's `errors.tolerance`. Spelled flat
+    /// like the flag and the variable; Connect's `[errors] tolerance` is
+    /// refused with a pointer here.
     pub errors_tolerance: Tolerance,
-    /// Where invalid events go when errors_tolerance = all.
+    /// Where invalid events go when errors_tolerance = all. Empty, in any
+    /// layer, means none (and clears a topic set by a lower layer).
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic: Option<String>,
     /// Address of the `/metrics` and `/health` endpoint; empty disables it.
+    #[serde(deserialize_with = "empty_is_none", serialize_with = "none_is_empty")]
     pub metrics_addr: Option<String>,
     /// Any librdkafka property, passed through to the consumer and producer.
+    /// TOML numbers and booleans are taken as their text.
+    #[serde(deserialize_with = "property_values", skip_serializing_if = "BTreeMap::is_empty")]
     pub kafka: BTreeMap<String, String>,
 }
 
@@ -84,136 +102,42 @@ impl Default for Config {
     }
 }
 
-/// The TOML file: the same fields as [`Config`], all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    brokers: Option<String>,
-    topic: Option<String>,
-    group_id: Option<String>,
-    redis_url: Option<String>,
-    model_key: Option<String>,
-    dim: Option<usize>,
-    lambda: Option<f64>,
-    alpha: Option<f64>,
-    decay: Option<f64>,
-    flush_interval_ms: Option<u64>,
-    max_dirty_arms: Option<usize>,
-    max_unflushed_events: Option<u64>,
-    errors: Option<ErrorsSection>,
-    errors_tolerance: Option<Tolerance>,
-    dead_letter_topic: Option<String>,
-    metrics_addr: Option<String>,
-    #[serde(default)]
-    kafka: BTreeMap<String, toml::Value>,
+/// One meaning of "" for every layer: the file, the environment and a flag
+/// all reach the struct through this, after figment has merged them.
+fn empty_is_none<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.filter(|text| !text.is_empty()))
 }
 
-/// `[errors]` table: `tolerance` and `deadletterqueue_topic`, as Connect names them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ErrorsSection {
-    tolerance: Option<Tolerance>,
-    deadletterqueue_topic: Option<String>,
+/// The inverse of [`empty_is_none`], so the printed configuration reads back
+/// as the same configuration.
+fn none_is_empty<S: Serializer>(value: &Option<String>, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(value.as_deref().unwrap_or(""))
 }
 
-/// Command line; every flag also reads `BANDIT_SINK_<NAME>` from the environment.
-#[derive(Debug, Default, Parser)]
-#[command(name = "bandit-sink", version, about = "Folds feedback events from Kafka into LinUCB arms and publishes them to Redis (BANDIT.LOAD), exactly once.")]
-pub struct Cli {
-    /// TOML configuration file.
-    #[arg(long, env = "BANDIT_SINK_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "BANDIT_SINK_BROKERS")]
-    pub brokers: Option<String>,
-    /// Feedback topic.
-    #[arg(long, env = "BANDIT_SINK_TOPIC")]
-    pub topic: Option<String>,
-    /// Consumer group id.
-    #[arg(long, env = "BANDIT_SINK_GROUP")]
-    pub group: Option<String>,
-    /// Redis URL.
-    #[arg(long, env = "BANDIT_SINK_REDIS")]
-    pub redis: Option<String>,
-    /// Model key in Redis.
-    #[arg(long, env = "BANDIT_SINK_MODEL")]
-    pub model: Option<String>,
-    /// Context dimension; events with another length are invalid.
-    #[arg(long, env = "BANDIT_SINK_DIM")]
-    pub dim: Option<usize>,
-    /// Ridge prior λ (A = λI for a new arm); must equal the model's LAMBDA.
-    #[arg(long, env = "BANDIT_SINK_LAMBDA")]
-    pub lambda: Option<f64>,
-    /// ALPHA the model is created with (an existing model keeps its own; a difference is logged).
-    #[arg(long, env = "BANDIT_SINK_ALPHA")]
-    pub alpha: Option<f64>,
-    /// Forgetting per event of an arm, in (0, 1] (1: none); must equal the model's DECAY.
-    #[arg(long, env = "BANDIT_SINK_DECAY")]
-    pub decay: Option<f64>,
-    /// Flush interval in milliseconds.
-    #[arg(long, env = "BANDIT_SINK_FLUSH_INTERVAL_MS")]
-    pub flush_interval_ms: Option<u64>,
-    /// Flush early once this many arms are dirty.
-    #[arg(long, env = "BANDIT_SINK_MAX_DIRTY_ARMS")]
-    pub max_dirty_arms: Option<usize>,
-    /// Pause consumption past this many unpublished events.
-    #[arg(long, env = "BANDIT_SINK_MAX_UNFLUSHED_EVENTS")]
-    pub max_unflushed_events: Option<u64>,
-    /// errors.tolerance: none or all.
-    #[arg(long, value_enum, env = "BANDIT_SINK_ERRORS_TOLERANCE")]
-    pub errors_tolerance: Option<Tolerance>,
-    /// Dead-letter topic for invalid events (errors.tolerance=all).
-    #[arg(long, env = "BANDIT_SINK_DEAD_LETTER_TOPIC")]
-    pub dead_letter_topic: Option<String>,
-    /// Metrics address host:port ("" disables the endpoint).
-    #[arg(long, env = "BANDIT_SINK_METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
-    /// librdkafka property key=value (repeatable), as kcat's -X.
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
-    pub kafka: Vec<String>,
-    /// Print the effective configuration and exit.
-    #[arg(long)]
-    pub print_config: bool,
+/// A `[kafka]` value as TOML may write it; librdkafka takes text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PropertyValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
 }
 
-impl Cli {
-    /// The command line, with every flag's help naming its default. The
-    /// defaults are shown, not set: a flag left out must not override the
-    /// file or the environment, so they come from [`Config::default`].
-    pub fn command_with_defaults() -> clap::Command {
-        let d = Config::default();
-        let tolerance = format!("{:?}", d.errors_tolerance).to_lowercase();
-        let shown: [(&str, String); 14] = [
-            ("brokers", d.brokers),
-            ("topic", d.topic),
-            ("group", d.group_id),
-            ("redis", d.redis_url),
-            ("model", d.model_key),
-            ("dim", d.dim.to_string()),
-            ("lambda", format!("{:?}", d.lambda)),
-            ("alpha", format!("{:?}", d.alpha)),
-            ("decay", format!("{:?}", d.decay)),
-            ("flush_interval_ms", d.flush_interval_ms.to_string()),
-            ("max_dirty_arms", d.max_dirty_arms.to_string()),
-            ("max_unflushed_events", d.max_unflushed_events.to_string()),
-            ("errors_tolerance", tolerance),
-            ("metrics_addr", d.metrics_addr.unwrap_or_default()),
-        ];
-        let mut command = <Self as clap::CommandFactory>::command();
-        for (id, value) in shown {
-            command = command.mut_arg(id, |arg| {
-                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-                arg.help(format!("{help} [default: {value}]"))
-            });
-        }
-        command
-    }
-
-    /// Parses the process's arguments (exits with usage on error, as clap does).
-    pub fn parse_with_defaults() -> Self {
-        let matches = Self::command_with_defaults().get_matches();
-        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
+fn property_values<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    let values = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
+    Ok(values
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                PropertyValue::Text(text) => text,
+                PropertyValue::Integer(n) => n.to_string(),
+                PropertyValue::Float(x) => x.to_string(),
+                PropertyValue::Bool(b) => b.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 /// librdkafka properties the sink sets itself: overriding them would break
@@ -221,77 +145,24 @@ impl Cli {
 const RESERVED_KAFKA_KEYS: &[&str] = &["group.id", "enable.auto.commit", "enable.auto.offset.store", "bootstrap.servers"];
 
 impl Config {
-    /// Builds the configuration from the file, the environment and flags,
-    /// and validates it.
+    /// Builds the configuration from the file, the process's environment
+    /// and the flags, and validates it.
     ///
     /// # Errors
     /// [`SinkError::Config`] naming the bad setting.
     pub fn from_cli(cli: &Cli) -> Result<Self> {
-        let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| SinkError::Config(format!("cannot read {}: {e}", path.display())))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| SinkError::Config(format!("{}: {e}", path.display())))?
-            }
-            None => FileConfig::default(),
-        };
-        let mut config = Config::default();
-        config.apply_file(file)?;
-        config.apply_cli(cli)?;
+        Self::load(cli, std::env::vars_os())
+    }
+
+    /// [`Config::from_cli`] with the environment given, so that tests need
+    /// not change the process's (shared by every test thread).
+    ///
+    /// # Errors
+    /// [`SinkError::Config`] naming the bad setting.
+    pub fn load(cli: &Cli, environment: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Result<Self> {
+        let config = sources::layered(cli, environment)?;
         config.validate()?;
         Ok(config)
-    }
-
-    fn apply_file(&mut self, file: FileConfig) -> Result<()> {
-        macro_rules! set {
-            ($($field:ident),*) => { $(if let Some(value) = file.$field { self.$field = value; })* };
-        }
-        set!(brokers, topic, group_id, redis_url, model_key, dim, lambda, alpha, decay, flush_interval_ms, max_dirty_arms, max_unflushed_events, errors_tolerance);
-        if let Some(errors) = file.errors {
-            if let Some(tolerance) = errors.tolerance {
-                self.errors_tolerance = tolerance;
-            }
-            if errors.deadletterqueue_topic.is_some() {
-                self.dead_letter_topic = errors.deadletterqueue_topic;
-            }
-        }
-        if file.dead_letter_topic.is_some() {
-            self.dead_letter_topic = file.dead_letter_topic;
-        }
-        if let Some(addr) = file.metrics_addr {
-            self.metrics_addr = Some(addr).filter(|a| !a.is_empty());
-        }
-        for (key, value) in file.kafka {
-            let value = match value {
-                toml::Value::String(text) => text,
-                other => other.to_string(),
-            };
-            self.kafka.insert(key, value);
-        }
-        Ok(())
-    }
-
-    fn apply_cli(&mut self, cli: &Cli) -> Result<()> {
-        macro_rules! set {
-            ($($flag:ident => $field:ident),*) => { $(if let Some(value) = cli.$flag.clone() { self.$field = value; })* };
-        }
-        set!(brokers => brokers, topic => topic, group => group_id, redis => redis_url, model => model_key,
-             dim => dim, lambda => lambda, alpha => alpha, decay => decay, flush_interval_ms => flush_interval_ms,
-             max_dirty_arms => max_dirty_arms, max_unflushed_events => max_unflushed_events,
-             errors_tolerance => errors_tolerance);
-        if let Some(topic) = &cli.dead_letter_topic {
-            self.dead_letter_topic = Some(topic.clone()).filter(|t| !t.is_empty());
-        }
-        if let Some(addr) = &cli.metrics_addr {
-            self.metrics_addr = Some(addr.clone()).filter(|a| !a.is_empty());
-        }
-        for pair in &cli.kafka {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| SinkError::Config(format!("-X {pair}: expected key=value")))?;
-            self.kafka.insert(key.trim().to_owned(), value.trim().to_owned());
-        }
-        Ok(())
     }
 
     /// Checks each setting and their combinations.
@@ -305,18 +176,7 @@ impl Config {
                 return fail(format!("{name} must not be empty"));
             }
         }
-        if !(1..=1024).contains(&self.dim) {
-            return fail(format!("dim must be between 1 and 1024, got {}", self.dim));
-        }
-        if !(self.lambda.is_finite() && self.lambda > 0.0) {
-            return fail(format!("lambda must be a finite number > 0, got {}", self.lambda));
-        }
-        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
-            return fail(format!("alpha must be a finite number >= 0, got {}", self.alpha));
-        }
-        if !(self.decay > 0.0 && self.decay <= 1.0) {
-            return fail(format!("decay must be a number in (0, 1], got {}", self.decay));
-        }
+        self.validate_model_settings()?;
         if self.flush_interval_ms < 10 {
             return fail(format!("flush_interval_ms must be at least 10, got {}", self.flush_interval_ms));
         }
@@ -346,6 +206,24 @@ impl Config {
         Ok(())
     }
 
+    /// dim, lambda, alpha and decay by core's own rules, the ones the module
+    /// applies to BANDIT.CREATE, so that the sink refuses at start what the
+    /// module would refuse later.
+    fn validate_model_settings(&self) -> Result<()> {
+        let settings = ModelSettings { dim: self.dim, alpha: self.alpha, lambda: self.lambda, decay: self.decay };
+        // The module's MAX-DIM can be raised per server, but the sink cannot
+        // see the server's before connecting: it holds to the default.
+        settings.validate(&Limits::default()).map_err(|e| match e {
+            bandit_core::Error::TooLarge { got, limit, .. } => SinkError::Config(format!(
+                "dim is {got}, the limit is {limit} (the bandit module's default MAX-DIM: a model cannot be created with more)"
+            )),
+            other => SinkError::Config(format!(
+                "{other} (dim = {}, lambda = {}, alpha = {}, decay = {})",
+                self.dim, self.lambda, self.alpha, self.decay
+            )),
+        })
+    }
+
     /// The Redis URL with any password replaced, for logs.
     pub fn redis_url_masked(&self) -> String {
         let url = &self.redis_url;
@@ -358,35 +236,28 @@ impl Config {
             None => url.clone(),
         }
     }
+
+    /// This configuration with every secret replaced by `***`: the Redis
+    /// password and any Kafka property whose name says password or secret.
+    pub fn masked(&self) -> Self {
+        let kafka = self
+            .kafka
+            .iter()
+            .map(|(key, value)| {
+                let secret = key.contains("password") || key.contains("secret");
+                (key.clone(), if secret { "***".to_owned() } else { value.clone() })
+            })
+            .collect();
+        Self { redis_url: self.redis_url_masked(), kafka, ..self.clone() }
+    }
 }
 
+/// The masked configuration as TOML: a file that reads back as the same
+/// configuration, less its secrets.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "brokers = {:?}", self.brokers)?;
-        writeln!(f, "topic = {:?}", self.topic)?;
-        writeln!(f, "group_id = {:?}", self.group_id)?;
-        writeln!(f, "redis_url = {:?}", self.redis_url_masked())?;
-        writeln!(f, "model_key = {:?}", self.model_key)?;
-        writeln!(f, "dim = {}", self.dim)?;
-        writeln!(f, "lambda = {:?}", self.lambda)?;
-        writeln!(f, "alpha = {:?}", self.alpha)?;
-        writeln!(f, "decay = {:?}", self.decay)?;
-        writeln!(f, "flush_interval_ms = {}", self.flush_interval_ms)?;
-        writeln!(f, "max_dirty_arms = {}", self.max_dirty_arms)?;
-        writeln!(f, "max_unflushed_events = {}", self.max_unflushed_events)?;
-        writeln!(f, "errors_tolerance = {:?}", format!("{:?}", self.errors_tolerance).to_lowercase())?;
-        if let Some(topic) = &self.dead_letter_topic {
-            writeln!(f, "dead_letter_topic = {topic:?}")?;
-        }
-        writeln!(f, "metrics_addr = {:?}", self.metrics_addr.as_deref().unwrap_or(""))?;
-        if !self.kafka.is_empty() {
-            writeln!(f, "[kafka]")?;
-            for (key, value) in &self.kafka {
-                let shown = if key.contains("password") || key.contains("secret") { "***" } else { value };
-                writeln!(f, "{key:?} = {shown:?}")?;
-            }
-        }
-        Ok(())
+        let text = toml::to_string(&self.masked()).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
     }
 }
 

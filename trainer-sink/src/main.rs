@@ -1,12 +1,13 @@
-//! The `bandit-sink` binary: flags and environment into a [`Config`], logs,
-//! signals, and [`bandit_sink::run`].
+//! The `bandit-sink` binary: file, environment and flags into a [`Config`],
+//! logs, signals, and [`bandit_sink::run`].
 
 use std::process::ExitCode;
-
 
 use bandit_sink::{Cli, Config};
 
 fn main() -> ExitCode {
+    // Usage errors (an unknown flag, a bad -X pair) exit 2 here, as clap does;
+    // a bad setting exits 2 below, naming it.
     let cli = Cli::parse_with_defaults();
     let config = match Config::from_cli(&cli) {
         Ok(config) => config,
