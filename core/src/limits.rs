@@ -28,3 +28,13 @@ impl Default for Limits {
         }
     }
 }
+
+impl Limits {
+    /// No size bound: for data that was checked when it was first written (a
+    /// model's own export read back, a LOAD a primary already accepted).
+    /// Everything else a decoder checks still applies.
+    #[must_use]
+    pub fn unbounded() -> Self {
+        Self { max_dim: usize::MAX, max_arms: usize::MAX, max_payload_bytes: usize::MAX, max_id_bytes: usize::MAX, max_top: usize::MAX }
+    }
+}

@@ -557,6 +557,11 @@ mod tests {
             assert_eq!(model, before, "nothing applied");
         }
         model.apply(&export, 9, &Limits::default()).unwrap();
+        // −0 and 0 are the same setting (a CREATE replicated as text cannot
+        // tell them apart).
+        let mut zero = Model::new(ModelSettings { alpha: 0.0, ..*model.settings() });
+        let minus_zero = PayloadSettings { alpha: -0.0, ..PayloadSettings::of(model.settings()) };
+        zero.apply(&Payload { dim: 2, settings: Some(minus_zero), ..Payload::default() }, 1, &Limits::default()).unwrap();
         let error = model.apply(&Payload { dim: 3, ..Payload::default() }, 9, &Limits::default()).unwrap_err();
         assert_eq!(error.to_string(), "payload is for dim 3, the model has dim 2");
     }

@@ -58,12 +58,12 @@ impl PayloadSettings {
         ModelSettings { dim, alpha: self.alpha, lambda: self.lambda, decay: self.decay }
     }
 
-    /// Equal to the bit (a restore must not drift by a rounding).
+    /// Equal in value (validated settings are never NaN; −0 and 0 are the
+    /// same setting, and a CREATE replicated as text cannot tell them apart),
+    /// with no tolerance: a restore must not drift by a rounding.
     #[must_use]
     pub fn same_as(&self, other: &Self) -> bool {
-        self.alpha.to_bits() == other.alpha.to_bits()
-            && self.lambda.to_bits() == other.lambda.to_bits()
-            && self.decay.to_bits() == other.decay.to_bits()
+        self.alpha == other.alpha && self.lambda == other.lambda && self.decay == other.decay
     }
 }
 

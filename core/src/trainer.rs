@@ -254,13 +254,13 @@ impl Trainer {
             return Ok(None);
         }
         let arms = self.invert_dirty()?;
-        // What this trainer built on: the model must still hold exactly it.
-        let base_offsets = offsets
+        // What this trainer built on, for every partition it holds (moved or
+        // not): the model must still hold exactly it, so a LOAD a failover
+        // lost on a quiet partition is noticed even while others are busy.
+        let base_offsets = self
+            .partitions
             .iter()
-            .map(|&(partition, _)| {
-                let published = self.partitions.get(&partition).and_then(|state| state.published);
-                (partition, published.unwrap_or(-1))
-            })
+            .map(|(&partition, state)| (partition, state.published.unwrap_or(-1)))
             .collect();
         Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets }))
     }

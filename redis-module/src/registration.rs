@@ -45,8 +45,13 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             ctx.log_notice(&format!("bandit: this server takes no command docs for {}", spec.name));
         }
     }
-    if !runtime_config::register(ctx) {
-        ctx.log_notice("bandit: this server has no module configs; the settings are load-time arguments only");
+    match runtime_config::register(ctx) {
+        Ok(true) => {}
+        Ok(false) => ctx.log_notice("bandit: this server has no module configs; the settings are load-time arguments only"),
+        Err(message) => {
+            ctx.log_warning(&format!("bandit: {message}"));
+            return Status::Err;
+        }
     }
     ctx.log_notice(&format!("bandit: loaded with {:?}", config::get()));
     Status::Ok

@@ -16,6 +16,7 @@ use redis_module::{raw, Context};
 pub struct Reply<'ctx> {
     ctx: *mut raw::RedisModuleCtx,
     resp3: bool,
+    replayed: bool,
     context: PhantomData<&'ctx Context>,
 }
 
@@ -23,7 +24,19 @@ impl<'ctx> Reply<'ctx> {
     pub fn new(ctx: &'ctx Context) -> Self {
         // SAFETY: the context is the live one of the current command.
         let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) };
-        Self { ctx: ctx.ctx, resp3: flags & (raw::REDISMODULE_CTX_FLAGS_RESP3 as i32) != 0, context: PhantomData }
+        let replayed = (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as i32;
+        Self {
+            ctx: ctx.ctx,
+            resp3: flags & (raw::REDISMODULE_CTX_FLAGS_RESP3 as i32) != 0,
+            replayed: flags & replayed != 0,
+            context: PhantomData,
+        }
+    }
+
+    /// Whether the command comes from the primary (on a replica) or from
+    /// the AOF being loaded, rather than from a client.
+    pub fn from_primary_or_aof(self) -> bool {
+        self.replayed
     }
 
     /// Whether the client speaks RESP3 (HELLO 3).

@@ -28,16 +28,20 @@ const CONFIGS: [(&CStr, bool); 8] = [
 ];
 
 /// Registers every setting as a string config and loads the values the
-/// server was given. Returns false where the server has no config API.
-pub fn register(ctx: &Context) -> bool {
+/// server was given. Ok(false) where the server has no config API.
+///
+/// # Errors
+/// When the server has the API but refuses a config or a value given for it
+/// (a bad `bandit.<name>` in redis.conf): the module must not load then.
+pub fn register(ctx: &Context) -> Result<bool, String> {
     // SAFETY: reading function pointers Redis filled in at module init.
     let (Some(register), Some(load)) = (unsafe { raw::RedisModule_RegisterStringConfig }, unsafe { raw::RedisModule_LoadConfigs })
     else {
-        return false;
+        return Ok(false);
     };
     for (index, (name, mutable)) in CONFIGS.iter().enumerate() {
         let current = name.to_str().ok().and_then(config::value_of).unwrap_or_default();
-        let Ok(default) = CString::new(current) else { return false };
+        let default = CString::new(current).map_err(|_| format!("config {name:?} has no text value"))?;
         let flags = if *mutable { 0 } else { raw::REDISMODULE_CONFIG_IMMUTABLE };
         // SAFETY: OnLoad context; NUL-terminated strings Redis copies; the
         // callbacks match the string-config signatures; privdata is the
@@ -55,12 +59,15 @@ pub fn register(ctx: &Context) -> bool {
             )
         };
         if status != raw::Status::Ok as c_int {
-            ctx.log_warning(&format!("bandit: cannot register the config {name:?}"));
-            return false;
+            return Err(format!("the server refused the config bandit.{}", name.to_string_lossy()));
         }
     }
     // SAFETY: OnLoad context, after every config is registered.
-    unsafe { load(ctx.ctx) == raw::Status::Ok as c_int }
+    if unsafe { load(ctx.ctx) } == raw::Status::Ok as c_int {
+        Ok(true)
+    } else {
+        Err("a bandit.* config value was refused (see the lines above)".into())
+    }
 }
 
 /// The string the server last read from `get_config`, kept alive until the

@@ -277,9 +277,12 @@ fn aof_restart_keeps_models_exactly_even_in_chunks() {
 fn replicas_receive_real_changes_only_and_rank_read_only() {
     let master = RedisServer::start();
     // The replica's module defaults differ: what the primary filled in must
-    // reach it stated, not be filled in again from its own settings.
+    // reach it stated, not be filled in again from its own settings. Its
+    // payload limit is smaller than the LOADs it receives: what the primary
+    // accepted must still be applied, never dropped.
     let mut replica_options = master.replica_options();
-    replica_options.module_args = vec!["ALPHA".into(), "5".into(), "LAMBDA".into(), "7".into()];
+    replica_options.module_args =
+        vec!["ALPHA".into(), "5".into(), "LAMBDA".into(), "7".into(), "MAX-PAYLOAD-BYTES".into(), "600".into()];
     let replica = RedisServer::with_options(replica_options);
     wait_until("the replica link", Duration::from_secs(20), || {
         replica.info_field("replication", "master_link_status") == "up"

@@ -38,6 +38,9 @@ pub struct ModelStore {
     key: String,
     timeout: Duration,
     limits: Limits,
+    /// The settings the model was checked or created with, to create it
+    /// again if it is deleted under the running sink.
+    settings: Option<ModelSettings>,
     health: Arc<Health>,
 }
 
@@ -54,8 +57,8 @@ impl ModelStore {
         let client = redis::Client::open(url).map_err(|e| SinkError::Config(format!("redis_url: {e}")))?;
         // Exports are read back without the module's size limits: the model
         // itself already enforced them when it was written.
-        let limits = Limits { max_payload_bytes: usize::MAX, max_arms: usize::MAX, max_dim: usize::MAX, ..Limits::default() };
-        Ok(Self { client, connection: None, key: key.to_owned(), timeout, limits, health })
+        let limits = Limits::unbounded();
+        Ok(Self { client, connection: None, key: key.to_owned(), timeout, limits, settings: None, health })
     }
 
     pub fn key(&self) -> &str {
@@ -113,6 +116,7 @@ impl ModelStore {
     /// [`SinkError::RedisRefused`] for any other refusal,
     /// [`SinkError::RedisUnavailable`] while Redis cannot answer.
     pub fn ensure_model(&mut self, settings: ModelSettings) -> Result<()> {
+        self.settings = Some(settings);
         let stats = match self.query::<Vec<redis::Value>>(redis::cmd("BANDIT.STATS").arg(&self.key)) {
             Ok(stats) => stats,
             Err(e) if e.code() == Some(NO_MODEL) => return self.create(settings),
@@ -211,8 +215,16 @@ impl ModelStore {
         let bytes: Vec<u8> = match self.query(&command) {
             Ok(bytes) => bytes,
             // A model deleted under a running sink reads as empty: partitions
-            // then restart from the beginning and rebuild it.
-            Err(e) if e.code() == Some(NO_MODEL) => return Ok(Payload::default()),
+            // then restart from the beginning and rebuild it, in a model made
+            // again with the sink's settings (a LOAD would otherwise create
+            // it with the module's defaults: another prior, no forgetting).
+            Err(e) if e.code() == Some(NO_MODEL) => {
+                if let Some(settings) = self.settings {
+                    tracing::warn!(model = %self.key, "the model is gone: creating it again with the sink's settings and rebuilding it from the topic");
+                    self.create(settings)?;
+                }
+                return Ok(Payload::default());
+            }
             Err(e) if e.code() == Some("WRONGTYPE") => {
                 return Err(SinkError::Model(format!("{} holds another type of value ({e})", self.key)))
             }

@@ -105,6 +105,7 @@ pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed:
     }
     let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![] });
     payload.offsets.clear();
+    payload.base_offsets.clear();
     Ok(payload)
 }
 

@@ -15,7 +15,7 @@
 //! they hold what this server holds; otherwise the command as received.
 
 use bandit_core::codec::{self, Format};
-use bandit_core::{Model, PayloadSettings};
+use bandit_core::{Limits, Model, PayloadSettings};
 
 use super::{entry_point, now_ms, publish_change, write_model, CommandSpec, Invocation};
 use crate::config;
@@ -46,12 +46,17 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
         return Err(CommandError::WrongArity(SPEC.name));
     }
     let config = config::get();
-    let mut payload = codec::decode(bytes, &config.limits)?;
+    // What the primary accepted, or what the AOF recorded, is applied
+    // whatever this server's limits are now: a replica or a restart with a
+    // smaller MAX-PAYLOAD-BYTES (or a stated payload a little larger than
+    // the command received) must not silently lose arms. Validation stays.
+    let limits = if call.reply.from_primary_or_aof() { Limits::unbounded() } else { config.limits };
+    let mut payload = codec::decode(bytes, &limits)?;
     let key = call.ctx.open_key_writable(&call.key);
     let now = now_ms();
     let (applied, filled_in) = match write_model(&key)? {
         Some(model) => {
-            let applied = model.apply(&payload, now, &config.limits)?;
+            let applied = model.apply(&payload, now, &limits)?;
             (applied, model.stamp(&mut payload))
         }
         None => {
@@ -63,7 +68,7 @@ fn handler(call: &mut Invocation<'_>) -> Result<()> {
             });
             payload.settings = Some(settings);
             let mut model = Model::new(settings.for_dim(payload.dim));
-            let mut applied = model.apply(&payload, now, &config.limits)?;
+            let mut applied = model.apply(&payload, now, &limits)?;
             let stamped = model.stamp(&mut payload);
             key.set_value(&BANDIT_TYPE, model).map_err(|_| CommandError::WrongType)?;
             applied.created = true;
