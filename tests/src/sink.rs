@@ -30,6 +30,15 @@ pub fn sink_path() -> PathBuf {
     crate::server::built_artifact("BANDIT_SINK_BIN", "bandit-sink", "cargo build --release -p bandit-sink")
 }
 
+/// A command that runs the sink. The harness's own `BANDIT_SINK_BIN` is
+/// removed from its environment: the sink refuses unknown `BANDIT_SINK_*`
+/// variables.
+pub fn sink_command() -> Command {
+    let mut command = Command::new(sink_path());
+    command.env_remove("BANDIT_SINK_BIN");
+    command
+}
+
 /// Settings for one sink process.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
@@ -81,7 +90,7 @@ impl SinkProcess {
         let dir = TempDir::new("sink");
         let metrics_port = free_port();
         let log = std::fs::File::create(dir.path().join("sink.log")).unwrap_or_else(|e| panic!("sink log: {e}"));
-        let child = Command::new(sink_path())
+        let child = sink_command()
             .args(["--brokers", &options.brokers, "--topic", &options.topic, "--group", &options.group])
             .args(["--redis", redis_url, "--model", &options.model])
             .args(["--dim", &options.dim.to_string(), "--flush-interval-ms", &options.flush_interval_ms.to_string()])

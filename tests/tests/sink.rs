@@ -563,7 +563,7 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     let dir = bandit_tests::server::TempDir::new("sink-config");
     let file = dir.path().join("sink.toml");
     std::fs::write(&file, "topic = \"from-file\"\ngroup_id = \"file-group\"\ndim = 7\nflush_interval_ms = 111\n[kafka]\n\"sasl.password\" = \"file-secret\"\n").unwrap();
-    let output = std::process::Command::new(bandit_tests::sink::sink_path())
+    let output = bandit_tests::sink::sink_command()
         .args(["--config", file.to_str().unwrap(), "--print-config", "--dim", "9"])
         .env("BANDIT_SINK_TOPIC", "from-env")
         .env("BANDIT_SINK_DIM", "8")
@@ -589,7 +589,7 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
 
 #[test]
 fn help_names_every_default() {
-    let output = std::process::Command::new(bandit_tests::sink::sink_path()).arg("--help").output().unwrap();
+    let output = bandit_tests::sink::sink_command().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     for default in ["[default: 127.0.0.1:9092]", "[default: redis://127.0.0.1:6379]", "[default: 5000]", "[default: none]"] {
