@@ -112,11 +112,7 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
             if let Some(settings) = settings {
                 put_settings(&mut out, settings);
             }
-            crate::wire::put_u64(&mut out, payload.base_offsets.len() as u64);
-            for &(partition, offset) in &payload.base_offsets {
-                out.extend_from_slice(&partition.to_le_bytes());
-                out.extend_from_slice(&offset.to_le_bytes());
-            }
+            crate::wire::put_offsets(&mut out, payload.base_offsets.iter().copied());
         }
     }
     // The fixed-width layout, written with bulk copies (see `wire`).
@@ -150,14 +146,7 @@ fn decode_binary(bytes: &[u8]) -> Result<Payload> {
                 return Err(Error::InvalidPayload(format!("binary payload: unknown flags {flags:#04x}")));
             }
             let settings = if flags & FLAG_SETTINGS != 0 { Some(read_settings(&mut header)?) } else { None };
-            let mut base_offsets = Vec::new();
-            if flags & FLAG_BASE != 0 {
-                let count = header.len(12)?;
-                base_offsets.reserve(count);
-                for _ in 0..count {
-                    base_offsets.push((header.i32()?, header.i64()?));
-                }
-            }
+            let base_offsets = if flags & FLAG_BASE != 0 { header.offsets()? } else { Vec::new() };
             let mut payload = crate::wire::decode_body(header.rest())?;
             payload.settings = settings;
             payload.base_offsets = base_offsets;

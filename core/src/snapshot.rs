@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::model::{Model, ModelSettings};
 use crate::packed;
-use crate::wire::{put_f64, put_f64s, put_str, put_u64, Reader};
+use crate::wire::{put_f64, put_f64s, put_offsets, put_str, put_u64, Reader};
 
 /// The version [`encode`] writes.
 pub const VERSION: i32 = 2;
@@ -52,11 +52,7 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
     put_f64s(&mut out, &model.reward_sum);
     put_u64(&mut out, model.updated_ms.len() as u64);
     model.updated_ms.iter().for_each(|ms| out.extend_from_slice(&ms.to_le_bytes()));
-    put_u64(&mut out, model.offsets.len() as u64);
-    for (partition, offset) in &model.offsets {
-        out.extend_from_slice(&partition.to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
-    }
+    put_offsets(&mut out, model.offsets.iter().map(|(&partition, &offset)| (partition, offset)));
     put_u64(&mut out, model.loads);
     out.extend_from_slice(&model.last_load_ms.to_le_bytes());
     Ok(out)
@@ -114,12 +110,8 @@ fn read_columns(bytes: &[u8], with_decay: bool) -> Result<Columns> {
     let reward_sum = r.f64s()?;
     let count = r.len(8)?;
     let updated_ms = (0..count).map(|_| r.i64()).collect::<Result<Vec<i64>>>()?;
-    let count = r.len(12)?;
-    let mut offsets = BTreeMap::new();
-    for _ in 0..count {
-        let partition = r.i32()?;
-        offsets.insert(partition, r.i64()?);
-    }
+    // Collected into a map as bincode read one: a repeated partition keeps its last offset.
+    let offsets: BTreeMap<i32, i64> = r.offsets()?.into_iter().collect();
     let loads = r.u64()?;
     let last_load_ms = r.i64()?;
     r.finish()?;

@@ -33,6 +33,16 @@ pub(crate) fn put_f64s(out: &mut Vec<u8>, values: &[f64]) {
     }
 }
 
+/// A (partition, offset) list: u64 count, then i32 partition and i64 offset
+/// per entry (payload offsets and base offsets, snapshot offsets).
+pub(crate) fn put_offsets(out: &mut Vec<u8>, offsets: impl ExactSizeIterator<Item = (i32, i64)>) {
+    put_u64(out, offsets.len() as u64);
+    for (partition, offset) in offsets {
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+}
+
 pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
     put_u64(out, text.len() as u64);
     out.extend_from_slice(text.as_bytes());
@@ -65,11 +75,7 @@ pub fn encode_body(payload: &Payload, out: &mut Vec<u8>) {
             None => out.push(0),
         }
     }
-    put_u64(out, payload.offsets.len() as u64);
-    for &(partition, offset) in &payload.offsets {
-        out.extend_from_slice(&partition.to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
-    }
+    put_offsets(out, payload.offsets.iter().copied());
 }
 
 /// A cursor that never reads past the end; errors name `what` is read.
@@ -155,6 +161,12 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A list written by [`put_offsets`].
+    pub(crate) fn offsets(&mut self) -> Result<Vec<(i32, i64)>> {
+        let count = self.len(12)?;
+        (0..count).map(|_| Ok((self.i32()?, self.i64()?))).collect()
+    }
+
     /// The bytes not read yet.
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.rest
@@ -190,11 +202,7 @@ pub fn decode_body(bytes: &[u8]) -> Result<Payload> {
         let updated_ms = if reader.flag()? { Some(reader.i64()?) } else { None };
         arms.push(ArmPayload { id, a_inv, b, a, n, reward_sum, updated_ms });
     }
-    let count = reader.len(12)?;
-    let mut offsets = Vec::with_capacity(count);
-    for _ in 0..count {
-        offsets.push((reader.i32()?, reader.i64()?));
-    }
+    let offsets = reader.offsets()?;
     reader.finish()?;
     Ok(Payload { dim, arms, offsets, settings: None, base_offsets: vec![] })
 }
