@@ -6,7 +6,7 @@
 //! serves both. `rank-threads` is immutable: RANK's per-thread scratch is
 //! sized once. Where the server has no config API the module loads without.
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::{Mutex, PoisonError};
 
@@ -14,18 +14,8 @@ use redis_module::{raw, Context};
 
 use crate::config;
 
-/// Config names (the server shows them as `bandit.<name>`), with whether
-/// they can change at run time.
-const CONFIGS: [(&CStr, bool); 8] = [
-    (c"alpha", true),
-    (c"lambda", true),
-    (c"max-dim", true),
-    (c"max-arms", true),
-    (c"max-payload-bytes", true),
-    (c"max-id-bytes", true),
-    (c"max-top", true),
-    (c"rank-threads", false),
-];
+/// The one setting fixed at load (RANK's per-thread scratch is sized once).
+const IMMUTABLE: &str = "RANK-THREADS";
 
 /// Registers every setting as a string config and loads the values the
 /// server was given. Ok(false) where the server has no config API.
@@ -39,13 +29,17 @@ pub fn register(ctx: &Context) -> Result<bool, String> {
     else {
         return Ok(false);
     };
-    for (index, (name, mutable)) in CONFIGS.iter().enumerate() {
-        let current = name.to_str().ok().and_then(config::value_of).unwrap_or_default();
-        let default = CString::new(current).map_err(|_| format!("config {name:?} has no text value"))?;
-        let flags = if *mutable { 0 } else { raw::REDISMODULE_CONFIG_IMMUTABLE };
+    // Every module argument, named in lower case (the server shows
+    // `bandit.<name>`).
+    for (index, argument) in config::NAMES.iter().enumerate() {
+        let lower = argument.to_ascii_lowercase();
+        let name = CString::new(lower.as_str()).map_err(|_| format!("config name {lower:?}"))?;
+        let current = config::value_of(argument).unwrap_or_default();
+        let default = CString::new(current).map_err(|_| format!("config {lower:?} has no text value"))?;
+        let flags = if *argument == IMMUTABLE { raw::REDISMODULE_CONFIG_IMMUTABLE } else { 0 };
         // SAFETY: OnLoad context; NUL-terminated strings Redis copies; the
         // callbacks match the string-config signatures; privdata is the
-        // index into CONFIGS, never dereferenced.
+        // index into config::NAMES, never dereferenced.
         let status = unsafe {
             register(
                 ctx.ctx,
@@ -59,7 +53,7 @@ pub fn register(ctx: &Context) -> Result<bool, String> {
             )
         };
         if status != raw::Status::Ok as c_int {
-            return Err(format!("the server refused the config bandit.{}", name.to_string_lossy()));
+            return Err(format!("the server refused the config bandit.{lower}"));
         }
     }
     // SAFETY: OnLoad context, after every config is registered.
@@ -79,7 +73,7 @@ unsafe impl Send for LastValue {}
 static LAST: Mutex<LastValue> = Mutex::new(LastValue(std::ptr::null_mut()));
 
 fn name_of(privdata: *mut c_void) -> Option<&'static str> {
-    CONFIGS.get(privdata as usize).and_then(|(name, _)| name.to_str().ok())
+    config::NAMES.get(privdata as usize).copied()
 }
 
 unsafe extern "C" fn get_config(_name: *const c_char, privdata: *mut c_void) -> *mut raw::RedisModuleString {
