@@ -166,11 +166,7 @@ impl Engine {
             let Some(payload) = self.trainer.flush().map_err(|e| SinkError::Model(e.to_string()))? else {
                 // Nothing to publish: check that the model is still where
                 // this instance left it (a failover may have lost a LOAD).
-                let model = self.store.export(&[])?;
-                for (partition, offset) in self.trainer.reconcile(&model.offsets) {
-                    self.reset(partition, offset, "the model is not where this instance left it (a failover?)");
-                    resets.push((partition, offset));
-                }
+                self.reconcile(&mut resets, "the model is not where this instance left it (a failover?)")?;
                 return Ok(Flushed { resets, ..Flushed::default() });
             };
             match self.store.load(&payload) {
@@ -182,11 +178,7 @@ impl Engine {
                 Ok(LoadOutcome::Stale(detail)) => {
                     self.metrics.flush_stale();
                     tracing::warn!(%detail, "publish refused as STALE: the model is not where this instance left it");
-                    let model = self.store.export(&[])?;
-                    for (partition, offset) in self.trainer.reconcile(&model.offsets) {
-                        self.reset(partition, offset, "another instance moved it, or the model went back");
-                        resets.push((partition, offset));
-                    }
+                    self.reconcile(&mut resets, "another instance moved it, or the model went back")?;
                 }
                 Err(e) => {
                     self.metrics.flush_failed();
@@ -195,6 +187,18 @@ impl Engine {
             }
         }
         Err(SinkError::Model("publish stayed STALE after resetting the moved partitions".into()))
+    }
+
+    /// Reads the model's offsets and resets every partition the model holds
+    /// elsewhere than this instance left it, adding them to `resets` for the
+    /// consumer to seek.
+    fn reconcile(&mut self, resets: &mut Vec<(i32, i64)>, cause: &str) -> Result<()> {
+        let model = self.store.export(&[])?;
+        for (partition, offset) in self.trainer.reconcile(&model.offsets) {
+            self.reset(partition, offset, cause);
+            resets.push((partition, offset));
+        }
+        Ok(())
     }
 
     /// A partition the trainer reset to the model's offset: the one place
