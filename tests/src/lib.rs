@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`server`]: `redis-server --loadmodule …` per test, RAII-stopped.
 //! - [`resp`]: an exact RESP2/RESP3 client, so tests see reply types.
+//! - [`topology`]: a Redis Cluster, Sentinels over a primary and replicas,
+//!   and a TLS server with generated certificates.
 //! - [`fixtures`]: deterministic models built with the trainer's own fold.
 //! - [`reference`]: a textbook dense LinUCB, independent of `bandit_core`,
 //!   that the model, the sink and the persistence tests are compared with.
@@ -15,3 +17,4 @@ pub mod reference;
 pub mod resp;
 pub mod server;
 pub mod sink;
+pub mod topology;

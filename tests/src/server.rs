@@ -261,7 +261,8 @@ impl RedisServer {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL: no save, no goodbye to replicas or the cluster.
+    pub fn kill(&mut self) {
         kill_child(&mut self.child);
     }
 }
