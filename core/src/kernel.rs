@@ -8,6 +8,7 @@
 //! enabled and chosen at run time; no fused multiply-add is used, so both
 //! copies give bit-identical scores.
 
+use crate::bounds::{ArmBound, QueryBound};
 use crate::rank::Ranked;
 
 const LANES: usize = 8;
@@ -86,14 +87,31 @@ fn dot_blocks(a: &[f32], b: &[f32]) -> f32 {
     ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
 }
 
+/// xᵀθ of a row, as every scoring path computes it.
+#[inline(always)]
+fn mean_of(layout: &Layout, row: &[f32], query: &[f32]) -> f64 {
+    let theta = row.get(..layout.theta_len).unwrap_or(row);
+    let x = query.get(..layout.theta_len).unwrap_or(query);
+    f64::from(dot_blocks(theta, x))
+}
+
+/// xᵀA⁻¹x of a row, as every scoring path computes it.
+#[inline(always)]
+fn variance_of(layout: &Layout, row: &[f32], query: &[f32]) -> f64 {
+    let a_inv = row.get(layout.theta_len..).unwrap_or_default();
+    let weights = query.get(layout.theta_len..).unwrap_or_default();
+    // Rounding can push a tiny variance below zero; it is zero.
+    f64::from(dot_blocks(a_inv, weights)).max(0.0)
+}
+
+#[inline(always)]
+fn combine(mean: f64, variance: f64, alpha: f64) -> f64 {
+    finite_or_lowest(mean + alpha * variance.sqrt())
+}
+
 #[inline(always)]
 fn score_generic(layout: &Layout, row: &[f32], query: &[f32], alpha: f64) -> f64 {
-    let (theta, a_inv) = row.split_at(layout.theta_len.min(row.len()));
-    let (x, weights) = query.split_at(layout.theta_len.min(query.len()));
-    let mean = f64::from(dot_blocks(theta, x));
-    // Rounding can push a tiny variance below zero; it is zero.
-    let variance = f64::from(dot_blocks(a_inv, weights)).max(0.0);
-    finite_or_lowest(mean + alpha * variance.sqrt())
+    combine(mean_of(layout, row, query), variance_of(layout, row, query), alpha)
 }
 
 /// A NaN score (from overflowing inputs) ranks last instead of poisoning
@@ -145,6 +163,143 @@ pub fn score_range(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, fir
         return;
     }
     score_range_generic(layout, rows, query, alpha, first, out);
+}
+
+/// What a pruned scan reads besides the rows (see [`crate::bounds`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Pruning<'a> {
+    /// The arms' θ codes, `layout.theta_len` per arm.
+    pub codes: &'a [i8],
+    /// The arms' bounds, one per arm.
+    pub bounds: &'a [ArmBound],
+    /// The query's factors.
+    pub query: &'a QueryBound,
+}
+
+/// How many arms a pruned scan looked at, and how many it dropped by the
+/// bound from θ's codes and by the bound from the exact mean (the rest had
+/// their quadratic form computed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    pub arms: usize,
+    pub by_codes: usize,
+    pub by_mean: usize,
+}
+
+impl PruneStats {
+    /// Adds another block's counts.
+    pub fn add(&mut self, other: Self) {
+        self.arms += other.arms;
+        self.by_codes += other.by_codes;
+        self.by_mean += other.by_mean;
+    }
+}
+
+/// Keeps the best entries (at least k) and returns the k-th best score, below
+/// which no arm can enter the top k any more.
+pub type Shrink<'s> = dyn FnMut(&mut Vec<Ranked>) -> f64 + 's;
+
+/// Dot product of θ's i8 codes with the f32 context (both padded to whole blocks).
+#[inline(always)]
+fn dot_codes(codes: &[i8], x: &[f32]) -> f32 {
+    let (blocks_q, _) = codes.as_chunks::<LANES>();
+    let (blocks_x, _) = x.as_chunks::<LANES>();
+    let mut acc = [0.0f32; LANES];
+    for (q, xs) in blocks_q.iter().zip(blocks_x) {
+        for ((slot, &code), &value) in acc.iter_mut().zip(q).zip(xs) {
+            *slot += f32::from(code) * value;
+        }
+    }
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn top_k_pruned_generic(
+    layout: &Layout,
+    rows: &[f32],
+    pruning: &Pruning<'_>,
+    query: &[f32],
+    alpha: f64,
+    first: u32,
+    capacity: usize,
+    entries: &mut Vec<Ranked>,
+    shrink: &mut Shrink<'_>,
+) -> PruneStats {
+    let mut threshold = f64::NEG_INFINITY;
+    let mut stats = PruneStats::default();
+    let x = query.get(..layout.theta_len).unwrap_or(query);
+    let bound_of = pruning.query;
+    let mut index = first;
+    let arms = rows.chunks_exact(layout.stride).zip(pruning.codes.chunks_exact(layout.theta_len)).zip(pruning.bounds);
+    for ((row, codes), bound) in arms {
+        let this = index;
+        index = index.wrapping_add(1);
+        stats.arms += 1;
+        // Both bounds add the same spread to a mean bound, in the kernel's
+        // operation order (see QueryBound::score_bound).
+        let spread = alpha * bound_of.variance_bound(bound).sqrt();
+        if bound_of.mean_bound(bound, dot_codes(codes, x)) + spread < threshold {
+            stats.by_codes += 1;
+            continue;
+        }
+        let mean = mean_of(layout, row, query);
+        if mean + spread < threshold {
+            stats.by_mean += 1;
+            continue;
+        }
+        entries.push(Ranked { index: this, score: combine(mean, variance_of(layout, row, query), alpha) });
+        if entries.len() >= capacity {
+            threshold = shrink(entries);
+        }
+    }
+    stats
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn top_k_pruned_avx2(
+    layout: &Layout,
+    rows: &[f32],
+    pruning: &Pruning<'_>,
+    query: &[f32],
+    alpha: f64,
+    first: u32,
+    capacity: usize,
+    entries: &mut Vec<Ranked>,
+    shrink: &mut Shrink<'_>,
+) -> PruneStats {
+    top_k_pruned_generic(layout, rows, pruning, query, alpha, first, capacity, entries, shrink)
+}
+
+/// Scores `rows` (numbered from `first`) into `entries`, skipping every arm
+/// whose score bound is below the current threshold: the k-th best score so
+/// far, which `shrink` returns each time `entries` reaches `capacity`. An
+/// arm of the true top k is never skipped (its bound is at least its score,
+/// which is at least the final k-th score, which is at least any threshold),
+/// and every arm kept was scored exactly as [`score_all`] scores it, so the
+/// best k of `entries` are the full scan's best k, bit for bit. `alpha`
+/// must be ≥ 0.
+#[allow(clippy::too_many_arguments)]
+pub fn top_k_pruned(
+    layout: &Layout,
+    rows: &[f32],
+    pruning: &Pruning<'_>,
+    query: &[f32],
+    alpha: f64,
+    first: u32,
+    capacity: usize,
+    entries: &mut Vec<Ranked>,
+    shrink: &mut Shrink<'_>,
+) -> PruneStats {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2, the only feature this copy assumes.
+        return unsafe { top_k_pruned_avx2(layout, rows, pruning, query, alpha, first, capacity, entries, shrink) };
+    }
+    top_k_pruned_generic(layout, rows, pruning, query, alpha, first, capacity, entries, shrink)
 }
 
 /// Below this many values a scan is not worth a thread (about 1 ms of work

@@ -17,7 +17,12 @@
 //!   snapshots, written and read with bulk copies.
 //! - [`model`]: one model: settings, the arm table laid out for scans, the
 //!   offset fence, and atomic application of payloads.
-//! - [`kernel`]: the f32 scoring loop (padded rows, AVX2 when present).
+//! - [`kernel`]: the f32 scoring loop (padded rows, AVX2 when present), full
+//!   and pruned.
+//! - [`bounds`]: per-arm upper bounds on the computed score, derived when a
+//!   row is written, that let an exact top-k skip most arms.
+//! - [`prepare`]: the model-independent half of an apply (θ, ranking rows,
+//!   bounds), computable on another thread.
 //! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
 //!   selection without per-arm allocation.
 //! - [`trainer`]: the trainer's exactly-once state machine (accumulators,
@@ -28,6 +33,7 @@
 //! - [`limits`]: size bounds every decoder and command enforces.
 //! - [`error`]: this crate's error type.
 
+pub mod bounds;
 pub mod cholesky;
 pub mod codec;
 pub mod error;
@@ -39,6 +45,7 @@ pub mod model;
 pub mod number;
 pub mod packed;
 pub mod payload;
+pub mod prepare;
 pub mod rank;
 pub mod snapshot;
 pub mod trainer;
@@ -48,4 +55,5 @@ pub use error::{Error, Result};
 pub use limits::Limits;
 pub use model::{Applied, Model, ModelSettings};
 pub use payload::{ArmPayload, Payload, PayloadSettings};
+pub use prepare::Prepared;
 pub use rank::{RankRequest, RankScratch, Ranked};

@@ -10,16 +10,21 @@
 //! STATS return, and `scoring`, an f32 copy that RANK reads. Ranking is bound
 //! by memory bandwidth, so halving the bytes per arm halves its time, and
 //! single precision is far finer than any difference a ranking acts on.
+//! Beside each f32 row sit its θ codes and score bound ([`crate::bounds`]),
+//! which let a top-k skip most rows; like the f32 rows they are derived
+//! whenever a row is written, never stored.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use crate::bounds::{ArmBound, BoundWork};
 use crate::error::{Error, Result};
 use crate::kernel::Layout;
 use crate::limits::Limits;
 use crate::packed;
 use crate::payload::{ArmPayload, Payload, PayloadSettings};
+use crate::prepare::{ranking_copy, Prepared};
 
 /// The settings a model is created with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +93,10 @@ pub struct Model {
     pub(crate) params: Vec<f64>,
     /// The same rows in f32, padded, for ranking (see [`crate::kernel`]).
     pub(crate) scoring: Vec<f32>,
+    /// θ of each f32 row as i8 codes, `layout.theta_len` per arm.
+    pub(crate) codes: Vec<i8>,
+    /// Each f32 row's score bound.
+    pub(crate) bounds: Vec<ArmBound>,
     pub(crate) b: Vec<f64>,
     pub(crate) gram: Vec<f64>,
     pub(crate) has_gram: Vec<bool>,
@@ -141,6 +150,8 @@ impl Model {
             index: FxHashMap::default(),
             params: Vec::new(),
             scoring: Vec::new(),
+            codes: Vec::new(),
+            bounds: Vec::new(),
             b: Vec::new(),
             gram: Vec::new(),
             has_gram: Vec::new(),
@@ -240,6 +251,8 @@ impl Model {
             + self.n.capacity() * 8
             + self.updated_ms.capacity() * 8
             + self.has_gram.capacity()
+            + self.codes.capacity()
+            + self.bounds.capacity() * std::mem::size_of::<ArmBound>()
             // Each id is stored twice (row list and index) plus the index entry.
             + 2 * id_bytes
             + self.ids.capacity() * 16
@@ -256,6 +269,29 @@ impl Model {
     /// holds a later offset for a listed partition, [`Error::TooLarge`] when
     /// the new arms would pass `limits.max_arms`.
     pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
+        let new_arms = self.check(payload, limits)?;
+        let prepared = Prepared::new(payload);
+        Ok(self.write(payload, &prepared, new_arms, now_ms))
+    }
+
+    /// As [`Model::apply`], with the payload's derived values computed
+    /// beforehand (possibly on another thread). The checks run here, against
+    /// the model as it is now.
+    ///
+    /// # Errors
+    /// As [`Model::apply`]; [`Error::InvalidPayload`] when `prepared` was
+    /// derived from another payload.
+    pub fn apply_prepared(&mut self, payload: &Payload, prepared: &Prepared, now_ms: i64, limits: &Limits) -> Result<Applied> {
+        let new_arms = self.check(payload, limits)?;
+        if !prepared.fits(payload) {
+            return Err(Error::InvalidPayload("prepared values belong to another payload".into()));
+        }
+        Ok(self.write(payload, prepared, new_arms, now_ms))
+    }
+
+    /// Everything [`Model::apply`] refuses, checked before anything is
+    /// written; returns how many arms are new.
+    fn check(&self, payload: &Payload, limits: &Limits) -> Result<usize> {
         let dim = self.dim();
         if payload.dim != dim {
             return Err(Error::PayloadDim { payload: payload.dim, model: dim });
@@ -288,13 +324,22 @@ impl Model {
                 limit: limits.max_arms,
             });
         }
-        // Validation is over: nothing below can fail.
+        Ok(new_arms)
+    }
+
+    /// Writes a checked payload: nothing here can fail.
+    fn write(&mut self, payload: &Payload, prepared: &Prepared, new_arms: usize, now_ms: i64) -> Applied {
         self.reserve(new_arms);
         let mut applied = Applied::default();
-        let mut theta = vec![0.0; dim];
-        for arm in &payload.arms {
-            packed::sym_mul_vec(dim, &arm.a_inv, &arm.b, &mut theta);
-            if self.upsert(arm, &theta, now_ms) {
+        let layout = self.layout;
+        let derived = prepared
+            .theta
+            .chunks_exact(self.dim().max(1))
+            .zip(prepared.rows.chunks_exact(layout.stride))
+            .zip(prepared.codes.chunks_exact(layout.theta_len))
+            .zip(&prepared.bounds);
+        for (arm, (((theta, row), codes), bound)) in payload.arms.iter().zip(derived) {
+            if self.upsert(arm, Derived { theta, row, codes, bound: *bound }, now_ms) {
                 applied.arms_changed += 1;
             }
         }
@@ -305,10 +350,11 @@ impl Model {
             self.loads += 1;
             self.last_load_ms = now_ms;
         }
-        Ok(applied)
+        applied
     }
 
-    fn upsert(&mut self, arm: &ArmPayload, theta: &[f64], now_ms: i64) -> bool {
+    fn upsert(&mut self, arm: &ArmPayload, derived: Derived<'_>, now_ms: i64) -> bool {
+        let theta = derived.theta;
         let row = match self.index.get(arm.id.as_str()) {
             Some(&row) => row as usize,
             None => self.push_empty_row(&arm.id),
@@ -326,8 +372,12 @@ impl Model {
         }
         let layout = self.layout;
         if let Some(scoring) = self.scoring.get_mut(row * layout.stride..(row + 1) * layout.stride) {
-            layout.write_row(theta, &arm.a_inv, scoring);
+            scoring.copy_from_slice(derived.row);
         }
+        if let Some(codes) = self.codes.get_mut(row * layout.theta_len..(row + 1) * layout.theta_len) {
+            codes.copy_from_slice(derived.codes);
+        }
+        set(&mut self.bounds, row, derived.bound);
         if let Some(slot) = self.b.get_mut(row * dim..(row + 1) * dim) {
             slot.copy_from_slice(&arm.b);
         }
@@ -369,6 +419,8 @@ impl Model {
         self.index.reserve(additional);
         self.params.reserve(additional * self.stride);
         self.scoring.reserve(additional * self.layout.stride);
+        self.codes.reserve(additional * self.layout.theta_len);
+        self.bounds.reserve(additional);
         self.b.reserve(additional * dim);
         self.gram.reserve(additional * packed::len(dim));
         self.has_gram.reserve(additional);
@@ -385,6 +437,8 @@ impl Model {
         self.index.insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
         self.params.resize(self.params.len() + self.stride, 0.0);
         self.scoring.resize(self.scoring.len() + self.layout.stride, 0.0);
+        self.codes.resize(self.codes.len() + self.layout.theta_len, 0);
+        self.bounds.push(ArmBound::NEVER);
         self.b.resize(self.b.len() + dim, 0.0);
         self.gram.resize(self.gram.len() + plen, 0.0);
         self.has_gram.push(false);
@@ -440,15 +494,36 @@ impl Model {
     }
 }
 
-/// Rebuilds the f32 ranking rows from the exact ones.
-pub(crate) fn scoring_rows(params: &[f64], dim: usize, layout: &Layout) -> Vec<f32> {
-    let stride = dim + packed::len(dim);
-    let mut scoring = vec![0.0f32; params.len() / stride.max(1) * layout.stride];
-    for (exact, out) in params.chunks_exact(stride).zip(scoring.chunks_exact_mut(layout.stride)) {
-        let (theta, a_inv) = exact.split_at(dim);
-        layout.write_row(theta, a_inv, out);
+/// One arm's derived values, as [`Model::write`] copies them in.
+#[derive(Debug, Clone, Copy)]
+struct Derived<'a> {
+    theta: &'a [f64],
+    row: &'a [f32],
+    codes: &'a [i8],
+    bound: ArmBound,
+}
+
+impl Model {
+    /// Rebuilds the ranking copy (f32 rows, θ codes, bounds) from the exact
+    /// rows in `params` (after a snapshot load).
+    pub(crate) fn rebuild_ranking(&mut self) {
+        let dim = self.dim();
+        let layout = self.layout;
+        let arms = self.params.len() / self.stride.max(1);
+        self.scoring = vec![0.0f32; arms * layout.stride];
+        self.codes = vec![0; arms * layout.theta_len];
+        self.bounds = vec![ArmBound::NEVER; arms];
+        let mut work = BoundWork::default();
+        let slots = self
+            .scoring
+            .chunks_exact_mut(layout.stride)
+            .zip(self.codes.chunks_exact_mut(layout.theta_len))
+            .zip(self.bounds.iter_mut());
+        for (exact, ((row, codes), bound)) in self.params.chunks_exact(self.stride).zip(slots) {
+            let (theta, a_inv) = exact.split_at(dim.min(exact.len()));
+            *bound = ranking_copy(&layout, theta, a_inv, row, codes, &mut work);
+        }
     }
-    scoring
 }
 
 fn set<T>(values: &mut [T], row: usize, value: T) {

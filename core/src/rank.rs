@@ -7,11 +7,17 @@
 //! does not know scores with the prior (θ = 0, A⁻¹ = I/λ), so new products are
 //! explored rather than dropped. Top-k uses partial selection, and all working
 //! memory lives in a reusable [`RankScratch`]: no allocation per arm.
+//!
+//! A top-k over every arm prunes: arms whose score bound ([`crate::bounds`])
+//! is below the k-th best score found so far are skipped before their
+//! quadratic form (see [`kernel::top_k_pruned`]); the result is the full
+//! scan's, bit for bit.
 
 use std::cmp::Ordering;
 
+use crate::bounds::QueryBound;
 use crate::error::{Error, Result};
-use crate::kernel;
+use crate::kernel::{self, PruneStats, Pruning};
 use crate::model::Model;
 use crate::packed;
 
@@ -45,6 +51,10 @@ pub struct RankScratch {
     unknown: Vec<u32>,
     seen: Vec<u32>,
     epoch: u32,
+    bound: QueryBound,
+    /// Entries of the other threads of a parallel pruned scan.
+    parts: Vec<Vec<Ranked>>,
+    stats: PruneStats,
 }
 
 /// Dot product in f64 (used for the prior and by callers outside ranking).
@@ -59,6 +69,16 @@ pub fn prior_score(context: &[f64], alpha: f64, lambda: f64) -> f64 {
 /// Best first; equal scores by id, ascending.
 fn order<'i>(a: &Ranked, b: &Ranked, id: &impl Fn(u32) -> &'i [u8]) -> Ordering {
     b.score.total_cmp(&a.score).then_with(|| id(a.index).cmp(id(b.index)))
+}
+
+/// Keeps the best `k` (≥ 1) entries and returns the k-th best score.
+fn keep_best<'i>(entries: &mut Vec<Ranked>, k: usize, id: &impl Fn(u32) -> &'i [u8]) -> f64 {
+    if k == 0 || entries.len() < k {
+        return f64::NEG_INFINITY;
+    }
+    entries.select_nth_unstable_by(k - 1, |a, b| order(a, b, id));
+    entries.truncate(k);
+    entries.get(k - 1).map_or(f64::NEG_INFINITY, |entry| entry.score)
 }
 
 impl RankScratch {
@@ -84,6 +104,12 @@ impl RankScratch {
         Ok(())
     }
 
+    /// What the last top-k over every arm skipped (all zero after a full scan).
+    #[must_use]
+    pub fn prune_stats(&self) -> PruneStats {
+        self.stats
+    }
+
     fn select<'i>(&mut self, top: Option<usize>, id: impl Fn(u32) -> &'i [u8]) -> &[Ranked] {
         let count = self.entries.len();
         let k = top.unwrap_or(count).min(count);
@@ -105,8 +131,63 @@ impl Model {
     /// [`Error::DimMismatch`] or [`Error::NotFinite`] for a bad context.
     pub fn rank_all<'s>(&self, request: &RankRequest<'_>, scratch: &'s mut RankScratch) -> Result<&'s [Ranked]> {
         scratch.prepare(self, request)?;
-        kernel::score_all(&self.layout, &self.scoring, &scratch.query, request.alpha, scratch.threads, &mut scratch.entries);
-        Ok(scratch.select(request.top, |row| self.id_at(row as usize).as_bytes()))
+        scratch.stats = PruneStats::default();
+        let id = |row: u32| self.id_at(row as usize).as_bytes();
+        match request.top {
+            Some(k) if k > 0 && k < self.len() && request.alpha >= 0.0 => self.top_k_pruned(request, k, scratch, &id),
+            _ => kernel::score_all(&self.layout, &self.scoring, &scratch.query, request.alpha, scratch.threads, &mut scratch.entries),
+        }
+        Ok(scratch.select(request.top, id))
+    }
+
+    /// The pruned scan, on up to `scratch.threads` threads for large models,
+    /// each over a contiguous block with its own threshold.
+    fn top_k_pruned<'i>(&self, request: &RankRequest<'_>, k: usize, scratch: &mut RankScratch, id: &(impl Fn(u32) -> &'i [u8] + Sync)) {
+        scratch.bound = QueryBound::new(request.context);
+        let RankScratch { threads, query, entries, bound, parts, stats, .. } = scratch;
+        let layout = &self.layout;
+        let pruning = Pruning { codes: &self.codes, bounds: &self.bounds, query: bound };
+        let capacity = 2 * k + 64;
+        let alpha = request.alpha;
+        let count = self.len();
+        let threads = if self.scoring.len() >= kernel::PARALLEL_MIN_VALUES { (*threads).clamp(1, 16).min(count) } else { 1 };
+        let per_thread = count.div_ceil(threads.max(1));
+        parts.resize_with(threads.saturating_sub(1), Vec::new);
+        let block = |first: usize, entries: &mut Vec<Ranked>| -> PruneStats {
+            entries.clear();
+            let end = (first + per_thread).min(count);
+            let part = Pruning {
+                codes: pruning.codes.get(first * layout.theta_len..end * layout.theta_len).unwrap_or_default(),
+                bounds: pruning.bounds.get(first..end).unwrap_or_default(),
+                query: pruning.query,
+            };
+            let rows = self.scoring.get(first * layout.stride..end * layout.stride).unwrap_or_default();
+            let mut shrink = |entries: &mut Vec<Ranked>| keep_best(entries, k, id);
+            let start = u32::try_from(first).unwrap_or(u32::MAX);
+            kernel::top_k_pruned(layout, rows, &part, query, alpha, start, capacity, entries, &mut shrink)
+        };
+        if threads <= 1 {
+            *stats = block(0, entries);
+            return;
+        }
+        let block = &block;
+        *stats = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter_mut()
+                .zip(1..)
+                .map(|(part, t)| scope.spawn(move || block(t * per_thread, part)))
+                .collect();
+            let mut total = block(0, entries);
+            for handle in handles {
+                if let Ok(other) = handle.join() {
+                    total.add(other);
+                }
+            }
+            total
+        });
+        for part in parts.iter() {
+            entries.extend_from_slice(part);
+        }
     }
 
     /// Ranks the given candidate ids. Duplicates count once (the first

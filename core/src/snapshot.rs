@@ -149,9 +149,9 @@ fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
     let mut model = Model::new(settings);
     model.ids = columns.ids;
     model.index = index;
-    // The f32 ranking copy is derived, not stored.
-    model.scoring = crate::model::scoring_rows(&columns.params, dim, &model.layout);
     model.params = columns.params;
+    // The f32 ranking copy and its bounds are derived, not stored.
+    model.rebuild_ranking();
     model.b = columns.b;
     model.gram = columns.gram;
     model.has_gram = columns.has_gram;

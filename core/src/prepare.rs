@@ -1,0 +1,77 @@
+//! The half of an apply that needs only the payload: θ = A⁻¹b and the ranking
+//! copy of each arm (its f32 row, θ codes and score bound, see
+//! [`crate::bounds`]). It is most of an apply's work, and it touches no
+//! model, so `BANDIT.LOAD` computes it on a worker thread and leaves only
+//! the fence check and the copy into the model to Redis' main thread
+//! ([`crate::Model::apply_prepared`]).
+
+use crate::bounds::{self, ArmBound, BoundWork};
+use crate::kernel::Layout;
+use crate::packed;
+use crate::payload::Payload;
+
+/// The derived values of every arm of one payload, in payload order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub(crate) dim: usize,
+    pub(crate) arms: usize,
+    /// θ per arm, `dim` values each.
+    pub(crate) theta: Vec<f64>,
+    /// Ranking rows, `layout.stride` values each.
+    pub(crate) rows: Vec<f32>,
+    /// θ codes, `layout.theta_len` each.
+    pub(crate) codes: Vec<i8>,
+    pub(crate) bounds: Vec<ArmBound>,
+}
+
+impl Prepared {
+    /// Derives every arm of `payload` (validated: each arm has dim values of
+    /// b and packed-length values of A⁻¹).
+    #[must_use]
+    pub fn new(payload: &Payload) -> Self {
+        let dim = payload.dim;
+        let layout = Layout::new(dim);
+        let arms = payload.arms.len();
+        let mut prepared = Self {
+            dim,
+            arms,
+            theta: vec![0.0; arms * dim],
+            rows: vec![0.0; arms * layout.stride],
+            codes: vec![0; arms * layout.theta_len],
+            bounds: vec![ArmBound::NEVER; arms],
+        };
+        let mut work = BoundWork::default();
+        let slots = prepared
+            .theta
+            .chunks_exact_mut(dim.max(1))
+            .zip(prepared.rows.chunks_exact_mut(layout.stride))
+            .zip(prepared.codes.chunks_exact_mut(layout.theta_len))
+            .zip(prepared.bounds.iter_mut());
+        for (arm, (((theta, row), codes), bound)) in payload.arms.iter().zip(slots) {
+            packed::sym_mul_vec(dim, &arm.a_inv, &arm.b, theta);
+            *bound = ranking_copy(&layout, theta, &arm.a_inv, row, codes, &mut work);
+        }
+        prepared
+    }
+
+    /// Whether this was derived from a payload shaped like `payload`.
+    #[must_use]
+    pub fn fits(&self, payload: &Payload) -> bool {
+        self.dim == payload.dim && self.arms == payload.arms.len()
+    }
+}
+
+/// Writes the ranking row of an arm from exact θ and packed A⁻¹, its θ codes,
+/// and returns its bound (computed from the row as the kernel reads it).
+pub(crate) fn ranking_copy(
+    layout: &Layout,
+    theta: &[f64],
+    a_inv: &[f64],
+    row: &mut [f32],
+    codes: &mut [i8],
+    work: &mut BoundWork,
+) -> ArmBound {
+    layout.write_row(theta, a_inv, row);
+    let (theta32, a_inv32) = row.split_at(layout.theta_len.min(row.len()));
+    bounds::compute(layout.dim, theta32, a_inv32, codes, work)
+}
