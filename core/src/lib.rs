@@ -27,6 +27,8 @@
 //!   selection without per-arm allocation.
 //! - [`trainer`]: the trainer's exactly-once state machine (accumulators,
 //!   offsets, flush payloads), driven by the sink's I/O loop.
+//! - [`join`]: the learning loop's join of decisions and rewards into
+//!   training examples, deterministic so that a replay rebuilds them.
 //! - [`snapshot`]: the versioned encoding of a whole model for RDB persistence.
 //! - [`event`]: the feedback event the trainer consumes.
 //! - [`number`]: numbers printed at their shortest round-trip text.
@@ -39,6 +41,7 @@ pub mod codec;
 pub mod error;
 pub mod event;
 pub mod fold;
+pub mod join;
 pub mod kernel;
 pub mod limits;
 pub mod model;
