@@ -31,6 +31,10 @@ pub enum ClientError {
     /// Connecting to or talking with Redis failed (not an error reply).
     #[error("redis: {0}")]
     Redis(String),
+    /// The Redis URL or its TLS files are not usable (the message names no
+    /// password).
+    #[error("{0}")]
+    Connect(String),
     /// Kafka client or delivery error.
     #[error("kafka: {0}")]
     Kafka(String),
@@ -109,6 +113,12 @@ impl From<redis::RedisError> for ClientError {
             (Some(code), Some(detail)) => Self::Server { code: code.to_owned(), message: detail.to_owned() },
             _ => Self::Redis(error.to_string()),
         }
+    }
+}
+
+impl From<bandit_connect::ConnectError> for ClientError {
+    fn from(error: bandit_connect::ConnectError) -> Self {
+        Self::Connect(error.to_string())
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`lab::generate`]: historical logs made by the simulated shop.
 //! - [`lab::evaluate`]: offline policy evaluation (six policies, four metrics).
 //! - [`lab::bench`]: RANK versus GET, fold rate and flush cost.
+//! - [`lab::bench_replicas`]: RANK throughput, primary alone versus read from replicas.
 
 pub mod error;
 pub mod feedback;

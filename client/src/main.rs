@@ -14,7 +14,7 @@ use bandit::lab::live::LiveStack;
 use bandit::lab::shop::{Catalogue, DIM};
 use bandit::lab::simulate::{self, LocalLinUcb, LocalSettings, Report, SimulationConfig};
 use bandit::models::{CreateOptions, Models, RankOptions};
-use bandit::lab::{bench, evaluate};
+use bandit::lab::{bench, bench_replicas, evaluate};
 use bandit::ClientError;
 use bandit_core::codec::Format;
 use bandit_core::event::FeedbackEvent;
@@ -67,7 +67,7 @@ fn checked_producer(c: &Connection) -> Result<FeedbackProducer> {
 
 fn run(cli: Cli) -> Result<()> {
     let c = &cli.connection;
-    let models = || Models::connect(&c.redis).with_context(|| format!("connecting to {}", c.redis));
+    let models = || Models::connect(&c.redis).with_context(|| format!("connecting to {}", bandit_connect::mask(&c.redis)));
     match cli.command {
         Command::Create { dim, alpha, lambda, decay } => {
             models()?.create(&c.model, dim, &CreateOptions { alpha, lambda, decay })?;
@@ -170,6 +170,11 @@ fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
             let (total_ms, load_ms) = bench::flush_with_load(&c.redis, dim, arms)?;
             println!("flush of {arms} arms, d = {dim}: inversion + encoding {cpu_ms:.1} ms ({:.1} MB); with BANDIT.LOAD {total_ms:.1} ms (LOAD alone {load_ms:.1} ms)", bytes as f64 / 1e6);
         }
+        BenchCommand::Replicas { arms, dim, top, connections, seconds } => {
+            let config = bench_replicas::ReplicasConfig { arms, dim, top, connections, seconds };
+            let result = bench_replicas::run(&c.redis, &config)?;
+            print!("{}", bench_replicas::report(&config, &bandit_connect::mask(&c.redis), &result));
+        }
     }
     Ok(())
 }
@@ -240,7 +245,7 @@ fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
     let (config, rate) = (&run.config, run.rate);
     let steps = config.steps;
     let catalogue = Catalogue::generate(config.seed);
-    let mut models = Models::connect(&c.redis).with_context(|| format!("connecting to {}", c.redis))?;
+    let mut models = Models::connect(&c.redis).with_context(|| format!("connecting to {}", bandit_connect::mask(&c.redis)))?;
     match models.dim(&c.model)? {
         Some(dim) if dim != DIM => bail!("{} has dim {dim}, the shop's context has {DIM} features", c.model),
         Some(_) => {

@@ -1,8 +1,15 @@
 //! Models in Redis through the bandit module: rank, stats, export, load,
 //! create. Errors from the server come back typed, never as panics.
+//!
+//! The URL is bandit_connect's scheme (one server, TLS, cluster, sentinel).
+//! With `read_from=replica`, RANK goes to a replica (in a cluster, one of
+//! the model key's slot) and falls back to the primary when no replica
+//! answers; every other command goes to the primary.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use bandit_connect::{Connection, Connector, NodeRole, ReadFrom, Timeouts};
 
 use bandit_core::codec::{self, Format};
 use bandit_core::number::Shortest;
@@ -40,10 +47,15 @@ pub struct CreateOptions {
     pub decay: Option<f64>,
 }
 
-/// A connection to Redis for model commands.
+/// Connections to Redis for model commands.
 pub struct Models {
-    connection: redis::Connection,
-    /// For messages: which server lacks the module.
+    connector: Connector,
+    /// Writes and, without replica reads, reads; opened on first use when
+    /// reads go to replicas.
+    primary: Option<Connection>,
+    /// RANK's connection with `read_from=replica`.
+    reader: Option<Connection>,
+    /// For messages: which server lacks the module, password masked.
     url: String,
 }
 
@@ -54,7 +66,8 @@ impl std::fmt::Debug for Models {
 }
 
 impl Models {
-    /// Connects to `redis://host:port[/db]`.
+    /// Connects to a URL of bandit_connect's scheme (`redis://host:port[/db]`,
+    /// `rediss://…`, `redis+cluster://…`, `redis+sentinel://…/<master>`).
     ///
     /// # Errors
     /// When the URL is malformed or the server unreachable.
@@ -67,17 +80,49 @@ impl Models {
     /// # Errors
     /// When the URL is malformed or the server unreachable.
     pub fn connect_timeout(url: &str, timeout: Duration) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let connection = client.get_connection_with_timeout(timeout)?;
-        connection.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self { connection, url: url.to_owned() })
+        let connector = Connector::open(url, Timeouts { connect: timeout, io: Duration::from_secs(30) })?;
+        Self::with_connector(connector)
     }
 
-    /// Runs a command on `model`; an unknown-command reply becomes
-    /// [`ClientError::ModuleNotLoaded`] naming this server, a missing model
-    /// [`ClientError::NoSuchModel`] naming the key.
+    /// Connects through `connector`: to a reader when reads go to
+    /// replicas, else to the primary, so that an unreachable server is
+    /// reported here.
+    ///
+    /// # Errors
+    /// When the server is unreachable.
+    pub fn with_connector(mut connector: Connector) -> Result<Self> {
+        let url = connector.target().masked().to_string();
+        let (primary, reader) = match connector.target().read_from {
+            ReadFrom::Primary => (Some(connector.primary()?), None),
+            ReadFrom::Replica => (None, Some(connector.reader()?)),
+        };
+        Ok(Self { connector, primary, reader, url })
+    }
+
+    /// Runs a command on `model` on the primary; an unknown-command reply
+    /// becomes [`ClientError::ModuleNotLoaded`] naming this server, a
+    /// missing model [`ClientError::NoSuchModel`] naming the key.
     fn query<T: redis::FromRedisValue>(&mut self, model: &str, command: &redis::Cmd) -> Result<T> {
-        command.query(&mut self.connection).map_err(|e| ClientError::from(e).naming_model(&self.url, model))
+        let result = match &mut self.primary {
+            Some(connection) => command.query(connection),
+            None => self.connector.primary().and_then(|connection| command.query(self.primary.insert(connection))),
+        };
+        result.map_err(|e| ClientError::from(e).naming_model(&self.url, model))
+    }
+
+    /// As [`Self::query`], on a replica with `read_from=replica`. A reader
+    /// that lost its connection is replaced once ([`Connector::reader`]:
+    /// another replica, or the primary when none answers).
+    fn read<T: redis::FromRedisValue>(&mut self, model: &str, command: &redis::Cmd) -> Result<T> {
+        let Some(reader) = &mut self.reader else { return self.query(model, command) };
+        let result = match reader.query_key(model, NodeRole::Replica, command) {
+            Err(error) if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() => {
+                self.reader = None;
+                self.connector.reader().and_then(|connection| self.reader.insert(connection).query_key(model, NodeRole::Replica, command))
+            }
+            other => other,
+        };
+        result.map_err(|e| ClientError::from(e).naming_model(&self.url, model))
     }
 
     /// BANDIT.RANK with WITHSCORES: products best first.
@@ -102,7 +147,7 @@ impl Models {
             command.arg("ALPHA").arg(alpha);
         }
         command.arg("WITHSCORES");
-        let flat: Vec<redis::Value> = match self.query(model, &command) {
+        let flat: Vec<redis::Value> = match self.read(model, &command) {
             Ok(flat) => flat,
             Err(error @ ClientError::Server { .. }) => return Err(self.explain_rank_error(model, context.len(), error)),
             Err(error) => return Err(error),

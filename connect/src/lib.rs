@@ -49,7 +49,7 @@
 //! Passwords live in [`Secret`], whose Display and Debug print `***`; the
 //! whole [`Target`] can therefore be logged with `{:?}`, and
 //! [`Target::masked`] prints it as a URL that reads back the same, less
-//! its passwords.
+//! its passwords ([`mask`] does so for a URL not parsed yet).
 //!
 //! # Layout
 //! - `target.rs`: [`Target`], the URL parser and its masked Display
@@ -69,4 +69,4 @@ mod target;
 pub use connection::{Connection, NodeRole};
 pub use connector::{Connector, Timeouts};
 pub use error::{ConnectError, Result};
-pub use target::{Auth, ClientCertificate, Masked, Node, ReadFrom, Secret, Target, TlsFiles, Topology};
+pub use target::{mask, Auth, ClientCertificate, Masked, Node, ReadFrom, Secret, Target, TlsFiles, Topology};

@@ -338,6 +338,14 @@ impl Target {
     }
 }
 
+/// `url` as [`Target::masked`] shows it, for messages about a URL that has
+/// not been parsed yet; a URL that does not parse is not shown at all (it
+/// could be anything, a password included).
+#[must_use]
+pub fn mask(url: &str) -> String {
+    Target::parse(url).map_or_else(|_| "(an invalid redis URL)".to_owned(), |target| target.masked().to_string())
+}
+
 /// [`Target::masked`]'s Display.
 #[derive(Debug, Clone, Copy)]
 pub struct Masked<'a>(&'a Target);

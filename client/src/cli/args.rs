@@ -17,7 +17,9 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// Redis URL.
+    /// Redis URL: redis://[[user]:password@]host:port[/db], rediss://… (TLS: tls_ca, tls_cert, tls_key),
+    /// redis+cluster://host:port,…, redis+sentinel://host:port,…/<master>, unix:///path; with
+    /// read_from=replica RANK reads from replicas (one server: &replicas=host:port,…).
     #[arg(long, global = true, env = "BANDIT_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
     /// Kafka bootstrap servers.
@@ -282,6 +284,26 @@ pub enum BenchCommand {
         /// Dirty arms in the flush.
         #[arg(long, default_value_t = 10_000, value_parser = at_least_one())]
         arms: usize,
+    },
+    /// RANK throughput on the primary alone, then with read_from=replica, in one run:
+    /// --redis must read from replicas (one server: ?read_from=replica&replicas=host:port,…).
+    /// Writes the key bench:replicas and deletes it at the end.
+    Replicas {
+        /// Arms in the benchmark model.
+        #[arg(long, default_value_t = 200, value_parser = at_least_one())]
+        arms: usize,
+        /// Context dimension of the benchmark model.
+        #[arg(long, default_value_t = 15, value_parser = at_least_one())]
+        dim: usize,
+        /// TOP of every RANK.
+        #[arg(long, default_value_t = 5, value_parser = at_least_one())]
+        top: usize,
+        /// Client threads, each with its own connection.
+        #[arg(long, default_value_t = 16, value_parser = at_least_one())]
+        connections: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 5.0, value_parser = positive_seconds())]
+        seconds: f64,
     },
 }
 

@@ -35,8 +35,8 @@ pub fn check_dim(redis_url: &str, model: &str, given: usize) -> DimCheck {
     match dim {
         Ok(Some(dim)) if dim == given => DimCheck::Matches,
         Ok(Some(dim)) => DimCheck::Mismatch { dim },
-        Ok(None) => DimCheck::Unchecked(format!("there is no model {model} at {redis_url}")),
-        Err(error) => DimCheck::Unchecked(format!("cannot read model {model} at {redis_url}: {error}")),
+        Ok(None) => DimCheck::Unchecked(format!("there is no model {model} at {}", bandit_connect::mask(redis_url))),
+        Err(error) => DimCheck::Unchecked(format!("cannot read model {model} at {}: {error}", bandit_connect::mask(redis_url))),
     }
 }
 

@@ -5,6 +5,7 @@
 //! measured is what production runs. See the crate documentation for the map.
 
 pub mod bench;
+pub mod bench_replicas;
 pub mod evaluate;
 pub mod generate;
 pub mod live;
