@@ -25,6 +25,10 @@
 //!   bounds), computable on another thread.
 //! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
 //!   selection without per-arm allocation.
+//! - [`policy`]: randomised exploration (ε-greedy, softmax, Thompson
+//!   sampling) over ranked candidates, with each placement's probability.
+//! - [`rng`]: the seeded random stream and samplers that the randomised
+//!   policies and the simulations draw from.
 //! - [`trainer`]: the trainer's exactly-once state machine (accumulators,
 //!   offsets, flush payloads), driven by the sink's I/O loop.
 //! - [`join`]: the learning loop's join of decisions and rewards into
@@ -48,8 +52,10 @@ pub mod model;
 pub mod number;
 pub mod packed;
 pub mod payload;
+pub mod policy;
 pub mod prepare;
 pub mod rank;
+pub mod rng;
 pub mod snapshot;
 pub mod trainer;
 pub mod wire;
