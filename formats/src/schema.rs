@@ -2,7 +2,7 @@
 //! `schemas/feedback.avsc`, compiled in: what the client writes with and
 //! the sink reads with.
 
-use apache_avro::Schema;
+pub use apache_avro::schema::Schema;
 
 use crate::error::{Error, Result};
 

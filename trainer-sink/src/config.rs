@@ -12,6 +12,7 @@ use bandit_core::{Limits, ModelSettings};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Result, SinkError};
+pub use crate::format::Format;
 
 #[path = "config_sources.rs"]
 mod sources;
@@ -73,6 +74,23 @@ pub struct Config {
     /// Address of the `/metrics` and `/health` endpoint; empty disables it.
     #[serde(deserialize_with = "empty_is_none", serialize_with = "none_is_empty")]
     pub metrics_addr: Option<String>,
+    /// How events are encoded: `json` (the default) or `avro` (Confluent's
+    /// wire format; needs schema_registry_url or schema_dir).
+    pub format: Format,
+    /// Confluent Schema Registry (or Karapace) for Avro writer schemas,
+    /// `http://` or `https://`, credentials not in it. Empty: none.
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<String>,
+    /// `user:password` for the registry's basic auth (Confluent's
+    /// `basic.auth.user.info`); a secret, printed masked. Empty: none.
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub schema_registry_basic_auth: Option<String>,
+    /// Instead of a registry: a directory of `<schema id>.avsc` files.
+    #[serde(deserialize_with = "empty_is_none", skip_serializing_if = "Option::is_none")]
+    pub schema_dir: Option<String>,
+    /// How long a record waits, retrying with back-off, for a registry that
+    /// does not answer before it is rejected (dead-lettered), in ms.
+    pub schema_registry_retry_ms: u64,
     /// Any librdkafka property, passed through to the consumer and producer.
     /// TOML numbers and booleans are taken as their text.
     #[serde(deserialize_with = "property_values", skip_serializing_if = "BTreeMap::is_empty")]
@@ -97,6 +115,11 @@ impl Default for Config {
             errors_tolerance: Tolerance::None,
             dead_letter_topic: None,
             metrics_addr: Some("127.0.0.1:9464".into()),
+            format: Format::Json,
+            schema_registry_url: None,
+            schema_registry_basic_auth: None,
+            schema_dir: None,
+            schema_registry_retry_ms: 30_000,
             kafka: BTreeMap::new(),
         }
     }
@@ -203,7 +226,7 @@ impl Config {
                 return fail(format!("kafka property {key} is managed by the sink (use the dedicated setting)"));
             }
         }
-        Ok(())
+        crate::format::validate(self)
     }
 
     /// dim, lambda, alpha and decay by core's own rules, the ones the module
@@ -244,11 +267,13 @@ impl Config {
             .kafka
             .iter()
             .map(|(key, value)| {
-                let secret = key.contains("password") || key.contains("secret");
+                let secret = crate::kafka_config::is_secret_property(key);
                 (key.clone(), if secret { "***".to_owned() } else { value.clone() })
             })
             .collect();
-        Self { redis_url: self.redis_url_masked(), kafka, ..self.clone() }
+        let schema_registry_basic_auth =
+            self.schema_registry_basic_auth.as_ref().map(|auth| format!("{}:***", auth.split(':').next().unwrap_or_default()));
+        Self { redis_url: self.redis_url_masked(), kafka, schema_registry_basic_auth, ..self.clone() }
     }
 }
 

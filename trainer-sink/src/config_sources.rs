@@ -31,7 +31,7 @@ const fn setting(key: &'static str, flag: &'static str, env: &'static str) -> Se
 
 /// Every setting but `[kafka]` (`-X`, no variable). Three variables and
 /// flags are shorter than their keys; they are the names users have.
-pub const SETTINGS: [Setting; 15] = [
+pub const SETTINGS: [Setting; 20] = [
     setting("brokers", "brokers", "BANDIT_SINK_BROKERS"),
     setting("topic", "topic", "BANDIT_SINK_TOPIC"),
     setting("group_id", "group", "BANDIT_SINK_GROUP"),
@@ -47,6 +47,11 @@ pub const SETTINGS: [Setting; 15] = [
     setting("errors_tolerance", "errors-tolerance", "BANDIT_SINK_ERRORS_TOLERANCE"),
     setting("dead_letter_topic", "dead-letter-topic", "BANDIT_SINK_DEAD_LETTER_TOPIC"),
     setting("metrics_addr", "metrics-addr", "BANDIT_SINK_METRICS_ADDR"),
+    setting("format", "format", "BANDIT_SINK_FORMAT"),
+    setting("schema_registry_url", "schema-registry-url", "BANDIT_SINK_SCHEMA_REGISTRY_URL"),
+    setting("schema_registry_basic_auth", "schema-registry-basic-auth", "BANDIT_SINK_SCHEMA_REGISTRY_BASIC_AUTH"),
+    setting("schema_dir", "schema-dir", "BANDIT_SINK_SCHEMA_DIR"),
+    setting("schema_registry_retry_ms", "schema-registry-retry-ms", "BANDIT_SINK_SCHEMA_REGISTRY_RETRY_MS"),
 ];
 
 /// The variable naming the file; read by clap, as it is needed before the
@@ -133,6 +138,26 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// Event format: json or avro (Confluent wire format).
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::Format>,
+    /// Schema Registry URL for Avro (http:// or https://); "" for none.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<String>,
+    /// user:password for the registry (a secret: prefer the variable or the file).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry_basic_auth: Option<String>,
+    /// Directory of <schema id>.avsc files, instead of a registry; "" for none.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_dir: Option<String>,
+    /// Milliseconds a record waits for an unreachable registry before it is rejected.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_registry_retry_ms: Option<u64>,
     /// librdkafka property key=value (repeatable), as kcat's -X.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = kafka_property)]
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_table")]

@@ -218,14 +218,23 @@ fn print_config_masks_secrets_and_reads_back() {
 fn help_shows_every_default_and_variable() {
     let help = Cli::command_with_defaults().render_long_help().to_string();
     let defaults = ["127.0.0.1:9092", "feedback", "bandit-sink", "redis://127.0.0.1:6379", "bandit:model", "15", "1.0", "1.0", "1.0", "5000", "10000", "1000000", "none"];
-    let with_default: Vec<&Setting> = SETTINGS.iter().filter(|s| s.key != "dead_letter_topic").collect();
-    for (setting, default) in with_default.iter().zip(defaults.iter().chain(["127.0.0.1:9464"].iter())) {
+    let unset = ["dead_letter_topic", "schema_registry_url", "schema_registry_basic_auth", "schema_dir"];
+    let with_default: Vec<&Setting> = SETTINGS.iter().filter(|s| !unset.contains(&s.key)).collect();
+    assert_eq!(with_default.len(), defaults.len() + 3);
+    for (setting, default) in with_default.iter().zip(defaults.iter().chain(["127.0.0.1:9464", "json", "30000"].iter())) {
         let line = help.lines().skip_while(|line| !line.contains(&format!("--{} <", setting.flag))).nth(1).unwrap_or_else(|| panic!("--{} missing from:\n{help}", setting.flag));
         assert!(line.contains(&format!("[env: {}] [default: {default}]", setting.env)), "--{}: {line}", setting.flag);
     }
     assert!(help.contains("[env: BANDIT_SINK_DEAD_LETTER_TOPIC]\n"), "{help}");
     // Every field of Config is a setting (kafka is -X), and nothing else is.
-    let mut all = Config { dead_letter_topic: Some("x".into()), ..Config::default() };
+    let some = Some("x".to_owned());
+    let mut all = Config {
+        dead_letter_topic: some.clone(),
+        schema_registry_url: some.clone(),
+        schema_registry_basic_auth: some.clone(),
+        schema_dir: some,
+        ..Config::default()
+    };
     all.kafka.insert("k".into(), "v".into());
     let fields: Vec<String> = toml::Table::try_from(all).unwrap().keys().filter(|&key| key != "kafka").cloned().collect();
     let mut keys: Vec<String> = SETTINGS.iter().map(|s| s.key.to_owned()).collect();

@@ -27,11 +27,12 @@ use bandit_core::ModelSettings;
 use crate::backoff::Backoff;
 use crate::config::{Config, Tolerance};
 use crate::context::{lock, SinkContext};
-use crate::dead_letter::DeadLetterQueue;
+use crate::dead_letter::{DeadLetterQueue, Rejection};
 use crate::engine::{Engine, EngineSettings, Flushed, Verdict};
 use crate::error::{Result, SinkError};
 use crate::health::Health;
-use crate::kafka_config::client_config;
+use crate::format::Decoder;
+use crate::kafka_config::{builtin_features, client_config};
 use crate::metrics::Metrics;
 use crate::store::ModelStore;
 
@@ -130,7 +131,10 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
         Some(topic) if config.errors_tolerance == Tolerance::All => Some(DeadLetterQueue::new(&config, topic)?),
         _ => None,
     };
-    let context = SinkContext::new(&config.topic, engine, metrics.clone(), health.clone(), dlq);
+    let decoder = Decoder::new(&config)?;
+    let context = SinkContext::new(&config.topic, engine, metrics.clone(), health.clone(), dlq, decoder);
+    let (version, features) = builtin_features()?;
+    tracing::info!(version = %version, builtin_features = %features, format = ?config.format, "librdkafka");
     let consumer: BaseConsumer<SinkContext> = client_config(&config, true)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
@@ -367,7 +371,13 @@ impl<'a> Loop<'a> {
 fn handle<M: Message>(config: &Config, consumer: &BaseConsumer<SinkContext>, message: &M) -> Result<()> {
     let context = consumer.context();
     let (partition, offset) = (message.partition(), message.offset());
-    let verdict = context.engine().handle(partition, offset, message.payload())?;
+    let decoded = lock(&context.decoder).decode(message.payload())?;
+    let undecodable = decoded.as_ref().err().map(ToString::to_string);
+    let event = match (&decoded, &undecodable) {
+        (Ok(event), _) => Ok(event),
+        (Err(_), reason) => Err(reason.as_deref().unwrap_or_default()),
+    };
+    let verdict = context.engine().handle(partition, offset, event)?;
     match verdict {
         Verdict::Folded | Verdict::Skipped => Ok(()),
         Verdict::Reset { partition, offset } => {
@@ -376,7 +386,11 @@ fn handle<M: Message>(config: &Config, consumer: &BaseConsumer<SinkContext>, mes
         }
         Verdict::Rejected(reason) => match &context.dlq {
             Some(dlq) => {
-                dlq.send(&config.topic, message, &reason)?;
+                let rejection = match &decoded {
+                    Err(e) => Rejection { class: e.class_name(), stage: "VALUE_CONVERTER", message: &reason },
+                    Ok(_) => Rejection { class: "bandit.InvalidEvent", stage: "TASK_PUT", message: &reason },
+                };
+                dlq.send(&config.topic, message, &rejection)?;
                 context.engine().advance(partition, offset);
                 context.metrics.event_dead_lettered();
                 tracing::debug!(partition, offset, %reason, "dead-lettered");

@@ -20,6 +20,7 @@ use crate::backoff::Backoff;
 use crate::dead_letter::DeadLetterQueue;
 use crate::engine::Engine;
 use crate::error::SinkError;
+use crate::format::Decoder;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -40,6 +41,8 @@ pub struct SinkContext {
     pub health: Arc<Health>,
     /// The dead-letter queue (errors.tolerance = all).
     pub dlq: Option<DeadLetterQueue>,
+    /// Bytes into events (JSON or Avro); used on the consumer thread only.
+    pub decoder: Mutex<Decoder>,
     /// A record per partition that could not be handled because Redis was
     /// unavailable; its partition is paused until it is.
     pub held: Mutex<BTreeMap<i32, OwnedMessage>>,
@@ -50,13 +53,14 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
-    pub fn new(topic: &str, engine: Engine, metrics: Arc<Metrics>, health: Arc<Health>, dlq: Option<DeadLetterQueue>) -> Self {
+    pub fn new(topic: &str, engine: Engine, metrics: Arc<Metrics>, health: Arc<Health>, dlq: Option<DeadLetterQueue>, decoder: Decoder) -> Self {
         Self {
             topic: topic.to_owned(),
             engine: Mutex::new(engine),
             metrics,
             health,
             dlq,
+            decoder: Mutex::new(decoder),
             held: Mutex::new(BTreeMap::new()),
             paused: Mutex::new(BTreeSet::new()),
             failure: Mutex::new(None),

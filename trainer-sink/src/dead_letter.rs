@@ -1,6 +1,11 @@
 //! The dead-letter producer (errors.tolerance = all): invalid records go to
 //! their topic with Kafka Connect's error headers, and a flush proves they
 //! were delivered before the model's offsets move past them.
+//!
+//! Headers: `__connect.errors.topic`, `.partition`, `.offset`, `.stage`
+//! (`VALUE_CONVERTER` when the bytes did not decode, `TASK_PUT` when the
+//! event did not validate), `.exception.class.name` (a stable class per
+//! cause, see [`Rejection`]) and `.exception.message` (for people).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +46,18 @@ impl ProducerContext for DeadLetterContext {
     }
 }
 
+/// Why a record is dead-lettered.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    /// Stable: `bandit.InvalidEvent` (JSON or validation),
+    /// `bandit.UndecodableAvro`, `bandit.UnknownSchema`,
+    /// `bandit.IncompatibleSchema`, `bandit.RegistryUnavailable`.
+    pub class: &'a str,
+    /// Kafka Connect's stage: `VALUE_CONVERTER` or `TASK_PUT`.
+    pub stage: &'a str,
+    pub message: &'a str,
+}
+
 /// The dead-letter producer and its topic.
 pub struct DeadLetterQueue {
     producer: BaseProducer<DeadLetterContext>,
@@ -74,15 +91,16 @@ impl DeadLetterQueue {
     ///
     /// # Errors
     /// [`SinkError::DeadLetter`] when the producer refuses the record.
-    pub fn send(&self, source_topic: &str, message: &impl Message, reason: &str) -> Result<()> {
+    pub fn send(&self, source_topic: &str, message: &impl Message, reason: &Rejection<'_>) -> Result<()> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()
             .insert(Header { key: "__connect.errors.topic", value: Some(source_topic) })
             .insert(Header { key: "__connect.errors.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "__connect.errors.offset", value: Some(offset.as_str()) })
-            .insert(Header { key: "__connect.errors.exception.class.name", value: Some("bandit.InvalidEvent") })
-            .insert(Header { key: "__connect.errors.exception.message", value: Some(reason) });
+            .insert(Header { key: "__connect.errors.stage", value: Some(reason.stage) })
+            .insert(Header { key: "__connect.errors.exception.class.name", value: Some(reason.class) })
+            .insert(Header { key: "__connect.errors.exception.message", value: Some(reason.message) });
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);

@@ -116,9 +116,7 @@ impl Engine {
     /// Only Redis failures while restoring an arm; the record was not
     /// handled (nothing changed) and must be handled again, before any later
     /// record of its partition.
-    pub fn handle(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) -> Result<Verdict> {
-        let event = decode(payload);
-        let event = event.as_ref().map_err(String::as_str);
+    pub fn handle(&mut self, partition: i32, offset: i64, event: Result<&FeedbackEvent, &str>) -> Result<Verdict> {
         loop {
             match self.trainer.handle(partition, offset, event) {
                 Handled::Folded => {
@@ -206,38 +204,5 @@ impl Engine {
     fn reset(&self, partition: i32, offset: i64, cause: &str) {
         tracing::warn!(partition, model = offset, cause, "resetting the partition to the model's offset");
         self.metrics.partition_reset();
-    }
-}
-
-/// Parses one event (the trainer validates it against the model).
-fn decode(payload: Option<&[u8]>) -> Result<FeedbackEvent, String> {
-    let bytes = payload.ok_or_else(|| "empty record (no value)".to_owned())?;
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON event: {e}"))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode_names_each_kind_of_bad_event() {
-        // What the trainer then sees: the decoded event, validated for dim 2.
-        let checked = |bytes: Option<&[u8]>| decode(bytes).and_then(|e| e.validate(2).map(|()| e).map_err(|e| e.to_string()));
-        let ok = br#"{"event_id": "e", "product_id": "1", "reward": 1, "context_vector": [0.5, 1], "timestamp": 0}"#;
-        assert!(checked(Some(ok)).is_ok());
-        let cases: [(&[u8], &str); 6] = [
-            (b"not json", "invalid JSON event"),
-            (br#"{"event_id": "e", "reward": 1, "context_vector": [0.5, 1]}"#, "missing field `product_id`"),
-            (br#"{"event_id": "e", "product_id": "1", "reward": 1, "context_vector": [0.5]}"#, "context_vector has 1 values, model dim is 2"),
-            (br#"{"event_id": "e", "product_id": "1", "reward": 1e999, "context_vector": [0.5, 1]}"#, "invalid JSON event"),
-            (br#"{"event_id": "e", "product_id": "", "reward": 1, "context_vector": [0.5, 1]}"#, "product_id is empty"),
-            (br#"{"event_id": "e", "product_id": "1", "reward": "x", "context_vector": [0.5, 1]}"#, "invalid type"),
-        ];
-        for (bytes, expected) in cases {
-            let error = checked(Some(bytes)).unwrap_err();
-            assert!(error.contains(expected), "{}: {error}", String::from_utf8_lossy(bytes));
-        }
-        assert_eq!(decode(None).unwrap_err(), "empty record (no value)");
     }
 }

@@ -1,8 +1,33 @@
-//! librdkafka configuration of the consumer and the dead-letter producer.
+//! librdkafka configuration of the consumer and the dead-letter producer:
+//! the user's `-X` properties (TLS, SASL, compression… pass through as
+//! librdkafka spells them), which of them are secrets, and what this
+//! librdkafka was built with.
 
 use rdkafka::config::ClientConfig;
+use rdkafka::util::get_rdkafka_version;
 
 use crate::config::Config;
+use crate::error::Result;
+
+/// Whether a librdkafka property holds a secret, never printed or logged:
+/// `sasl.password`, `ssl.key.password`, `ssl.keystore.password`,
+/// `sasl.oauthbearer.client.secret`, an inline private key
+/// (`ssl.key.pem`), and the OAUTHBEARER config (which may carry one).
+pub fn is_secret_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || matches!(key, "ssl.key.pem" | "sasl.oauthbearer.config")
+}
+
+/// librdkafka's version and `builtin.features` (what it was compiled
+/// with: ssl, sasl_plain, sasl_scram, sasl_oauthbearer, zstd…), for the
+/// start-up log.
+///
+/// # Errors
+/// When librdkafka cannot make a configuration object.
+pub fn builtin_features() -> Result<(String, String)> {
+    let (_, version) = get_rdkafka_version();
+    let features = ClientConfig::new().create_native_config()?.get("builtin.features")?;
+    Ok((version, features))
+}
 
 /// Consumer-only librdkafka properties, kept away from the dead-letter
 /// producer (which would warn about each).
@@ -36,4 +61,31 @@ pub fn client_config(config: &Config, consumer: bool) -> ClientConfig {
         }
     }
     client
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The build this project ships: TLS, SASL (PLAIN, SCRAM, OAUTHBEARER)
+    /// and zstd, as managed Kafka clusters and producers need.
+    #[test]
+    fn librdkafka_is_built_with_tls_sasl_and_zstd() {
+        let (version, features) = builtin_features().unwrap();
+        let features: Vec<&str> = features.split(',').collect();
+        for needed in ["ssl", "sasl", "sasl_plain", "sasl_scram", "sasl_oauthbearer", "zstd", "gzip"] {
+            assert!(features.contains(&needed), "librdkafka {version} lacks {needed}: {features:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_name() {
+        for secret in ["sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret", "ssl.key.pem"] {
+            assert!(is_secret_property(secret), "{secret}");
+        }
+        for public in ["sasl.username", "sasl.mechanisms", "security.protocol", "ssl.ca.location", "ssl.certificate.pem", "compression.type"] {
+            assert!(!is_secret_property(public), "{public}");
+        }
+    }
 }

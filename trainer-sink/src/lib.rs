@@ -10,6 +10,8 @@
 //! - [`config`]: settings from TOML, environment and flags, validated.
 //! - [`engine`]: partitions, arms, restore, flush: the state machine.
 //! - [`store`]: the model in Redis (CREATE, EXPORT, LOAD).
+//! - [`format`]: a record's bytes into an event (JSON, or Avro with
+//!   writer schemas from a Schema Registry or a directory).
 //! - [`consumer`]: the Kafka loop; [`context`]: its librdkafka callbacks
 //!   (rebalances, statistics, errors); [`dead_letter`]: the DLQ producer;
 //!   [`kafka_config`]: librdkafka properties; [`backoff`]: retry delays.
@@ -26,6 +28,7 @@ pub mod context;
 pub mod dead_letter;
 pub mod engine;
 pub mod error;
+pub mod format;
 pub mod health;
 pub mod http;
 pub mod kafka_config;
