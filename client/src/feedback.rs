@@ -1,7 +1,9 @@
-//! Feedback to Kafka: JSON events keyed by product id (so one product's
-//! events stay in one partition, in order, as the sink requires), through a
+//! Feedback to Kafka: events keyed by product id (so one product's events
+//! stay in one partition, in order, as the sink requires), through a
 //! buffered asynchronous producer whose delivery failures are reported, not
-//! lost.
+//! lost. Events are JSON, or Avro in Confluent's wire format after the
+//! schema is registered under the topic's subject (`<topic>-value`,
+//! TopicNameStrategy) ([`FeedbackProducer::with_avro`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bandit_core::event::FeedbackEvent;
+use bandit_formats::avro::AvroEncoder;
+use bandit_formats::registry::RegistryClient;
+use bandit_formats::schema;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::error::KafkaResult;
@@ -52,9 +57,18 @@ pub struct DeliveryReport {
     pub failed: u64,
 }
 
+/// How events are written.
+#[derive(Debug)]
+enum Encoding {
+    Json,
+    /// Framed with the id the registry gave `schemas/feedback.avsc`.
+    Avro(AvroEncoder),
+}
+
 /// A feedback producer for one topic.
 pub struct FeedbackProducer {
     producer: ThreadedProducer<DeliveryContext>,
+    encoding: Encoding,
     /// For messages: failures name where events were going.
     brokers: String,
     topic: String,
@@ -63,7 +77,11 @@ pub struct FeedbackProducer {
 
 impl std::fmt::Debug for FeedbackProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedbackProducer").field("brokers", &self.brokers).field("topic", &self.topic).finish()
+        f.debug_struct("FeedbackProducer")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("encoding", &self.encoding)
+            .finish()
     }
 }
 
@@ -80,7 +98,22 @@ impl FeedbackProducer {
             config.set(key, value);
         }
         let producer = config.create_with_context(DeliveryContext(deliveries.clone()))?;
-        Ok(Self { producer, brokers: brokers.to_owned(), topic: topic.to_owned(), deliveries })
+        Ok(Self { producer, encoding: Encoding::Json, brokers: brokers.to_owned(), topic: topic.to_owned(), deliveries })
+    }
+
+    /// Writes Avro from now on: registers the feedback schema under the
+    /// topic's subject (`<topic>-value`) and frames every event with the id
+    /// the registry answers (the existing id when it is already there).
+    ///
+    /// # Errors
+    /// [`ClientError::Kafka`] naming the registry and its answer.
+    pub fn with_avro(mut self, registry: &RegistryClient) -> Result<Self> {
+        let subject = schema::value_subject(&self.topic);
+        let registered = registry.register(&subject, schema::FEEDBACK_SCHEMA);
+        let id = registered.map_err(|e| ClientError::Kafka(format!("registering the feedback schema as {subject} at {}: {e}", registry.url())))?;
+        let writer = schema::feedback_schema().map_err(|e| ClientError::Kafka(e.to_string()))?;
+        self.encoding = Encoding::Avro(AvroEncoder::new(id, writer));
+        Ok(self)
     }
 
     /// Checks, within `timeout`, that a broker answers and has the topic
@@ -121,7 +154,11 @@ impl FeedbackProducer {
     /// # Errors
     /// When the event cannot be queued.
     pub fn send(&self, event: &FeedbackEvent) -> Result<()> {
-        let payload = serde_json::to_vec(event).map_err(|e| ClientError::Input(e.to_string()))?;
+        let payload = match &self.encoding {
+            Encoding::Json => bandit_formats::json::encode(event),
+            Encoding::Avro(encoder) => encoder.encode(event),
+        };
+        let payload = payload.map_err(|e| ClientError::Input(e.to_string()))?;
         self.send_raw(&event.product_id, &payload)
     }
 

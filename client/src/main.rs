@@ -65,6 +65,20 @@ fn checked_producer(c: &Connection) -> Result<FeedbackProducer> {
     Ok(producer)
 }
 
+/// [`checked_producer`] writing the format asked for (Avro registers the
+/// feedback schema first).
+fn encoding_producer(c: &Connection, encoding: &cli::args::EventEncoding) -> Result<FeedbackProducer> {
+    let producer = checked_producer(c)?;
+    match (encoding.format, &encoding.schema_registry) {
+        (cli::args::EventFormat::Avro, Some(url)) => {
+            let timeout = Duration::from_secs_f64(c.kafka_timeout);
+            let registry = bandit_formats::registry::RegistryClient::new(url, encoding.schema_registry_basic_auth.as_deref(), timeout)?;
+            Ok(producer.with_avro(&registry)?)
+        }
+        _ => Ok(producer),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     let c = &cli.connection;
     let models = || Models::connect(&c.redis).with_context(|| format!("connecting to {}", bandit_connect::mask(&c.redis)));
@@ -101,20 +115,20 @@ fn run(cli: Cli) -> Result<()> {
             let changed = models()?.load(&c.model, &bytes)?;
             println!("{changed} arms written");
         }
-        Command::Feedback { product, reward, context, event_id, delivery_timeout } => {
+        Command::Feedback { product, reward, context, event_id, delivery_timeout, encoding } => {
             let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             let event_id = event_id.unwrap_or_else(|| format!("cli-{timestamp}"));
             let event = FeedbackEvent { event_id, product_id: product, reward, context_vector: context, timestamp };
             let check = cli::feedback::check_dim(&c.redis, &c.model, event.context_vector.len());
             cli::feedback::validate(&event, &check)?;
-            let producer = checked_producer(c)?;
+            let producer = encoding_producer(c, &encoding)?;
             producer.send(&event)?;
             producer.flush(Duration::from_secs_f64(delivery_timeout))?;
             println!("sent");
         }
-        Command::Bootstrap { log, delivery_timeout } => {
+        Command::Bootstrap { log, delivery_timeout, encoding } => {
             let history = bandit::history::read_log(&log)?;
-            let report = checked_producer(c)?.publish_log(&history, Duration::from_secs_f64(delivery_timeout))?;
+            let report = encoding_producer(c, &encoding)?.publish_log(&history, Duration::from_secs_f64(delivery_timeout))?;
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
         Command::Bench(bench) => run_bench(c, bench)?,

@@ -49,6 +49,29 @@ pub enum FeedbackArg {
     Reference,
 }
 
+/// How feedback events are written to Kafka (`bandit feedback`, `bandit bootstrap`).
+#[derive(Debug, Clone, Args)]
+pub struct EventEncoding {
+    /// Event format: json, or avro (Confluent's wire format; needs --schema-registry).
+    #[arg(long, value_enum, default_value = "json", requires_if("avro", "schema_registry"))]
+    pub format: EventFormat,
+    /// Schema Registry URL (http:// or https://); the feedback schema is registered under <topic>-value.
+    #[arg(long, env = "BANDIT_SCHEMA_REGISTRY")]
+    pub schema_registry: Option<String>,
+    /// user:password for the registry's basic auth (a secret: prefer the variable).
+    #[arg(long, env = "BANDIT_SCHEMA_REGISTRY_BASIC_AUTH", hide_env_values = true)]
+    pub schema_registry_basic_auth: Option<String>,
+}
+
+/// The encoding of feedback events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventFormat {
+    /// One JSON object per record.
+    Json,
+    /// Avro binary with magic byte 0 and the schema id (Confluent's wire format).
+    Avro,
+}
+
 /// How `bandit evaluate` prints its results.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReportFormat {
@@ -140,6 +163,8 @@ pub enum Command {
         /// Seconds to wait for the broker to confirm delivery.
         #[arg(long, default_value_t = 30.0, value_parser = positive_seconds())]
         delivery_timeout: f64,
+        #[command(flatten)]
+        encoding: EventEncoding,
     },
     /// Publish a historical log (CSV: features…, product_id, response) into the topic.
     Bootstrap {
@@ -149,6 +174,8 @@ pub enum Command {
         /// Seconds to wait for the broker to confirm delivery of the whole log.
         #[arg(long, default_value_t = 120.0, value_parser = positive_seconds())]
         delivery_timeout: f64,
+        #[command(flatten)]
+        encoding: EventEncoding,
     },
     /// Write a historical log from the simulated shop (and its product features).
     Generate {
@@ -404,6 +431,10 @@ mod tests {
         assert!(parse(&["bench", "rank", "--connections", "0"]).is_err());
         assert!(parse(&["feedback", "--product", "p", "--reward", "1", "--context", "1", "--kafka-timeout", "0"]).is_err());
         assert!(parse(&["feedback", "--product", "p", "--reward", "-1", "--context", "-1,0.5", "--kafka-timeout", "2.5"]).is_ok());
+        // Avro needs a registry to register its schema with.
+        assert!(parse(&["feedback", "--product", "p", "--reward", "1", "--context", "1", "--format", "avro"]).is_err());
+        assert!(parse(&["feedback", "--product", "p", "--reward", "1", "--context", "1", "--format", "avro", "--schema-registry", "http://r:8081"]).is_ok());
+        assert!(parse(&["bootstrap", "--log", "l.csv", "--format", "avro", "--schema-registry", "http://r:8081"]).is_ok());
         assert!(parse(&["simulate", "--rate", "nan"]).is_err());
         for refused in ["0", "1.5", "-0.5", "nan", "x"] {
             let option = format!("--decay={refused}");
