@@ -55,10 +55,10 @@ pub struct EventEncoding {
     /// Event format: json, or avro (Confluent's wire format; needs --schema-registry).
     #[arg(long, value_enum, default_value = "json", requires_if("avro", "schema_registry"))]
     pub format: EventFormat,
-    /// Schema Registry URL (http:// or https://); the feedback schema is registered under <topic>-value.
+    /// Schema Registry URL (http:// or https://); the feedback schema is registered under <topic>-value (default: none; required with --format avro).
     #[arg(long, env = "BANDIT_SCHEMA_REGISTRY")]
     pub schema_registry: Option<String>,
-    /// user:password for the registry's basic auth (a secret: prefer the variable).
+    /// user:password for the registry's basic auth (a secret: prefer the variable; default: no authentication).
     #[arg(long, env = "BANDIT_SCHEMA_REGISTRY_BASIC_AUTH", hide_env_values = true)]
     pub schema_registry_basic_auth: Option<String>,
 }
