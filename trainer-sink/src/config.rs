@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bandit_connect::Target;
 use bandit_core::{Limits, ModelSettings};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -41,8 +42,16 @@ pub struct Config {
     pub topic: String,
     /// Consumer group; instances with the same group share the partitions.
     pub group_id: String,
-    /// Redis URL, `redis://[user:password@]host:port[/db]`.
+    /// Redis URL in bandit_connect's scheme: `redis://`, `rediss://` (TLS,
+    /// `tls_ca`/`tls_cert`/`tls_key`), `redis+cluster://`, `redis+sentinel://…/<master>`,
+    /// `unix://`. Printed and logged with its passwords masked.
     pub redis_url: String,
+    /// After each BANDIT.LOAD, wait for this many replicas of the model's
+    /// primary to acknowledge it (WAIT); 0 (the default) does not wait. Too
+    /// few acknowledgements are logged and counted, not retried.
+    pub min_replicas_ack: u32,
+    /// How long WAIT may block a flush, in milliseconds (with min_replicas_ack).
+    pub wait_timeout_ms: u64,
     /// Key of the model in Redis.
     pub model_key: String,
     /// Context dimension; events with another length are invalid. At most
@@ -104,6 +113,8 @@ impl Default for Config {
             topic: "feedback".into(),
             group_id: "bandit-sink".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
+            min_replicas_ack: 0,
+            wait_timeout_ms: 1000,
             model_key: "bandit:model".into(),
             dim: 15,
             lambda: 1.0,
@@ -163,6 +174,9 @@ fn property_values<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::R
         .collect())
 }
 
+/// The longest WAIT a flush may be held by.
+const MAX_WAIT_MS: u64 = 60_000;
+
 /// librdkafka properties the sink sets itself: overriding them would break
 /// the exactly-once protocol.
 const RESERVED_KAFKA_KEYS: &[&str] = &["group.id", "enable.auto.commit", "enable.auto.offset.store", "bootstrap.servers"];
@@ -218,15 +232,28 @@ impl Config {
             }
             _ => {}
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") && !self.redis_url.starts_with("unix://") {
-            return fail(format!("redis_url must start with redis://, rediss:// or unix://, got {}", self.redis_url));
-        }
+        self.validate_redis()?;
         for key in self.kafka.keys() {
             if RESERVED_KAFKA_KEYS.contains(&key.as_str()) {
                 return fail(format!("kafka property {key} is managed by the sink (use the dedicated setting)"));
             }
         }
         crate::format::validate(self)
+    }
+
+    /// The URL parses (unknown parameters refused, no password in the
+    /// message), and WAIT's timeout is usable.
+    fn validate_redis(&self) -> Result<()> {
+        Target::parse(&self.redis_url).map_err(|e| SinkError::Config(format!("redis_url: {e}")))?;
+        // WAIT n 0 blocks until n replicas answer: a lost replica would stop
+        // the sink; a long timeout holds every flush as long.
+        if self.min_replicas_ack > 0 && !(1..=MAX_WAIT_MS).contains(&self.wait_timeout_ms) {
+            return Err(SinkError::Config(format!(
+                "wait_timeout_ms must be between 1 and {MAX_WAIT_MS} with min_replicas_ack, got {} (WAIT with timeout 0 blocks for ever)",
+                self.wait_timeout_ms
+            )));
+        }
+        Ok(())
     }
 
     /// dim, lambda, alpha and decay by core's own rules, the ones the module
@@ -247,17 +274,10 @@ impl Config {
         })
     }
 
-    /// The Redis URL with any password replaced, for logs.
+    /// The Redis URL with every password replaced by `***`
+    /// ([`bandit_connect::mask`]).
     pub fn redis_url_masked(&self) -> String {
-        let url = &self.redis_url;
-        let parts = url.find("://").zip(url.rfind('@')).and_then(|(scheme, at)| {
-            let credentials = url.get(scheme + 3..at)?;
-            Some((url.get(..scheme + 3)?, credentials.split(':').next().unwrap_or_default(), url.get(at..)?))
-        });
-        match parts {
-            Some((scheme, user, rest)) => format!("{scheme}{user}:***{rest}"),
-            None => url.clone(),
-        }
+        bandit_connect::mask(&self.redis_url)
     }
 
     /// This configuration with every secret replaced by `***`: the Redis

@@ -31,11 +31,13 @@ const fn setting(key: &'static str, flag: &'static str, env: &'static str) -> Se
 
 /// Every setting but `[kafka]` (`-X`, no variable). Three variables and
 /// flags are shorter than their keys; they are the names users have.
-pub const SETTINGS: [Setting; 20] = [
+pub const SETTINGS: [Setting; 22] = [
     setting("brokers", "brokers", "BANDIT_SINK_BROKERS"),
     setting("topic", "topic", "BANDIT_SINK_TOPIC"),
     setting("group_id", "group", "BANDIT_SINK_GROUP"),
     setting("redis_url", "redis", "BANDIT_SINK_REDIS"),
+    setting("min_replicas_ack", "min-replicas-ack", "BANDIT_SINK_MIN_REPLICAS_ACK"),
+    setting("wait_timeout_ms", "wait-timeout-ms", "BANDIT_SINK_WAIT_TIMEOUT_MS"),
     setting("model_key", "model", "BANDIT_SINK_MODEL"),
     setting("dim", "dim", "BANDIT_SINK_DIM"),
     setting("lambda", "lambda", "BANDIT_SINK_LAMBDA"),
@@ -90,10 +92,18 @@ pub struct Cli {
     #[arg(long = "group")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
-    /// Redis URL.
+    /// Redis URL: redis://, rediss:// (TLS), redis+cluster://, redis+sentinel://…/<master>, unix://.
     #[arg(long = "redis")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// Replicas that must acknowledge each BANDIT.LOAD (WAIT); 0: no WAIT.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_replicas_ack: Option<u32>,
+    /// WAIT's timeout in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_timeout_ms: Option<u64>,
     /// Model key in Redis.
     #[arg(long = "model")]
     #[serde(skip_serializing_if = "Option::is_none")]

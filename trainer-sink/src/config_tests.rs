@@ -174,7 +174,11 @@ fn rejects_inconsistent_settings() {
         (&["--errors-tolerance", "all", "--dead-letter-topic", "feedback"], "must differ"),
         (&["--flush-interval-ms", "1"], "flush_interval_ms"),
         (&["-X", "group.id=x"], "managed by the sink"),
-        (&["--redis", "http://x"], "redis_url must start"),
+        (&["--redis", "http://x"], "redis_url: redis URL: unknown scheme \"http\""),
+        (&["--redis", "redis://h:6379?timeout=5"], "redis_url: redis URL: unknown parameter \"timeout\""),
+        (&["--redis", "redis+sentinel://s1:26379,s2:26379"], "missing master name"),
+        (&["--min-replicas-ack", "1", "--wait-timeout-ms", "0"], "wait_timeout_ms must be between 1 and 60000"),
+        (&["--min-replicas-ack", "1", "--wait-timeout-ms", "60001"], "wait_timeout_ms must be between 1 and 60000"),
         (&["--topic", " "], "topic must not be empty"),
     ];
     for (args, expected) in cases {
@@ -200,6 +204,13 @@ fn print_config_masks_secrets_and_reads_back() {
         assert!(lines.contains(&expected), "{expected:?} missing from:\n{printed}");
     }
     assert_eq!(config.redis_url_masked(), "redis://app:***@db:6379/0");
+    let sentinel = load(&["--redis", "rediss+sentinel://:hunter2@s1:26379,s2:26380/main?sentinel_password=hunter3&tls_ca=/ca.pem"], &[]).unwrap();
+    let printed = sentinel.to_string();
+    assert!(!printed.contains("hunter"), "{printed}");
+    assert!(
+        printed.contains("redis_url = \"rediss+sentinel://:***@s1:26379,s2:26380/main?sentinel_password=***&tls_ca=/ca.pem\""),
+        "{printed}"
+    );
 
     // What is printed is a configuration file for the same settings, secrets
     // aside; an unset topic and a disabled endpoint included.
@@ -217,7 +228,7 @@ fn print_config_masks_secrets_and_reads_back() {
 #[test]
 fn help_shows_every_default_and_variable() {
     let help = Cli::command_with_defaults().render_long_help().to_string();
-    let defaults = ["127.0.0.1:9092", "feedback", "bandit-sink", "redis://127.0.0.1:6379", "bandit:model", "15", "1.0", "1.0", "1.0", "5000", "10000", "1000000", "none"];
+    let defaults = ["127.0.0.1:9092", "feedback", "bandit-sink", "redis://127.0.0.1:6379", "0", "1000", "bandit:model", "15", "1.0", "1.0", "1.0", "5000", "10000", "1000000", "none"];
     let unset = ["dead_letter_topic", "schema_registry_url", "schema_registry_basic_auth", "schema_dir"];
     let with_default: Vec<&Setting> = SETTINGS.iter().filter(|s| !unset.contains(&s.key)).collect();
     assert_eq!(with_default.len(), defaults.len() + 3);
@@ -265,4 +276,18 @@ fn readme_table_matches_the_code() {
     }
     let documented: Vec<&str> = rows.iter().map(|row| row[1].as_str()).filter(|key| !key.starts_with("[kafka]")).collect();
     assert_eq!(documented, SETTINGS.map(|s| s.key), "the README's rows, in order");
+}
+
+/// WAIT's settings, from each layer; off by default.
+#[test]
+fn wait_settings_come_from_every_layer() {
+    let defaults = load(&[], &[]).unwrap();
+    assert_eq!((defaults.min_replicas_ack, defaults.wait_timeout_ms), (0, 1000));
+    let environment = load(&[], &[("BANDIT_SINK_MIN_REPLICAS_ACK", "2"), ("BANDIT_SINK_WAIT_TIMEOUT_MS", "250")]).unwrap();
+    assert_eq!((environment.min_replicas_ack, environment.wait_timeout_ms), (2, 250));
+    let file = File::new("wait", "min_replicas_ack = 1\nwait_timeout_ms = 40\n");
+    let flags = load(&["--config", &file.path, "--wait-timeout-ms", "75"], &[("BANDIT_SINK_MIN_REPLICAS_ACK", "3")]).unwrap();
+    assert_eq!((flags.min_replicas_ack, flags.wait_timeout_ms), (3, 75));
+    // Without WAIT its timeout is not used, so it is not checked either.
+    assert!(load(&["--wait-timeout-ms", "0"], &[]).is_ok());
 }

@@ -101,8 +101,8 @@ fn seek(consumer: &BaseConsumer<SinkContext>, topic: &str, partition: i32, offse
 
 /// Connects to Redis and makes sure the model exists with our settings,
 /// waiting while Redis is unavailable and failing at once on a refusal.
-fn open_store(config: &Config, health: &Arc<Health>, stop: &AtomicBool) -> Result<ModelStore> {
-    let mut store = ModelStore::new(&config.redis_url, &config.model_key, REDIS_TIMEOUT, health.clone())?;
+fn open_store(config: &Config, health: &Arc<Health>, metrics: &Arc<Metrics>, stop: &AtomicBool) -> Result<ModelStore> {
+    let mut store = ModelStore::new(config, REDIS_TIMEOUT, health.clone(), metrics.clone())?;
     let settings = ModelSettings { dim: config.dim, alpha: config.alpha, lambda: config.lambda, decay: config.decay };
     let mut backoff = Backoff::default();
     loop {
@@ -124,7 +124,7 @@ fn open_store(config: &Config, health: &Arc<Health>, stop: &AtomicBool) -> Resul
 /// A permanent Redis refusal, a model mismatch, an invalid event with
 /// errors.tolerance=none, an undeliverable dead letter, a Kafka failure.
 pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop: Arc<AtomicBool>) -> Result<()> {
-    let store = open_store(&config, &health, &stop)?;
+    let store = open_store(&config, &health, &metrics, &stop)?;
     let learning = Learning { lambda: config.lambda, decay: config.decay };
     let engine = Engine::new(EngineSettings { dim: config.dim, learning }, store, metrics.clone());
     let dlq = match &config.dead_letter_topic {

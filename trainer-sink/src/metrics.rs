@@ -36,6 +36,7 @@ pub struct Metrics {
     flushes_failed: AtomicU64,
     flushes_stale: AtomicU64,
     partition_resets: AtomicU64,
+    waits_short: AtomicU64,
     arms_published: AtomicU64,
     dirty_arms: AtomicU64,
     arms_in_memory: AtomicU64,
@@ -84,6 +85,12 @@ impl Metrics {
 
     pub fn partition_reset(&self) {
         add(&self.partition_resets, 1);
+    }
+
+    /// A LOAD that fewer than min_replicas_ack replicas acknowledged in
+    /// time, or whose WAIT failed.
+    pub fn wait_short(&self) {
+        add(&self.waits_short, 1);
     }
 
     pub fn flush_failed(&self) {
@@ -138,6 +145,11 @@ impl Metrics {
                 "bandit_sink_partition_resets_total",
                 "Partitions reset to the model because another writer moved it (restore check or STALE).",
                 &self.partition_resets,
+            ),
+            (
+                "bandit_sink_wait_short_total",
+                "LOADs fewer than min_replicas_ack replicas acknowledged within wait_timeout_ms, or whose WAIT failed.",
+                &self.waits_short,
             ),
         ];
         for (name, help, value) in counters {
@@ -232,6 +244,21 @@ mod tests {
                 "# HELP bandit_sink_events_folded_total Events folded into arms.",
                 "# TYPE bandit_sink_events_folded_total counter",
                 "bandit_sink_events_folded_total 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn renders_short_waits() {
+        let metrics = Metrics::default();
+        assert!(metrics.render().contains("\nbandit_sink_wait_short_total 0\n"));
+        metrics.wait_short();
+        assert_eq!(
+            family(&metrics.render(), "bandit_sink_wait_short_total"),
+            [
+                "# HELP bandit_sink_wait_short_total LOADs fewer than min_replicas_ack replicas acknowledged within wait_timeout_ms, or whose WAIT failed.",
+                "# TYPE bandit_sink_wait_short_total counter",
+                "bandit_sink_wait_short_total 1",
             ]
         );
     }

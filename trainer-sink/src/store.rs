@@ -1,9 +1,20 @@
 //! The model in Redis, as the sink sees it: create it, read its offsets and
-//! arms (BANDIT.EXPORT) and publish batches (BANDIT.LOAD). The connection is
-//! re-opened after any I/O error, so a Redis restart costs a retry, not a
-//! crash. Every command's outcome is recorded in [`Health`], and every
-//! failure is classified as transient or permanent (see
+//! arms (BANDIT.EXPORT) and publish batches (BANDIT.LOAD), optionally
+//! followed by WAIT. The connection (any topology of `bandit_connect`:
+//! one server, TLS, cluster, sentinel) is re-opened after any transient
+//! error, so a Redis restart costs a retry, not a crash, and under Sentinel
+//! the reconnection asks the sentinels for the primary again (failover).
+//! Every command's outcome is recorded in [`Health`], and every failure is
+//! classified as transient or permanent (see
 //! [`crate::error::is_transient_redis`]).
+//!
+//! WAIT after LOAD (`min_replicas_ack`) narrows the window in which a
+//! failover loses the last LOAD; it does not close it (replication stays
+//! asynchronous, and a promoted replica may still miss it). Too few
+//! acknowledgements are therefore logged and counted, not treated as a
+//! failed flush: the LOAD is on the primary already, retrying it would not
+//! replicate it faster, and a lost LOAD is noticed and replayed from the
+//! model's offsets anyway (engine.rs, reconcile).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +22,12 @@ use std::time::Duration;
 use bandit_core::codec::{self, Format};
 use bandit_core::{Limits, ModelSettings, Payload};
 
+use bandit_connect::{Connection, Connector, NodeRole, Target, Timeouts};
+
+use crate::config::Config;
 use crate::error::{is_transient_redis, Result, SinkError};
 use crate::health::Health;
+use crate::metrics::Metrics;
 
 /// The module's error code for a key that holds no model.
 const NO_MODEL: &str = "NOMODEL";
@@ -31,17 +46,25 @@ pub enum LoadOutcome {
 }
 
 
+/// WAIT after each LOAD: how many replicas, how long.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    replicas: u32,
+    timeout_ms: u64,
+}
+
 /// A Redis connection to one model.
 pub struct ModelStore {
-    client: redis::Client,
-    connection: Option<redis::Connection>,
+    connector: Connector,
+    connection: Option<Connection>,
     key: String,
-    timeout: Duration,
+    wait: Option<Wait>,
     limits: Limits,
     /// The settings the model was checked or created with, to create it
     /// again if it is deleted under the running sink.
     settings: Option<ModelSettings>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ModelStore {
@@ -51,39 +74,49 @@ impl std::fmt::Debug for ModelStore {
 }
 
 impl ModelStore {
+    /// The store of `config`'s model at `config`'s Redis; replies are
+    /// awaited `timeout` (and WAIT's timeout on top).
+    ///
     /// # Errors
-    /// [`SinkError::Config`] for a malformed URL (nothing is contacted yet).
-    pub fn new(url: &str, key: &str, timeout: Duration, health: Arc<Health>) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| SinkError::Config(format!("redis_url: {e}")))?;
+    /// [`SinkError::Config`] for a malformed URL or an unreadable TLS file
+    /// (nothing is contacted yet).
+    pub fn new(config: &Config, timeout: Duration, health: Arc<Health>, metrics: Arc<Metrics>) -> Result<Self> {
+        let target = Target::parse(&config.redis_url).map_err(|e| SinkError::Config(format!("redis_url: {e}")))?;
+        tracing::info!(redis = %target.masked(), model = %config.model_key, "Redis");
+        let wait = (config.min_replicas_ack > 0).then_some(Wait { replicas: config.min_replicas_ack, timeout_ms: config.wait_timeout_ms });
+        let io = timeout + Duration::from_millis(wait.map_or(0, |w| w.timeout_ms));
+        let connector = Connector::new(target, Timeouts { connect: timeout, io }).map_err(|e| SinkError::Config(e.to_string()))?;
         // Exports are read back without the module's size limits: the model
         // itself already enforced them when it was written.
         let limits = Limits::unbounded();
-        Ok(Self { client, connection: None, key: key.to_owned(), timeout, limits, settings: None, health })
+        let key = config.model_key.clone();
+        Ok(Self { connector, connection: None, key, wait, limits, settings: None, health, metrics })
     }
 
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    fn connect(&mut self) -> Result<&mut redis::Connection, redis::RedisError> {
+    /// The primary's connection, opened when there is none.
+    fn connect(&mut self) -> Result<&mut Connection, redis::RedisError> {
         if self.connection.is_none() {
-            let connection = self.client.get_connection_with_timeout(self.timeout)?;
-            connection.set_read_timeout(Some(self.timeout))?;
-            connection.set_write_timeout(Some(self.timeout))?;
-            self.connection = Some(connection);
+            self.connection = Some(self.connector.primary()?);
         }
         self.connection.as_mut().ok_or_else(|| redis::RedisError::from((redis::ErrorKind::ClientError, "no connection")))
     }
 
-    /// Runs a command; drops the connection after a transport error so the
-    /// next call reconnects, and records whether Redis answered.
     fn query<T: redis::FromRedisValue>(&mut self, command: &redis::Cmd) -> Result<T, redis::RedisError> {
-        let result = self.connect().and_then(|connection| command.query(connection));
+        self.run(|connection| command.query(connection))
+    }
+
+    /// Runs a request; drops the connection after a transient error so the
+    /// next call reconnects (to the primary the sentinels name now, not to a
+    /// demoted one answering READONLY), and records whether Redis answered.
+    fn run<T>(&mut self, request: impl FnOnce(&mut Connection) -> Result<T, redis::RedisError>) -> Result<T, redis::RedisError> {
+        let result = self.connect().and_then(request);
         match &result {
             Err(error) if is_transient_redis(error) => {
-                if error.is_io_error() || error.is_unrecoverable_error() {
-                    self.connection = None;
-                }
+                self.connection = None;
                 self.health.redis_failed(&error.to_string());
             }
             Err(error) => {
@@ -243,9 +276,39 @@ impl ModelStore {
         let mut command = redis::cmd("BANDIT.LOAD");
         command.arg(&self.key).arg(bytes);
         match self.query::<u64>(&command) {
-            Ok(changed) => Ok(LoadOutcome::Applied(changed)),
+            Ok(changed) => {
+                self.wait_for_replicas();
+                Ok(LoadOutcome::Applied(changed))
+            }
             Err(e) if e.code() == Some(STALE) => Ok(LoadOutcome::Stale(e.detail().unwrap_or_default().to_owned())),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// WAIT on the primary that took the LOAD (in a cluster, the primary of
+    /// the model key's slot, through the same connection). Too few
+    /// acknowledgements, or a failed WAIT, are logged and counted; the LOAD
+    /// stands (see the top of this file).
+    fn wait_for_replicas(&mut self) {
+        let Some(Wait { replicas, timeout_ms }) = self.wait else { return };
+        let mut command = redis::cmd("WAIT");
+        command.arg(replicas).arg(timeout_ms);
+        let key = self.key.clone();
+        match self.run(|connection| connection.query_key::<u64>(&key, NodeRole::Primary, &command)) {
+            Ok(acked) if acked >= u64::from(replicas) => {}
+            Ok(acked) => {
+                self.metrics.wait_short();
+                tracing::warn!(
+                    model = %self.key,
+                    acked,
+                    min_replicas_ack = replicas,
+                    "fewer replicas than min_replicas_ack acknowledged the LOAD within wait_timeout_ms: a failover now may lose it (it is then replayed from the topic)"
+                );
+            }
+            Err(error) => {
+                self.metrics.wait_short();
+                tracing::warn!(model = %self.key, %error, "WAIT after the LOAD failed: the LOAD stands, its replication is unconfirmed");
+            }
         }
     }
 }
