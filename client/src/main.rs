@@ -175,6 +175,11 @@ fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
             let result = bench::run(&c.redis, &config)?;
             print!("{}", bench::report(&config, &result));
         }
+        BenchCommand::Catalogue { arms, dim, top, events, requests, trained_only } => {
+            let config = bench::CatalogueConfig { arms, dim, top, events, requests, untrained: !trained_only };
+            let result = bench::catalogue(&c.redis, &config)?;
+            print!("{}", bench::catalogue_report(&config, &result));
+        }
         BenchCommand::Fold { dim, events } => {
             let (fold, decode_and_fold) = bench::fold_rate(dim, events);
             println!("fold, d = {dim}: {fold:.0} events/s; JSON decode + validate + fold: {decode_and_fold:.0} events/s (one core)");

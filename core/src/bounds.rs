@@ -12,6 +12,12 @@
 //! xᵀθ ≤ s·(qᵀx) + ‖x‖·slack, where slack covers the quantisation error
 //! ‖θ − s·q‖ and the f32 rounding of both dot products.
 //!
+//! The scan bounds eight arms at once: their numbers sit in a
+//! [`BoundBlock`], field by field, and their codes interleaved (feature j of
+//! the eight arms side by side), so the whole bound vectorises across arms.
+//! Only arms whose bound reaches the threshold are read further: first the
+//! exact mean from the row (a tighter bound), then the quadratic form.
+//!
 //! Variance, xᵀMx with M = A⁻¹: split x along the fixed unit direction
 //! u = (1, …, 1)/√d, x = t·u + y with y ⊥ u. Then
 //! xᵀMx = t²·uᵀMu + 2t·(PMu)ᵀy + yᵀ(PMP)y ≤ t²·along + 2|t|·‖y‖·cross + ‖y‖²·across
@@ -33,7 +39,7 @@ const CODE_MAX: f64 = 127.0;
 /// f32 unit roundoff.
 const UNIT: f64 = 1.0 / 16_777_216.0;
 
-/// The bounds of one arm (all upper bounds, rounded up to f32).
+/// The bounds of one arm (upper bounds, rounded up to f32).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ArmBound {
     /// θ ≈ scale·q, q the arm's i8 codes.
@@ -56,6 +62,49 @@ impl ArmBound {
         across: f32::INFINITY,
         rounding: f32::INFINITY,
     };
+}
+
+/// Arms per [`BoundBlock`].
+pub const BLOCK: usize = 8;
+
+/// The bounds of eight consecutive arms, field by field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoundBlock {
+    pub scale: [f32; BLOCK],
+    pub mean_slack: [f32; BLOCK],
+    pub along: [f32; BLOCK],
+    pub cross: [f32; BLOCK],
+    pub across: [f32; BLOCK],
+    pub rounding: [f32; BLOCK],
+}
+
+impl BoundBlock {
+    /// Eight arms that never prune.
+    pub const NEVER: Self = Self {
+        scale: [0.0; BLOCK],
+        mean_slack: [f32::INFINITY; BLOCK],
+        along: [f32::INFINITY; BLOCK],
+        cross: [f32::INFINITY; BLOCK],
+        across: [f32::INFINITY; BLOCK],
+        rounding: [f32::INFINITY; BLOCK],
+    };
+
+    /// Stores the bound of the arm in `lane` (0..8; others are ignored).
+    pub fn set(&mut self, lane: usize, bound: &ArmBound) {
+        let fields = [
+            (&mut self.scale, bound.scale),
+            (&mut self.mean_slack, bound.mean_slack),
+            (&mut self.along, bound.along),
+            (&mut self.cross, bound.cross),
+            (&mut self.across, bound.across),
+            (&mut self.rounding, bound.rounding),
+        ];
+        for (field, value) in fields {
+            if let Some(slot) = field.get_mut(lane) {
+                *slot = value;
+            }
+        }
+    }
 }
 
 impl Default for ArmBound {
@@ -86,7 +135,7 @@ impl QueryBound {
         let rest2 = (norm2 - t * t).max(0.0);
         let norm32: f64 = x.iter().map(|&v| f64::from(v as f32).powi(2)).sum();
         Self {
-            norm: norm32.sqrt() * (1.0 + 1e-12),
+            norm: norm32.sqrt().max(norm2.sqrt()) * (1.0 + 1e-12),
             along: t * t,
             cross: 2.0 * t.abs() * rest2.sqrt(),
             across: rest2,
@@ -94,17 +143,37 @@ impl QueryBound {
         }
     }
 
-    /// An upper bound on the kernel's computed score of an arm, given its
-    /// bound and the computed (or bounded) mean. Same operation order as the
-    /// kernel, so monotone rounding keeps it an upper bound.
+    /// Upper bounds on the kernel's computed scores of the eight arms of
+    /// `block`, whose codes are `codes` (interleaved, `dim` × 8) and whose
+    /// f32 context is `x` (`dim` values): `spread` = α·√(variance bound) and
+    /// `score` = mean bound + spread. Written so that it vectorises across
+    /// the arms.
     #[inline(always)]
-    #[must_use]
-    pub fn score_bound(&self, bound: &ArmBound, mean: f64, alpha: f64) -> f64 {
-        mean + alpha * self.variance_bound(bound).sqrt()
+    pub fn block_bounds(&self, block: &BoundBlock, codes: &[i8], x: &[f32], alpha: f64, spread: &mut [f64; BLOCK], score: &mut [f64; BLOCK]) {
+        let mut dots = [0.0f32; BLOCK];
+        let (features, _) = codes.as_chunks::<BLOCK>();
+        for (feature, &value) in features.iter().zip(x) {
+            for (dot, &code) in dots.iter_mut().zip(feature) {
+                *dot += f32::from(code) * value;
+            }
+        }
+        for lane in 0..BLOCK {
+            let at = |field: &[f32; BLOCK]| f64::from(field.get(lane).copied().unwrap_or(f32::INFINITY));
+            let variance = self.along * at(&block.along)
+                + self.cross * at(&block.cross)
+                + self.across * at(&block.across)
+                + self.rounding * at(&block.rounding);
+            let s = alpha * variance.sqrt();
+            let dot = f64::from(dots.get(lane).copied().unwrap_or(0.0));
+            let mean = f64::from(block.scale.get(lane).copied().unwrap_or(0.0)) * dot + self.norm * at(&block.mean_slack);
+            if let (Some(spread), Some(score)) = (spread.get_mut(lane), score.get_mut(lane)) {
+                *spread = s;
+                *score = mean + s;
+            }
+        }
     }
 
-    /// An upper bound on the kernel's computed variance.
-    #[inline(always)]
+    /// An upper bound on the kernel's computed variance of one arm.
     #[must_use]
     pub fn variance_bound(&self, bound: &ArmBound) -> f64 {
         self.along * f64::from(bound.along)
@@ -113,13 +182,6 @@ impl QueryBound {
             + self.rounding * f64::from(bound.rounding)
     }
 
-    /// An upper bound on the kernel's computed mean, from `dot` = the f32
-    /// dot product of the arm's codes with the f32 context.
-    #[inline(always)]
-    #[must_use]
-    pub fn mean_bound(&self, bound: &ArmBound, dot: f32) -> f64 {
-        f64::from(bound.scale) * f64::from(dot) + self.norm * f64::from(bound.mean_slack)
-    }
 }
 
 /// Relative error bound of an f32 sum of `n` products (any order), with room.
@@ -153,7 +215,7 @@ pub struct BoundWork {
 
 /// The bound of an arm from its f32 θ (`theta_len` values, padded) and f32
 /// packed A⁻¹ (`a_inv_len` values, padded) as the kernel reads them; writes
-/// the arm's i8 codes into `codes` (`theta_len` values).
+/// the arm's i8 codes into `codes` (`dim` values).
 pub fn compute(dim: usize, theta: &[f32], a_inv: &[f32], codes: &mut [i8], work: &mut BoundWork) -> ArmBound {
     codes.fill(0);
     let plen = packed::len(dim);
@@ -162,6 +224,7 @@ pub fn compute(dim: usize, theta: &[f32], a_inv: &[f32], codes: &mut [i8], work:
         return ArmBound::NEVER;
     }
     let (scale, mean_slack) = quantise(theta, codes);
+    let u = 1.0 / (dim as f64).sqrt();
     let BoundWork { full, mu, v, w, shifted, lower } = work;
     // Full symmetric M in f64 (exact copies of the f32 values).
     full.clear();
@@ -175,7 +238,6 @@ pub fn compute(dim: usize, theta: &[f32], a_inv: &[f32], codes: &mut [i8], work:
         }
     }
     let gershgorin = full.chunks_exact(dim).map(|row| row.iter().map(|v| v.abs()).sum::<f64>()).fold(0.0, f64::max);
-    let u = 1.0 / (dim as f64).sqrt();
     mu.clear();
     mu.extend(full.chunks_exact(dim).map(|row| row.iter().sum::<f64>() * u));
     let along = mu.iter().sum::<f64>() * u;

@@ -8,7 +8,7 @@
 //! enabled and chosen at run time; no fused multiply-add is used, so both
 //! copies give bit-identical scores.
 
-use crate::bounds::{ArmBound, QueryBound};
+use crate::bounds::{BoundBlock, QueryBound, BLOCK};
 use crate::rank::Ranked;
 
 const LANES: usize = 8;
@@ -168,10 +168,10 @@ pub fn score_range(layout: &Layout, rows: &[f32], query: &[f32], alpha: f64, fir
 /// What a pruned scan reads besides the rows (see [`crate::bounds`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Pruning<'a> {
-    /// The arms' θ codes, `layout.theta_len` per arm.
+    /// The arms' θ codes, interleaved by blocks of eight arms (`dim` × 8 per block).
     pub codes: &'a [i8],
-    /// The arms' bounds, one per arm.
-    pub bounds: &'a [ArmBound],
+    /// The arms' bounds, eight arms per block.
+    pub blocks: &'a [BoundBlock],
     /// The query's factors.
     pub query: &'a QueryBound,
 }
@@ -199,21 +199,6 @@ impl PruneStats {
 /// which no arm can enter the top k any more.
 pub type Shrink<'s> = dyn FnMut(&mut Vec<Ranked>) -> f64 + 's;
 
-/// Dot product of θ's i8 codes with the f32 context (both padded to whole blocks).
-#[inline(always)]
-fn dot_codes(codes: &[i8], x: &[f32]) -> f32 {
-    let (blocks_q, _) = codes.as_chunks::<LANES>();
-    let (blocks_x, _) = x.as_chunks::<LANES>();
-    let mut acc = [0.0f32; LANES];
-    for (q, xs) in blocks_q.iter().zip(blocks_x) {
-        for ((slot, &code), &value) in acc.iter_mut().zip(q).zip(xs) {
-            *slot += f32::from(code) * value;
-        }
-    }
-    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
-    ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
-}
-
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn top_k_pruned_generic(
@@ -229,29 +214,41 @@ fn top_k_pruned_generic(
 ) -> PruneStats {
     let mut threshold = f64::NEG_INFINITY;
     let mut stats = PruneStats::default();
-    let x = query.get(..layout.theta_len).unwrap_or(query);
+    let x = query.get(..layout.dim).unwrap_or(query);
     let bound_of = pruning.query;
-    let mut index = first;
-    let arms = rows.chunks_exact(layout.stride).zip(pruning.codes.chunks_exact(layout.theta_len)).zip(pruning.bounds);
-    for ((row, codes), bound) in arms {
-        let this = index;
-        index = index.wrapping_add(1);
-        stats.arms += 1;
+    let mut spread = [0.0; BLOCK];
+    let mut bound = [0.0; BLOCK];
+    let blocks = rows
+        .chunks(layout.stride * BLOCK)
+        .zip(pruning.codes.chunks(layout.dim * BLOCK))
+        .zip(pruning.blocks)
+        .zip((first..).step_by(BLOCK));
+    for (((rows, codes), block), start) in blocks {
         // Both bounds add the same spread to a mean bound, in the kernel's
-        // operation order (see QueryBound::score_bound).
-        let spread = alpha * bound_of.variance_bound(bound).sqrt();
-        if bound_of.mean_bound(bound, dot_codes(codes, x)) + spread < threshold {
-            stats.by_codes += 1;
+        // operation order, so monotone rounding keeps them upper bounds.
+        bound_of.block_bounds(block, codes, x, alpha, &mut spread, &mut bound);
+        if bound.iter().all(|&b| b < threshold) {
+            let arms = rows.len() / layout.stride.max(1);
+            stats.arms += arms;
+            stats.by_codes += arms;
             continue;
         }
-        let mean = mean_of(layout, row, query);
-        if mean + spread < threshold {
-            stats.by_mean += 1;
-            continue;
-        }
-        entries.push(Ranked { index: this, score: combine(mean, variance_of(layout, row, query), alpha) });
-        if entries.len() >= capacity {
-            threshold = shrink(entries);
+        for (lane, (row, (&spread, &bound))) in rows.chunks_exact(layout.stride).zip(spread.iter().zip(&bound)).enumerate() {
+            stats.arms += 1;
+            if bound < threshold {
+                stats.by_codes += 1;
+                continue;
+            }
+            let mean = mean_of(layout, row, query);
+            if mean + spread < threshold {
+                stats.by_mean += 1;
+                continue;
+            }
+            let index = start.wrapping_add(lane as u32);
+            entries.push(Ranked { index, score: combine(mean, variance_of(layout, row, query), alpha) });
+            if entries.len() >= capacity {
+                threshold = shrink(entries);
+            }
         }
     }
     stats
@@ -274,7 +271,8 @@ fn top_k_pruned_avx2(
     top_k_pruned_generic(layout, rows, pruning, query, alpha, first, capacity, entries, shrink)
 }
 
-/// Scores `rows` (numbered from `first`) into `entries`, skipping every arm
+/// Scores `rows` (numbered from `first`, a multiple of eight, with the
+/// bound blocks and codes of the same arms) into `entries`, skipping every arm
 /// whose score bound is below the current threshold: the k-th best score so
 /// far, which `shrink` returns each time `entries` reaches `capacity`. An
 /// arm of the true top k is never skipped (its bound is at least its score,

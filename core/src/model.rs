@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::bounds::{ArmBound, BoundWork};
+use crate::bounds::{BoundBlock, BoundWork, BLOCK};
 use crate::error::{Error, Result};
 use crate::kernel::Layout;
 use crate::limits::Limits;
@@ -93,10 +93,11 @@ pub struct Model {
     pub(crate) params: Vec<f64>,
     /// The same rows in f32, padded, for ranking (see [`crate::kernel`]).
     pub(crate) scoring: Vec<f32>,
-    /// θ of each f32 row as i8 codes, `layout.theta_len` per arm.
+    /// θ of each f32 row as i8 codes, interleaved by blocks of eight arms
+    /// (`dim` × 8 per block, feature-major; see [`crate::bounds`]).
     pub(crate) codes: Vec<i8>,
-    /// Each f32 row's score bound.
-    pub(crate) bounds: Vec<ArmBound>,
+    /// Each f32 row's score bound, eight rows per block.
+    pub(crate) bounds: Vec<BoundBlock>,
     pub(crate) b: Vec<f64>,
     pub(crate) gram: Vec<f64>,
     pub(crate) has_gram: Vec<bool>,
@@ -252,7 +253,7 @@ impl Model {
             + self.updated_ms.capacity() * 8
             + self.has_gram.capacity()
             + self.codes.capacity()
-            + self.bounds.capacity() * std::mem::size_of::<ArmBound>()
+            + self.bounds.capacity() * std::mem::size_of::<BoundBlock>()
             // Each id is stored twice (row list and index) plus the index entry.
             + 2 * id_bytes
             + self.ids.capacity() * 16
@@ -336,7 +337,7 @@ impl Model {
             .theta
             .chunks_exact(self.dim().max(1))
             .zip(prepared.rows.chunks_exact(layout.stride))
-            .zip(prepared.codes.chunks_exact(layout.theta_len))
+            .zip(prepared.codes.chunks_exact(self.dim().max(1)))
             .zip(&prepared.bounds);
         for (arm, (((theta, row), codes), bound)) in payload.arms.iter().zip(derived) {
             if self.upsert(arm, Derived { theta, row, codes, bound: *bound }, now_ms) {
@@ -374,10 +375,7 @@ impl Model {
         if let Some(scoring) = self.scoring.get_mut(row * layout.stride..(row + 1) * layout.stride) {
             scoring.copy_from_slice(derived.row);
         }
-        if let Some(codes) = self.codes.get_mut(row * layout.theta_len..(row + 1) * layout.theta_len) {
-            codes.copy_from_slice(derived.codes);
-        }
-        set(&mut self.bounds, row, derived.bound);
+        self.set_bound(row, derived.codes, &derived.bound);
         if let Some(slot) = self.b.get_mut(row * dim..(row + 1) * dim) {
             slot.copy_from_slice(&arm.b);
         }
@@ -419,8 +417,8 @@ impl Model {
         self.index.reserve(additional);
         self.params.reserve(additional * self.stride);
         self.scoring.reserve(additional * self.layout.stride);
-        self.codes.reserve(additional * self.layout.theta_len);
-        self.bounds.reserve(additional);
+        self.codes.reserve((additional.div_ceil(BLOCK) + 1) * BLOCK * self.dim());
+        self.bounds.reserve(additional.div_ceil(BLOCK) + 1);
         self.b.reserve(additional * dim);
         self.gram.reserve(additional * packed::len(dim));
         self.has_gram.reserve(additional);
@@ -437,8 +435,10 @@ impl Model {
         self.index.insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
         self.params.resize(self.params.len() + self.stride, 0.0);
         self.scoring.resize(self.scoring.len() + self.layout.stride, 0.0);
-        self.codes.resize(self.codes.len() + self.layout.theta_len, 0);
-        self.bounds.push(ArmBound::NEVER);
+        if row.is_multiple_of(BLOCK) {
+            self.bounds.push(BoundBlock::NEVER);
+            self.codes.resize(self.codes.len() + BLOCK * dim, 0);
+        }
         self.b.resize(self.b.len() + dim, 0.0);
         self.gram.resize(self.gram.len() + plen, 0.0);
         self.has_gram.push(false);
@@ -500,10 +500,24 @@ struct Derived<'a> {
     theta: &'a [f64],
     row: &'a [f32],
     codes: &'a [i8],
-    bound: ArmBound,
+    bound: crate::bounds::ArmBound,
 }
 
 impl Model {
+    /// Stores the θ codes (`dim` values) and bound of the arm at `row`.
+    fn set_bound(&mut self, row: usize, codes: &[i8], bound: &crate::bounds::ArmBound) {
+        let (block, lane) = (row / BLOCK, row % BLOCK);
+        let dim = self.dim();
+        if let Some(slots) = self.codes.get_mut(block * BLOCK * dim..(block + 1) * BLOCK * dim) {
+            for (slot, &code) in slots.iter_mut().skip(lane).step_by(BLOCK).zip(codes) {
+                *slot = code;
+            }
+        }
+        if let Some(block) = self.bounds.get_mut(block) {
+            block.set(lane, bound);
+        }
+    }
+
     /// Rebuilds the ranking copy (f32 rows, θ codes, bounds) from the exact
     /// rows in `params` (after a snapshot load).
     pub(crate) fn rebuild_ranking(&mut self) {
@@ -511,18 +525,19 @@ impl Model {
         let layout = self.layout;
         let arms = self.params.len() / self.stride.max(1);
         self.scoring = vec![0.0f32; arms * layout.stride];
-        self.codes = vec![0; arms * layout.theta_len];
-        self.bounds = vec![ArmBound::NEVER; arms];
+        self.codes = vec![0; arms.div_ceil(BLOCK) * BLOCK * dim];
+        self.bounds = vec![BoundBlock::NEVER; arms.div_ceil(BLOCK)];
         let mut work = BoundWork::default();
-        let slots = self
-            .scoring
-            .chunks_exact_mut(layout.stride)
-            .zip(self.codes.chunks_exact_mut(layout.theta_len))
-            .zip(self.bounds.iter_mut());
-        for (exact, ((row, codes), bound)) in self.params.chunks_exact(self.stride).zip(slots) {
+        let mut codes = vec![0; dim];
+        let mut scoring = std::mem::take(&mut self.scoring);
+        let params = std::mem::take(&mut self.params);
+        for (index, (exact, row)) in params.chunks_exact(self.stride).zip(scoring.chunks_exact_mut(layout.stride)).enumerate() {
             let (theta, a_inv) = exact.split_at(dim.min(exact.len()));
-            *bound = ranking_copy(&layout, theta, a_inv, row, codes, &mut work);
+            let bound = ranking_copy(&layout, theta, a_inv, row, &mut codes, &mut work);
+            self.set_bound(index, &codes, &bound);
         }
+        self.scoring = scoring;
+        self.params = params;
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Prepared {
     pub(crate) theta: Vec<f64>,
     /// Ranking rows, `layout.stride` values each.
     pub(crate) rows: Vec<f32>,
-    /// θ codes, `layout.theta_len` each.
+    /// θ codes, `dim` each.
     pub(crate) codes: Vec<i8>,
     pub(crate) bounds: Vec<ArmBound>,
 }
@@ -37,7 +37,7 @@ impl Prepared {
             arms,
             theta: vec![0.0; arms * dim],
             rows: vec![0.0; arms * layout.stride],
-            codes: vec![0; arms * layout.theta_len],
+            codes: vec![0; arms * dim],
             bounds: vec![ArmBound::NEVER; arms],
         };
         let mut work = BoundWork::default();
@@ -45,7 +45,7 @@ impl Prepared {
             .theta
             .chunks_exact_mut(dim.max(1))
             .zip(prepared.rows.chunks_exact_mut(layout.stride))
-            .zip(prepared.codes.chunks_exact_mut(layout.theta_len))
+            .zip(prepared.codes.chunks_exact_mut(dim.max(1)))
             .zip(prepared.bounds.iter_mut());
         for (arm, (((theta, row), codes), bound)) in payload.arms.iter().zip(slots) {
             packed::sym_mul_vec(dim, &arm.a_inv, &arm.b, theta);
@@ -61,8 +61,8 @@ impl Prepared {
     }
 }
 
-/// Writes the ranking row of an arm from exact θ and packed A⁻¹, its θ codes,
-/// and returns its bound (computed from the row as the kernel reads it).
+/// Writes the ranking row of an arm from exact θ and packed A⁻¹, its θ codes
+/// (`dim` values), and returns its bound (computed from the row as the kernel reads it).
 pub(crate) fn ranking_copy(
     layout: &Layout,
     theta: &[f64],

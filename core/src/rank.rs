@@ -15,7 +15,7 @@
 
 use std::cmp::Ordering;
 
-use crate::bounds::QueryBound;
+use crate::bounds::{QueryBound, BLOCK};
 use crate::error::{Error, Result};
 use crate::kernel::{self, PruneStats, Pruning};
 use crate::model::Model;
@@ -146,19 +146,20 @@ impl Model {
         scratch.bound = QueryBound::new(request.context);
         let RankScratch { threads, query, entries, bound, parts, stats, .. } = scratch;
         let layout = &self.layout;
-        let pruning = Pruning { codes: &self.codes, bounds: &self.bounds, query: bound };
+        let pruning = Pruning { codes: &self.codes, blocks: &self.bounds, query: bound };
         let capacity = 2 * k + 64;
         let alpha = request.alpha;
         let count = self.len();
         let threads = if self.scoring.len() >= kernel::PARALLEL_MIN_VALUES { (*threads).clamp(1, 16).min(count) } else { 1 };
-        let per_thread = count.div_ceil(threads.max(1));
+        // Blocks of bounds are not split between threads.
+        let per_thread = count.div_ceil(threads.max(1)).div_ceil(BLOCK) * BLOCK;
         parts.resize_with(threads.saturating_sub(1), Vec::new);
         let block = |first: usize, entries: &mut Vec<Ranked>| -> PruneStats {
             entries.clear();
             let end = (first + per_thread).min(count);
             let part = Pruning {
-                codes: pruning.codes.get(first * layout.theta_len..end * layout.theta_len).unwrap_or_default(),
-                bounds: pruning.bounds.get(first..end).unwrap_or_default(),
+                codes: pruning.codes.get(first * layout.dim..end.div_ceil(BLOCK) * BLOCK * layout.dim).unwrap_or_default(),
+                blocks: pruning.blocks.get(first / BLOCK..end.div_ceil(BLOCK)).unwrap_or_default(),
                 query: pruning.query,
             };
             let rows = self.scoring.get(first * layout.stride..end * layout.stride).unwrap_or_default();

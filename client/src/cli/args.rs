@@ -293,6 +293,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5.0, value_parser = positive_seconds())]
         seconds: f64,
     },
+    /// BANDIT.RANK TOP k over a large catalogue on --redis: server time per
+    /// call on a trained model (where the top-k prunes) and on an untrained
+    /// one (nothing can be pruned: the worst case), MEMORY USAGE per arm.
+    /// Writes the keys bench:catalogue:trained and bench:catalogue:untrained
+    /// (one at a time) and deletes them at the end.
+    Catalogue {
+        /// Arms in each model.
+        #[arg(long, default_value_t = 100_000, value_parser = at_least_one())]
+        arms: usize,
+        /// Context dimension.
+        #[arg(long, default_value_t = 32, value_parser = at_least_one())]
+        dim: usize,
+        /// TOP of every RANK.
+        #[arg(long, default_value_t = 10, value_parser = at_least_one())]
+        top: usize,
+        /// Events folded into each arm of the trained model.
+        #[arg(long, default_value_t = 64, value_parser = at_least_one())]
+        events: usize,
+        /// RANK requests per model.
+        #[arg(long, default_value_t = 2_000, value_parser = at_least_one())]
+        requests: usize,
+        /// Measure the trained model only (skip the untrained worst case).
+        #[arg(long)]
+        trained_only: bool,
+    },
     /// The sink's per-event CPU cost: fold alone, and decode + validate + fold.
     Fold {
         /// Context dimension.

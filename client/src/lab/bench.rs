@@ -7,6 +7,9 @@
 //!   [`RANK_KEYS`] and deletes them when done, also after a failure.
 //! - [`fold_rate`]: the trainer's per-event CPU cost (decode + fold).
 //! - [`flush_cost`]: inverting and encoding many dirty arms, as one flush does.
+//! - [`catalogue`]: RANK TOP k over a large catalogue, trained (where the
+//!   top-k prunes) next to untrained (the worst case: every arm scores the
+//!   prior, nothing can be pruned), with MEMORY USAGE per arm.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,9 +65,9 @@ const FLUSH_KEY: &str = "bench:flush";
 /// Every key [`run`] writes (and deletes at its end).
 pub const RANK_KEYS: [&str; 2] = [MODEL_KEY, STRING_KEY];
 
-fn rank_command(dim: usize, top: usize, rng: &mut Rng) -> redis::Cmd {
+fn rank_command(key: &str, dim: usize, top: usize, rng: &mut Rng) -> redis::Cmd {
     let mut command = redis::cmd("BANDIT.RANK");
-    command.arg(MODEL_KEY).arg("CONTEXT");
+    command.arg(key).arg("CONTEXT");
     for _ in 0..dim {
         command.arg(format!("{:.6}", rng.unit()));
     }
@@ -208,7 +211,7 @@ pub fn run(url: &str, config: &BenchConfig) -> Result<BenchResult> {
 fn measure(url: &str, config: &BenchConfig) -> Result<BenchResult> {
     prepare(url, config)?;
     let mut rng = Rng::new(99);
-    let rank: Vec<redis::Cmd> = (0..64).map(|_| rank_command(config.dim, config.top, &mut rng)).collect();
+    let rank: Vec<redis::Cmd> = (0..64).map(|_| rank_command(MODEL_KEY, config.dim, config.top, &mut rng)).collect();
     let get = vec![get_command()];
     let mut conn = connect(url)?;
     // Warm both paths (scratch buffers, caches) before measuring.
@@ -359,4 +362,141 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let total_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok((total_ms, load_ms))
+}
+
+/// What [`catalogue`] measures.
+#[derive(Debug, Clone)]
+pub struct CatalogueConfig {
+    pub arms: usize,
+    pub dim: usize,
+    pub top: usize,
+    /// Events folded into each arm of the trained model.
+    pub events: usize,
+    /// RANK requests per model.
+    pub requests: usize,
+    /// Also build and measure the untrained model.
+    pub untrained: bool,
+}
+
+/// One model's figures in [`catalogue`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogueModel {
+    /// Server microseconds per RANK (INFO commandstats).
+    pub server_us_per_call: f64,
+    pub p50_us: f64,
+    /// MEMORY USAGE of the key, per arm.
+    pub bytes_per_arm: f64,
+    /// Seconds the chunked BANDIT.LOADs took.
+    pub load_s: f64,
+}
+
+/// The trained and (optionally) untrained model of [`catalogue`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogueResult {
+    pub trained: CatalogueModel,
+    pub untrained: Option<CatalogueModel>,
+}
+
+const CATALOGUE_TRAINED: &str = "bench:catalogue:trained";
+const CATALOGUE_UNTRAINED: &str = "bench:catalogue:untrained";
+/// Arms per BANDIT.LOAD while building a catalogue.
+const CATALOGUE_CHUNK: usize = 2000;
+
+/// Arms `first..first + count` of the trained catalogue: each arm has its own
+/// base rate (popularity) and context preference, and `events` events with
+/// contexts in [0, 1]^d.
+fn catalogue_chunk(dim: usize, first: usize, count: usize, events: usize, trained: bool) -> Result<Payload> {
+    let learning = Learning::ridge(1.0);
+    let mut rng = Rng::new(1000 + first as u64);
+    let mut work = Workspace::default();
+    let mut arms = Vec::with_capacity(count);
+    for k in first..first + count {
+        let mut arm = learning.prior(dim);
+        if trained {
+            let base = 0.05 + 0.45 * rng.unit();
+            let preference: Vec<f64> = (0..dim).map(|_| (rng.unit() - 0.5) * 0.4 / (dim as f64).sqrt()).collect();
+            for _ in 0..events {
+                let x: Vec<f64> = (0..dim).map(|_| rng.unit()).collect();
+                let lift: f64 = x.iter().zip(&preference).map(|(a, b)| (a - 0.5) * b).sum();
+                let reward = if rng.unit() < (base + lift).clamp(0.0, 1.0) { 1.0 } else { 0.0 };
+                learning.fold(&mut arm, &x, reward);
+            }
+        }
+        arms.push(arm.to_payload(&format!("p{k}"), &mut work, Some(0))?);
+    }
+    Ok(Payload { dim, arms, offsets: vec![], settings: None, base_offsets: vec![] })
+}
+
+/// Builds the catalogue `key` (deleting it first) in chunked LOADs; seconds.
+fn build_catalogue(conn: &mut redis::Connection, key: &str, config: &CatalogueConfig, trained: bool) -> Result<f64> {
+    let _: u64 = redis::cmd("DEL").arg(key).query(conn)?;
+    let mut seconds = 0.0;
+    for first in (0..config.arms).step_by(CATALOGUE_CHUNK) {
+        let chunk = catalogue_chunk(config.dim, first, CATALOGUE_CHUNK.min(config.arms - first), config.events, trained)?;
+        let bytes = encode_binary(&chunk)?;
+        let start = Instant::now();
+        let _: u64 = redis::cmd("BANDIT.LOAD").arg(key).arg(bytes).query(conn)?;
+        seconds += start.elapsed().as_secs_f64();
+    }
+    Ok(seconds)
+}
+
+fn measure_catalogue(conn: &mut redis::Connection, key: &str, config: &CatalogueConfig) -> Result<CatalogueModel> {
+    let mut rng = Rng::new(77);
+    let commands: Vec<redis::Cmd> = (0..64)
+        .map(|_| {
+            let mut command = rank_command(key, config.dim, config.top, &mut rng);
+            command.arg("WITHSCORES");
+            command
+        })
+        .collect();
+    latency(conn, &commands, 50)?;
+    let () = redis::cmd("CONFIG").arg("RESETSTAT").query(conn)?;
+    let (p50_us, _) = latency(conn, &commands, config.requests)?;
+    let server_us_per_call = server_us_per_call(conn, "bandit.rank")?;
+    let bytes: u64 = redis::cmd("MEMORY").arg("USAGE").arg(key).query(conn)?;
+    Ok(CatalogueModel { server_us_per_call, p50_us, bytes_per_arm: bytes as f64 / config.arms.max(1) as f64, load_s: 0.0 })
+}
+
+/// Builds the catalogue models on `url`, ranks each `requests` times, and
+/// deletes them at the end (also after a failure). The trained model is
+/// deleted before the untrained one is built, so only one is in memory.
+///
+/// # Errors
+/// Connection or command failures.
+pub fn catalogue(url: &str, config: &CatalogueConfig) -> Result<CatalogueResult> {
+    with_cleanup(url, &[CATALOGUE_TRAINED, CATALOGUE_UNTRAINED], || {
+        let mut conn = connect(url)?;
+        let mut result = CatalogueResult::default();
+        let load_s = build_catalogue(&mut conn, CATALOGUE_TRAINED, config, true)?;
+        result.trained = CatalogueModel { load_s, ..measure_catalogue(&mut conn, CATALOGUE_TRAINED, config)? };
+        let _: u64 = redis::cmd("DEL").arg(CATALOGUE_TRAINED).query(&mut conn)?;
+        if config.untrained {
+            let load_s = build_catalogue(&mut conn, CATALOGUE_UNTRAINED, config, false)?;
+            result.untrained = Some(CatalogueModel { load_s, ..measure_catalogue(&mut conn, CATALOGUE_UNTRAINED, config)? });
+        }
+        Ok(result)
+    })
+}
+
+/// The report, as printed by `bandit bench catalogue`.
+#[must_use]
+pub fn catalogue_report(config: &CatalogueConfig, result: &CatalogueResult) -> String {
+    let mut out = format!(
+        "BANDIT.RANK TOP {} WITHSCORES over {} arms, d = {}, {} requests per model on 1 connection\n",
+        config.top, config.arms, config.dim, config.requests
+    );
+    out.push_str(&format!("{:<10} {:>16} {:>10} {:>16} {:>10}\n", "model", "server µs/call", "p50 µs", "MEMORY B/arm", "load s"));
+    let mut line = |name: &str, m: &CatalogueModel| {
+        out.push_str(&format!("{:<10} {:>16.1} {:>10.1} {:>16.0} {:>10.1}\n", name, m.server_us_per_call, m.p50_us, m.bytes_per_arm, m.load_s));
+    };
+    line("trained", &result.trained);
+    if let Some(untrained) = &result.untrained {
+        line("untrained", untrained);
+        out.push_str(&format!(
+            "ratio untrained/trained server time: {:.1}x (untrained: nothing can be pruned, about a full scan)\n",
+            untrained.server_us_per_call / result.trained.server_us_per_call.max(f64::MIN_POSITIVE)
+        ));
+    }
+    out
 }
