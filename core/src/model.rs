@@ -1,15 +1,19 @@
 //! One LinUCB model: its settings, the arm table and the trainer's offset
 //! fence.
 //!
-//! The arm table is column-oriented: every per-arm quantity lives in one
-//! contiguous vector indexed by row, and the two things ranking reads for an
-//! arm, θ and packed A⁻¹, sit side by side in one row, so a scan over arms is
-//! a walk through memory. Ids map to rows through one hash map.
+//! The arm table is column-oriented: every per-arm quantity ranking reads
+//! lives in one contiguous vector indexed by row, and the two things ranking
+//! reads for an arm, θ and packed A⁻¹, sit side by side in one f32 row
+//! (`scoring`), so a scan over arms is a walk through memory. Ranking is bound
+//! by memory bandwidth, so single precision halves its time, and it is far
+//! finer than any difference a ranking acts on. Ids map to rows through one
+//! hash map.
 //!
-//! Those rows exist twice: `params` in f64, the exact values that EXPORT and
-//! STATS return, and `scoring`, an f32 copy that RANK reads. Ranking is bound
-//! by memory bandwidth, so halving the bytes per arm halves its time, and
-//! single precision is far finer than any difference a ranking acts on.
+//! The exact f64 values that EXPORT, STATS and persistence use (θ, A⁻¹, b and
+//! A when the writer sent it) are one boxed slice per arm (`exact`): an apply
+//! prepared on another thread ([`Prepared`]) swaps the box in instead of
+//! copying thousands of values under Redis' lock, the old box is freed after
+//! the lock is released, and an arm without A stores none.
 //! Beside each f32 row sit its θ codes and score bound ([`crate::bounds`]),
 //! which let a top-k skip most rows; like the f32 rows they are derived
 //! whenever a row is written, never stored.
@@ -83,14 +87,14 @@ pub struct ArmView<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub(crate) settings: ModelSettings,
-    /// Values per row of `params`: d (θ) + d(d+1)/2 (A⁻¹).
+    /// d (θ) + d(d+1)/2 (A⁻¹): the first values of an arm's exact box.
     pub(crate) stride: usize,
     /// Layout of the rows of `scoring` (padded for the kernel).
     pub(crate) layout: Layout,
     pub(crate) ids: Vec<Box<str>>,
     pub(crate) index: FxHashMap<Box<str>, u32>,
-    /// [θ | packed A⁻¹] per arm, exact.
-    pub(crate) params: Vec<f64>,
+    /// [θ | packed A⁻¹ | b | packed A (when sent)] per arm, exact.
+    pub(crate) exact: Vec<Box<[f64]>>,
     /// The same rows in f32, padded, for ranking (see [`crate::kernel`]).
     pub(crate) scoring: Vec<f32>,
     /// θ of each f32 row as i8 codes, interleaved by blocks of eight arms
@@ -98,9 +102,6 @@ pub struct Model {
     pub(crate) codes: Vec<i8>,
     /// Each f32 row's score bound, eight rows per block.
     pub(crate) bounds: Vec<BoundBlock>,
-    pub(crate) b: Vec<f64>,
-    pub(crate) gram: Vec<f64>,
-    pub(crate) has_gram: Vec<bool>,
     pub(crate) n: Vec<u64>,
     pub(crate) reward_sum: Vec<f64>,
     pub(crate) updated_ms: Vec<i64>,
@@ -149,13 +150,10 @@ impl Model {
             layout: Layout::new(settings.dim),
             ids: Vec::new(),
             index: FxHashMap::default(),
-            params: Vec::new(),
+            exact: Vec::new(),
             scoring: Vec::new(),
             codes: Vec::new(),
             bounds: Vec::new(),
-            b: Vec::new(),
-            gram: Vec::new(),
-            has_gram: Vec::new(),
             n: Vec::new(),
             reward_sum: Vec::new(),
             updated_ms: Vec::new(),
@@ -207,21 +205,25 @@ impl Model {
     /// A view of the arm at `row`.
     #[must_use]
     pub fn arm(&self, row: usize) -> Option<ArmView<'_>> {
-        let dim = self.dim();
-        let plen = packed::len(dim);
-        let params = self.params.get(row * self.stride..(row + 1) * self.stride)?;
-        let (theta, a_inv) = params.split_at_checked(dim)?;
-        let has_gram = *self.has_gram.get(row)?;
+        let (theta, a_inv, b, a) = exact_parts(self.dim(), self.exact.get(row)?)?;
         Some(ArmView {
             id: self.ids.get(row)?,
             theta,
             a_inv,
-            b: self.b.get(row * dim..(row + 1) * dim)?,
-            a: if has_gram { self.gram.get(row * plen..(row + 1) * plen) } else { None },
+            b,
+            a,
             n: *self.n.get(row)?,
             reward_sum: *self.reward_sum.get(row)?,
             updated_ms: *self.updated_ms.get(row)?,
         })
+    }
+
+    /// The model's version: how many LOADs changed it (STATS `loads`). It
+    /// seeds the randomised policies with the event id, so that a decision
+    /// can be replayed against the model it was made with.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.loads
     }
 
     /// Model-wide figures.
@@ -241,17 +243,15 @@ impl Model {
     /// Approximate heap footprint, for MEMORY USAGE and STATS.
     #[must_use]
     pub fn memory_bytes(&self) -> usize {
-        let f64s = self.params.capacity()
-            + self.scoring.capacity() / 2
-            + self.b.capacity()
-            + self.gram.capacity()
-            + self.reward_sum.capacity();
+        // Each exact box: its values, its pointer, and the allocator's header.
+        let exact: usize = self.exact.iter().map(|values| values.len() * 8 + 16).sum::<usize>() + self.exact.capacity() * 16;
+        let f64s = self.scoring.capacity() / 2 + self.reward_sum.capacity();
         let id_bytes: usize = self.ids.iter().map(|id| id.len()).sum();
         std::mem::size_of::<Self>()
             + f64s * 8
             + self.n.capacity() * 8
             + self.updated_ms.capacity() * 8
-            + self.has_gram.capacity()
+            + exact
             + self.codes.capacity()
             + self.bounds.capacity() * std::mem::size_of::<BoundBlock>()
             // Each id is stored twice (row list and index) plus the index entry.
@@ -271,18 +271,20 @@ impl Model {
     /// the new arms would pass `limits.max_arms`.
     pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
         let new_arms = self.check(payload, limits)?;
-        let prepared = Prepared::new(payload);
-        Ok(self.write(payload, &prepared, new_arms, now_ms))
+        let mut prepared = Prepared::new(payload);
+        Ok(self.write(payload, &mut prepared, new_arms, now_ms))
     }
 
     /// As [`Model::apply`], with the payload's derived values computed
     /// beforehand (possibly on another thread). The checks run here, against
-    /// the model as it is now.
+    /// the model as it is now. The exact values of changed arms are swapped
+    /// with the model's: afterwards `prepared` holds the replaced ones, to be
+    /// freed wherever that costs nothing.
     ///
     /// # Errors
     /// As [`Model::apply`]; [`Error::InvalidPayload`] when `prepared` was
     /// derived from another payload.
-    pub fn apply_prepared(&mut self, payload: &Payload, prepared: &Prepared, now_ms: i64, limits: &Limits) -> Result<Applied> {
+    pub fn apply_prepared(&mut self, payload: &Payload, prepared: &mut Prepared, now_ms: i64, limits: &Limits) -> Result<Applied> {
         let new_arms = self.check(payload, limits)?;
         if !prepared.fits(payload) {
             return Err(Error::InvalidPayload("prepared values belong to another payload".into()));
@@ -329,18 +331,18 @@ impl Model {
     }
 
     /// Writes a checked payload: nothing here can fail.
-    fn write(&mut self, payload: &Payload, prepared: &Prepared, new_arms: usize, now_ms: i64) -> Applied {
+    fn write(&mut self, payload: &Payload, prepared: &mut Prepared, new_arms: usize, now_ms: i64) -> Applied {
         self.reserve(new_arms);
         let mut applied = Applied::default();
         let layout = self.layout;
-        let derived = prepared
-            .theta
-            .chunks_exact(self.dim().max(1))
-            .zip(prepared.rows.chunks_exact(layout.stride))
-            .zip(prepared.codes.chunks_exact(self.dim().max(1)))
-            .zip(&prepared.bounds);
-        for (arm, (((theta, row), codes), bound)) in payload.arms.iter().zip(derived) {
-            if self.upsert(arm, Derived { theta, row, codes, bound: *bound }, now_ms) {
+        let Prepared { exact, rows, codes, bounds, .. } = prepared;
+        let derived = exact
+            .iter_mut()
+            .zip(rows.chunks_exact(layout.stride))
+            .zip(codes.chunks_exact(self.dim().max(1)))
+            .zip(bounds.iter());
+        for (arm, (((exact, row), codes), bound)) in payload.arms.iter().zip(derived) {
+            if self.upsert(arm, Derived { exact, row, codes, bound: *bound }, now_ms) {
                 applied.arms_changed += 1;
             }
         }
@@ -355,73 +357,52 @@ impl Model {
     }
 
     fn upsert(&mut self, arm: &ArmPayload, derived: Derived<'_>, now_ms: i64) -> bool {
-        let theta = derived.theta;
         let row = match self.index.get(arm.id.as_str()) {
             Some(&row) => row as usize,
             None => self.push_empty_row(&arm.id),
         };
-        if self.row_equals(row, arm, theta) {
+        if self.row_equals(row, arm, derived.exact) {
             return false;
         }
-        let dim = self.dim();
-        let plen = packed::len(dim);
-        let stride = self.stride;
-        if let Some(params) = self.params.get_mut(row * stride..(row + 1) * stride) {
-            let (theta_slot, a_inv_slot) = params.split_at_mut(dim.min(stride));
-            theta_slot.copy_from_slice(theta);
-            a_inv_slot.copy_from_slice(&arm.a_inv);
+        if let Some(slot) = self.exact.get_mut(row) {
+            std::mem::swap(slot, derived.exact);
         }
         let layout = self.layout;
         if let Some(scoring) = self.scoring.get_mut(row * layout.stride..(row + 1) * layout.stride) {
             scoring.copy_from_slice(derived.row);
         }
         self.set_bound(row, derived.codes, &derived.bound);
-        if let Some(slot) = self.b.get_mut(row * dim..(row + 1) * dim) {
-            slot.copy_from_slice(&arm.b);
-        }
-        if let Some(slot) = self.gram.get_mut(row * plen..(row + 1) * plen) {
-            match &arm.a {
-                Some(a) => slot.copy_from_slice(a),
-                None => slot.fill(0.0),
-            }
-        }
-        set(&mut self.has_gram, row, arm.a.is_some());
         set(&mut self.n, row, arm.n);
         set(&mut self.reward_sum, row, arm.reward_sum);
         set(&mut self.updated_ms, row, arm.updated_ms.unwrap_or(now_ms));
         true
     }
 
-    /// True when the stored row already holds exactly this arm (bit for bit).
-    fn row_equals(&self, row: usize, arm: &ArmPayload, theta: &[f64]) -> bool {
-        let Some(view) = self.arm(row) else { return false };
-        let same = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-        same(view.theta, theta)
-            && same(view.a_inv, &arm.a_inv)
-            && same(view.b, &arm.b)
-            && match (view.a, &arm.a) {
-                (None, None) => true,
-                (Some(stored), Some(given)) => same(stored, given),
-                _ => false,
-            }
-            && view.n == arm.n
-            && view.reward_sum.to_bits() == arm.reward_sum.to_bits()
-            && arm.updated_ms.is_none_or(|ms| ms == view.updated_ms)
+    /// True when the stored row already holds exactly this arm (bit for bit);
+    /// `exact` is the arm's exact box as [`Prepared`] built it.
+    fn row_equals(&self, row: usize, arm: &ArmPayload, exact: &[f64]) -> bool {
+        let (Some(stored), Some(&n), Some(reward_sum), Some(&updated_ms)) =
+            (self.exact.get(row), self.n.get(row), self.reward_sum.get(row), self.updated_ms.get(row))
+        else {
+            return false;
+        };
+        // Cheap fields first: a changed arm almost always differs there.
+        n == arm.n
+            && reward_sum.to_bits() == arm.reward_sum.to_bits()
+            && arm.updated_ms.is_none_or(|ms| ms == updated_ms)
+            && stored.len() == exact.len()
+            && stored.iter().zip(exact.iter()).all(|(x, y)| x.to_bits() == y.to_bits())
     }
 
     /// Room for `additional` arms in every column at once, so a large load
     /// grows each vector once instead of doubling its way there.
     fn reserve(&mut self, additional: usize) {
-        let dim = self.dim();
         self.ids.reserve(additional);
         self.index.reserve(additional);
-        self.params.reserve(additional * self.stride);
+        self.exact.reserve(additional);
         self.scoring.reserve(additional * self.layout.stride);
         self.codes.reserve((additional.div_ceil(BLOCK) + 1) * BLOCK * self.dim());
         self.bounds.reserve(additional.div_ceil(BLOCK) + 1);
-        self.b.reserve(additional * dim);
-        self.gram.reserve(additional * packed::len(dim));
-        self.has_gram.reserve(additional);
         self.n.reserve(additional);
         self.reward_sum.reserve(additional);
         self.updated_ms.reserve(additional);
@@ -430,18 +411,14 @@ impl Model {
     fn push_empty_row(&mut self, id: &str) -> usize {
         let row = self.ids.len();
         let dim = self.dim();
-        let plen = packed::len(dim);
         self.ids.push(id.into());
         self.index.insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
-        self.params.resize(self.params.len() + self.stride, 0.0);
+        self.exact.push(Box::default());
         self.scoring.resize(self.scoring.len() + self.layout.stride, 0.0);
         if row.is_multiple_of(BLOCK) {
             self.bounds.push(BoundBlock::NEVER);
             self.codes.resize(self.codes.len() + BLOCK * dim, 0);
         }
-        self.b.resize(self.b.len() + dim, 0.0);
-        self.gram.resize(self.gram.len() + plen, 0.0);
-        self.has_gram.push(false);
         self.n.push(0);
         self.reward_sum.push(0.0);
         // A fresh row never equals an incoming arm, so it is always written.
@@ -494,10 +471,25 @@ impl Model {
     }
 }
 
-/// One arm's derived values, as [`Model::write`] copies them in.
-#[derive(Debug, Clone, Copy)]
+/// An arm's exact box split into θ, A⁻¹, b and A (when it has one).
+#[allow(clippy::type_complexity)]
+fn exact_parts(dim: usize, values: &[f64]) -> Option<(&[f64], &[f64], &[f64], Option<&[f64]>)> {
+    let plen = packed::len(dim);
+    let (theta, rest) = values.split_at_checked(dim)?;
+    let (a_inv, rest) = rest.split_at_checked(plen)?;
+    let (b, rest) = rest.split_at_checked(dim)?;
+    let a = match rest.len() {
+        0 => None,
+        len if len == plen => Some(rest),
+        _ => return None,
+    };
+    Some((theta, a_inv, b, a))
+}
+
+/// One arm's derived values, as [`Model::write`] takes them in.
+#[derive(Debug)]
 struct Derived<'a> {
-    theta: &'a [f64],
+    exact: &'a mut Box<[f64]>,
     row: &'a [f32],
     codes: &'a [i8],
     bound: crate::bounds::ArmBound,
@@ -519,25 +511,25 @@ impl Model {
     }
 
     /// Rebuilds the ranking copy (f32 rows, θ codes, bounds) from the exact
-    /// rows in `params` (after a snapshot load).
+    /// values (after a snapshot load).
     pub(crate) fn rebuild_ranking(&mut self) {
         let dim = self.dim();
         let layout = self.layout;
-        let arms = self.params.len() / self.stride.max(1);
+        let arms = self.exact.len();
         self.scoring = vec![0.0f32; arms * layout.stride];
         self.codes = vec![0; arms.div_ceil(BLOCK) * BLOCK * dim];
         self.bounds = vec![BoundBlock::NEVER; arms.div_ceil(BLOCK)];
         let mut work = BoundWork::default();
         let mut codes = vec![0; dim];
         let mut scoring = std::mem::take(&mut self.scoring);
-        let params = std::mem::take(&mut self.params);
-        for (index, (exact, row)) in params.chunks_exact(self.stride).zip(scoring.chunks_exact_mut(layout.stride)).enumerate() {
-            let (theta, a_inv) = exact.split_at(dim.min(exact.len()));
+        let exact = std::mem::take(&mut self.exact);
+        for (index, (values, row)) in exact.iter().zip(scoring.chunks_exact_mut(layout.stride)).enumerate() {
+            let Some((theta, a_inv, _, _)) = exact_parts(dim, values) else { continue };
             let bound = ranking_copy(&layout, theta, a_inv, row, &mut codes, &mut work);
             self.set_bound(index, &codes, &bound);
         }
         self.scoring = scoring;
-        self.params = params;
+        self.exact = exact;
     }
 }
 

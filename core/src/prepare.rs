@@ -1,9 +1,9 @@
-//! The half of an apply that needs only the payload: θ = A⁻¹b and the ranking
-//! copy of each arm (its f32 row, θ codes and score bound, see
-//! [`crate::bounds`]). It is most of an apply's work, and it touches no
-//! model, so `BANDIT.LOAD` computes it on a worker thread and leaves only
-//! the fence check and the copy into the model to Redis' main thread
-//! ([`crate::Model::apply_prepared`]).
+//! The half of an apply that needs only the payload: each arm's exact box
+//! ([θ = A⁻¹b | A⁻¹ | b | A], see [`crate::model`]) and its ranking copy (f32
+//! row, θ codes and score bound, see [`crate::bounds`]). It is most of an
+//! apply's work, and it touches no model, so `BANDIT.LOAD` computes it on a
+//! worker thread and leaves only the fence check, a pointer swap and the f32
+//! row copy per arm to Redis' main thread ([`crate::Model::apply_prepared`]).
 
 use crate::bounds::{self, ArmBound, BoundWork};
 use crate::kernel::Layout;
@@ -15,8 +15,8 @@ use crate::payload::Payload;
 pub struct Prepared {
     pub(crate) dim: usize,
     pub(crate) arms: usize,
-    /// θ per arm, `dim` values each.
-    pub(crate) theta: Vec<f64>,
+    /// The exact box per arm (after an apply: the boxes it replaced).
+    pub(crate) exact: Vec<Box<[f64]>>,
     /// Ranking rows, `layout.stride` values each.
     pub(crate) rows: Vec<f32>,
     /// θ codes, `dim` each.
@@ -35,21 +35,23 @@ impl Prepared {
         let mut prepared = Self {
             dim,
             arms,
-            theta: vec![0.0; arms * dim],
+            exact: Vec::with_capacity(arms),
             rows: vec![0.0; arms * layout.stride],
             codes: vec![0; arms * dim],
             bounds: vec![ArmBound::NEVER; arms],
         };
         let mut work = BoundWork::default();
         let slots = prepared
-            .theta
-            .chunks_exact_mut(dim.max(1))
-            .zip(prepared.rows.chunks_exact_mut(layout.stride))
+            .rows
+            .chunks_exact_mut(layout.stride)
             .zip(prepared.codes.chunks_exact_mut(dim.max(1)))
             .zip(prepared.bounds.iter_mut());
-        for (arm, (((theta, row), codes), bound)) in payload.arms.iter().zip(slots) {
-            packed::sym_mul_vec(dim, &arm.a_inv, &arm.b, theta);
-            *bound = ranking_copy(&layout, theta, &arm.a_inv, row, codes, &mut work);
+        let mut theta = vec![0.0; dim];
+        for (arm, ((row, codes), bound)) in payload.arms.iter().zip(slots) {
+            packed::sym_mul_vec(dim, &arm.a_inv, &arm.b, &mut theta);
+            *bound = ranking_copy(&layout, &theta, &arm.a_inv, row, codes, &mut work);
+            let gram = arm.a.as_deref().unwrap_or_default();
+            prepared.exact.push([theta.as_slice(), &arm.a_inv, &arm.b, gram].concat().into_boxed_slice());
         }
         prepared
     }

@@ -17,9 +17,16 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::model::{Model, ModelSettings};
+use crate::model::{ArmView, Model, ModelSettings};
 use crate::packed;
 use crate::wire::{put_f64, put_f64s, put_offsets, put_str, put_u64, Reader};
+
+/// Values without a count (a column written arm by arm after its count).
+fn put_values<'v>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'v f64>) {
+    for value in values {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
 
 /// The version [`encode`] writes.
 pub const VERSION: i32 = 2;
@@ -30,9 +37,11 @@ pub const VERSION: i32 = 2;
 /// None today; the signature leaves room for encoders that can fail.
 pub fn encode(model: &Model) -> Result<Vec<u8>> {
     let settings = model.settings();
+    let dim = settings.dim;
+    let (stride, plen) = (model.stride, packed::len(dim));
+    let arms = model.ids.len();
     let mut out = Vec::with_capacity(
-        64 + 8 * (model.params.len() + model.b.len() + model.gram.len() + 3 * model.ids.len())
-            + model.ids.iter().map(|id| id.len() + 8).sum::<usize>(),
+        64 + 8 * arms * (stride + dim + plen + 3) + model.ids.iter().map(|id| id.len() + 8).sum::<usize>(),
     );
     put_u64(&mut out, settings.dim as u64);
     put_f64(&mut out, settings.alpha);
@@ -42,11 +51,22 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
     for id in &model.ids {
         put_str(&mut out, id);
     }
-    put_f64s(&mut out, &model.params);
-    put_f64s(&mut out, &model.b);
-    put_f64s(&mut out, &model.gram);
-    put_u64(&mut out, model.has_gram.len() as u64);
-    out.extend(model.has_gram.iter().map(|&has| u8::from(has)));
+    // The columns as earlier builds kept them in memory: [θ | A⁻¹] rows, b
+    // rows, A rows (zeros for an arm without A), then a has-A flag per arm.
+    let views: Vec<ArmView<'_>> = (0..arms).filter_map(|row| model.arm(row)).collect();
+    put_u64(&mut out, (views.len() * stride) as u64);
+    views.iter().for_each(|view| put_values(&mut out, view.theta.iter().chain(view.a_inv)));
+    put_u64(&mut out, (views.len() * dim) as u64);
+    views.iter().for_each(|view| put_values(&mut out, view.b));
+    put_u64(&mut out, (views.len() * plen) as u64);
+    for view in &views {
+        match view.a {
+            Some(a) => put_values(&mut out, a),
+            None => out.resize(out.len() + 8 * plen, 0),
+        }
+    }
+    put_u64(&mut out, views.len() as u64);
+    out.extend(views.iter().map(|view| u8::from(view.a.is_some())));
     put_u64(&mut out, model.n.len() as u64);
     model.n.iter().for_each(|&n| put_u64(&mut out, n));
     put_f64s(&mut out, &model.reward_sum);
@@ -149,12 +169,14 @@ fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
     let mut model = Model::new(settings);
     model.ids = columns.ids;
     model.index = index;
-    model.params = columns.params;
+    let rows = columns.params.chunks_exact(stride.max(1)).zip(columns.b.chunks_exact(dim.max(1)));
+    let grams = columns.gram.chunks_exact(plen.max(1)).zip(&columns.has_gram);
+    model.exact = rows
+        .zip(grams)
+        .map(|((params, b), (gram, &has_gram))| [params, b, if has_gram { gram } else { &[] }].concat().into_boxed_slice())
+        .collect();
     // The f32 ranking copy and its bounds are derived, not stored.
     model.rebuild_ranking();
-    model.b = columns.b;
-    model.gram = columns.gram;
-    model.has_gram = columns.has_gram;
     model.n = columns.n;
     model.reward_sum = columns.reward_sum;
     model.updated_ms = columns.updated_ms;

@@ -16,6 +16,8 @@
 //!   server supports it.
 //! - [`acl`]: the `bandit` ACL category, where the server supports it.
 //! - [`args`]: argument cursor and number parsing.
+//! - [`blocking`]: blocked clients and thread-safe contexts, for work off the
+//!   main thread (BANDIT.LOAD).
 //! - [`reply`]: direct reply writing (RESP2/RESP3 aware).
 //! - `runtime_config`: the settings as `CONFIG GET/SET bandit.*` configs.
 //! - [`error`]: command errors and their reply text.
@@ -26,6 +28,7 @@
 
 pub mod acl;
 pub mod args;
+pub mod blocking;
 pub mod commands;
 pub mod config;
 pub mod datatype;

@@ -13,15 +13,33 @@
 //! in (an arm's update time, the settings of a model it created), replicas
 //! and the AOF receive the payload as applied, with those values stated, so
 //! they hold what this server holds; otherwise the command as received.
+//!
+//! Off the main thread: a LOAD from a client blocks that client, and a worker
+//! thread decodes and validates the payload, derives every arm's θ, ranking
+//! row and score bound ([`Prepared`]) and, when the module will fill in values,
+//! encodes the payload as it will be applied. Only the apply runs under the
+//! GIL: the settings check and the offset fence against the model as it is
+//! then, the copy into the model, replication and the reply. The flush stays
+//! atomic (no other command sees half of it), and a LOAD that raced another
+//! one built on the same offsets gets STALE at its apply. A LOAD from the
+//! primary or the AOF, or inside MULTI or a script (where blocking is not
+//! allowed), runs all of this on the main thread, as every LOAD once did.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 use bandit_core::codec::{self, Format};
-use bandit_core::{Limits, Model, PayloadSettings};
+use bandit_core::{Applied, Limits, Model, Payload, PayloadSettings, Prepared};
+use redis_module::key::RedisKeyWritable;
+use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 use super::{entry_point, now_ms, publish_change, write_model, CommandSpec, Invocation};
+use crate::blocking::{Blocked, Retained};
 use crate::config;
-use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::datatype::BANDIT_TYPE;
+use crate::docs::{ArgDoc, ArgKind, CommandDocs, KeyAccess, SINCE};
 use crate::error::{CommandError, Result};
+use crate::reply::Reply;
 
 pub const SPEC: CommandSpec = CommandSpec {
     name: "bandit.load",
@@ -40,49 +58,266 @@ pub const SPEC: CommandSpec = CommandSpec {
 };
 entry_point!(entry, SPEC);
 
+/// Contexts in which the client must not be blocked: the command is then
+/// applied on the main thread.
+const SYNCHRONOUS: u32 = raw::REDISMODULE_CTX_FLAGS_MULTI
+    | raw::REDISMODULE_CTX_FLAGS_LUA
+    | raw::REDISMODULE_CTX_FLAGS_REPLICATED
+    | raw::REDISMODULE_CTX_FLAGS_LOADING
+    | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+
 fn handler(call: &mut Invocation<'_>) -> Result<()> {
     let bytes = call.args.next_arg()?;
     if !call.args.is_empty() {
         return Err(CommandError::WrongArity(SPEC.name));
     }
-    let config = config::get();
-    // What the primary accepted, or what the AOF recorded, is applied
-    // whatever this server's limits are now: a replica or a restart with a
-    // smaller MAX-PAYLOAD-BYTES (or a stated payload a little larger than
-    // the command received) must not silently lose arms. Validation stays.
-    let limits = if call.reply.from_primary_or_aof() { Limits::unbounded() } else { config.limits };
-    let mut payload = codec::decode(bytes, &limits)?;
-    let key = call.ctx.open_key_writable(&call.key);
-    let now = now_ms();
-    let (applied, filled_in) = match write_model(&key)? {
+    if may_block(call.ctx) && start_in_background(call) {
+        return Ok(());
+    }
+    synchronous(call, bytes)
+}
+
+fn may_block(ctx: &Context) -> bool {
+    // SAFETY: the live context of the running command.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(-1, |f| f(ctx.ctx)) };
+    flags != -1 && flags & SYNCHRONOUS as i32 == 0
+}
+
+/// What every LOAD knows before it touches the model.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    limits: Limits,
+    /// The settings of a model this LOAD creates when the payload states none.
+    defaults: PayloadSettings,
+    now: i64,
+}
+
+impl Terms {
+    fn of(call: &Invocation<'_>) -> Self {
+        let config = config::get();
+        // What the primary accepted, or what the AOF recorded, is applied
+        // whatever this server's limits are now: a replica or a restart with a
+        // smaller MAX-PAYLOAD-BYTES (or a stated payload a little larger than
+        // the command received) must not silently lose arms. Validation stays.
+        let limits = if call.reply.from_primary_or_aof() { Limits::unbounded() } else { config.limits };
+        let defaults = PayloadSettings { alpha: config.default_alpha, lambda: config.default_lambda, decay: 1.0 };
+        Self { limits, defaults, now: now_ms() }
+    }
+}
+
+/// What one apply did to the key.
+struct Outcome {
+    applied: Applied,
+    /// Whether the payload as applied states values the command did not
+    /// (update times, the settings of a model it created).
+    filled_in: bool,
+}
+
+/// Applies to the model under `key`, creating it when absent, and states in
+/// `payload` what was filled in.
+fn apply_to(key: &RedisKeyWritable, payload: &mut Payload, prepared: &mut Prepared, terms: &Terms) -> Result<Outcome> {
+    match write_model(key)? {
         Some(model) => {
-            let applied = model.apply(&payload, now, &limits)?;
-            (applied, model.stamp(&mut payload))
+            let applied = model.apply_prepared(payload, prepared, terms.now, &terms.limits)?;
+            Ok(Outcome { applied, filled_in: model.stamp(payload) })
         }
         None => {
             let stated = payload.settings;
-            let settings = stated.unwrap_or(PayloadSettings {
-                alpha: config.default_alpha,
-                lambda: config.default_lambda,
-                decay: 1.0,
-            });
+            let settings = stated.unwrap_or(terms.defaults);
             payload.settings = Some(settings);
             let mut model = Model::new(settings.for_dim(payload.dim));
-            let mut applied = model.apply(&payload, now, &limits)?;
-            let stamped = model.stamp(&mut payload);
+            let mut applied = model.apply_prepared(payload, prepared, terms.now, &terms.limits)?;
+            let stamped = model.stamp(payload);
             key.set_value(&BANDIT_TYPE, model).map_err(|_| CommandError::WrongType)?;
             applied.created = true;
-            (applied, stamped || stated.is_none())
+            Ok(Outcome { applied, filled_in: stamped || stated.is_none() })
         }
-    };
-    if applied.changed() {
-        if filled_in {
+    }
+}
+
+fn synchronous(call: &mut Invocation<'_>, bytes: &[u8]) -> Result<()> {
+    let terms = Terms::of(call);
+    let mut payload = codec::decode(bytes, &terms.limits)?;
+    let mut prepared = Prepared::new(&payload);
+    let key = call.ctx.open_key_writable(&call.key);
+    let outcome = apply_to(&key, &mut payload, &mut prepared, &terms)?;
+    if outcome.applied.changed() {
+        if outcome.filled_in {
             let stated = codec::encode(&payload, Format::Binary)?;
             publish_change(call, SPEC.name, Some(&[stated.as_slice()]));
         } else {
             publish_change(call, SPEC.name, None);
         }
     }
-    call.reply.unsigned(applied.arms_changed as u64);
+    call.reply.unsigned(outcome.applied.arms_changed as u64);
     Ok(())
+}
+
+/// A LOAD running in the background.
+struct Job {
+    blocked: Blocked,
+    key: Vec<u8>,
+    payload: Retained,
+    terms: Terms,
+    /// Whether the key was empty when the command arrived (then the module
+    /// will likely fill in the settings).
+    key_was_empty: bool,
+}
+
+/// The worker's result: the decoded payload, its derived values, and the
+/// payload as it will most likely be applied, encoded.
+struct Ready {
+    payload: Payload,
+    prepared: Prepared,
+    stated: Option<Stated>,
+}
+
+impl Ready {
+    /// Releases the string the worker created, under the GIL; the rest is
+    /// plain memory, freed after the lock is released.
+    fn release_string(&mut self, locked: &Context) {
+        if let Some(stated) = self.stated.take() {
+            stated.string.release(locked);
+        }
+    }
+}
+
+/// The payload encoded with the update times and settings the module fills in,
+/// assuming every arm without a time changes (it takes the apply time).
+struct Stated {
+    string: Retained,
+    settings: Option<PayloadSettings>,
+}
+
+/// Blocks the client and hands the LOAD to a worker thread. False when that
+/// is not possible (the caller then applies it here).
+fn start_in_background(call: &mut Invocation<'_>) -> bool {
+    let Some(&payload_arg) = call.argv.get(2) else { return false };
+    let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new().name("bandit-load".into()).spawn(move || {
+        if let Ok(job) = receiver.recv() {
+            run(job);
+        }
+    });
+    if spawned.is_err() {
+        return false;
+    }
+    let terms = Terms::of(call);
+    let key_was_empty = call.ctx.open_key(&call.key).is_null();
+    // SAFETY: the running command's context and one of its arguments.
+    let Some(payload) = (unsafe { Retained::keep(call.ctx, payload_arg) }) else { return false };
+    let Some(blocked) = Blocked::new(call.ctx) else {
+        payload.release(call.ctx);
+        return false;
+    };
+    let job = Job { blocked, key: call.key.as_slice().to_vec(), payload, terms, key_was_empty };
+    if let Err(std::sync::mpsc::SendError(job)) = sender.send(job) {
+        // The worker is gone: finish here, under the GIL this thread holds.
+        let Job { blocked, payload, .. } = job;
+        payload.release(call.ctx);
+        drop(blocked);
+        return false;
+    }
+    true
+}
+
+/// The worker thread: prepare without the GIL, apply with it, reply, unblock.
+fn run(job: Job) {
+    let prepared = catch_unwind(AssertUnwindSafe(|| prepare(&job)))
+        .unwrap_or_else(|_| Err(CommandError::Other(format!("internal error in '{}', see the server log", SPEC.name))));
+    let Job { blocked, key, payload, terms, .. } = job;
+    let leftovers = blocked.with_lock(|ctx| {
+        let reply = Reply::new(ctx);
+        let (outcome, leftovers) = match prepared {
+            Ok(mut ready) => {
+                let outcome = catch_unwind(AssertUnwindSafe(|| finish(ctx, &key, &payload, &mut ready, &terms)));
+                ready.release_string(ctx);
+                (outcome, Some(ready))
+            }
+            Err(error) => (Ok(Err(error)), None),
+        };
+        match outcome {
+            Ok(Ok(changed)) => reply.unsigned(changed),
+            Ok(Err(error)) => reply.error(&error.to_string()),
+            Err(_) => {
+                ctx.log_warning(&format!("bandit: internal error in {}", SPEC.name));
+                reply.error(&format!("ERR internal error in '{}', see the server log", SPEC.name));
+            }
+        }
+        payload.release(ctx);
+        leftovers
+    });
+    // The decoded payload and the arm values the apply replaced are freed
+    // here, without the lock; dropping `blocked` unblocks the client.
+    drop(leftovers);
+}
+
+/// Decode, validate, derive, and encode the payload as it will be stated.
+fn prepare(job: &Job) -> Result<Ready> {
+    let payload = codec::decode(job.payload.bytes(), &job.terms.limits)?;
+    let prepared = Prepared::new(&payload);
+    let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
+    let fills_settings = job.key_was_empty && payload.settings.is_none();
+    let stated = if fills_times || fills_settings {
+        let mut stated = payload.clone();
+        for arm in stated.arms.iter_mut().filter(|arm| arm.updated_ms.is_none()) {
+            arm.updated_ms = Some(job.terms.now);
+        }
+        if fills_settings {
+            stated.settings = Some(job.terms.defaults);
+        }
+        let bytes = codec::encode(&stated, Format::Binary)?;
+        Retained::copy_of(&bytes).map(|string| Stated { string, settings: stated.settings })
+    } else {
+        None
+    };
+    Ok(Ready { payload, prepared, stated })
+}
+
+/// The apply, under the GIL: fence and settings checked against the model as
+/// it is now, the arms copied in, the change replicated; the arms changed.
+fn finish(ctx: &Context, key_name: &[u8], original: &Retained, ready: &mut Ready, terms: &Terms) -> Result<u64> {
+    let Ready { payload, prepared, stated } = ready;
+    let unstamped: Vec<usize> =
+        payload.arms.iter().enumerate().filter(|(_, arm)| arm.updated_ms.is_none()).map(|(index, _)| index).collect();
+    let key_name = RedisString::create(NonNull::new(ctx.ctx), key_name);
+    let key = ctx.open_key_writable(&key_name);
+    let outcome = apply_to(&key, payload, prepared, terms);
+    drop(key);
+    let outcome = outcome?;
+    if outcome.applied.changed() {
+        if outcome.filled_in {
+            // The encoding made in the background states exactly what was
+            // applied when every arm without a time took the apply time (it
+            // changed) and the settings filled in are the ones assumed.
+            let as_assumed = |stated: &Stated| {
+                stated.settings == payload.settings
+                    && unstamped.iter().all(|&index| payload.arms.get(index).and_then(|arm| arm.updated_ms) == Some(terms.now))
+            };
+            match stated.as_ref().filter(|stated| as_assumed(stated)) {
+                Some(stated) => replicate(ctx, &key_name, stated.string.as_ptr()),
+                None => {
+                    let bytes = codec::encode(payload, Format::Binary)?;
+                    let string = Retained::copy_of(&bytes).ok_or_else(|| CommandError::Other("cannot create a string".into()))?;
+                    replicate(ctx, &key_name, string.as_ptr());
+                    string.release(ctx);
+                }
+            }
+        } else {
+            replicate(ctx, &key_name, original.as_ptr());
+        }
+        ctx.notify_keyspace_event(NotifyEvent::MODULE, SPEC.name, &key_name);
+    }
+    Ok(outcome.applied.arms_changed as u64)
+}
+
+/// `BANDIT.LOAD key payload` into the replication stream and the AOF, from a
+/// thread-safe context (propagated at once, in the client's database).
+fn replicate(ctx: &Context, key: &RedisString, payload: *mut raw::RedisModuleString) {
+    let Some(replicate) = (unsafe { raw::RedisModule_Replicate }) else { return };
+    // SAFETY: the format names exactly the two module strings passed after
+    // it, both alive for the call.
+    unsafe {
+        replicate(ctx.ctx, c"BANDIT.LOAD".as_ptr(), c"ss".as_ptr(), key.inner, payload);
+    }
 }

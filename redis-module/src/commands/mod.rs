@@ -31,6 +31,9 @@ pub struct Invocation<'a> {
     pub key: RedisString,
     pub args: Args<'a>,
     pub reply: Reply<'a>,
+    /// The raw arguments, command name first (for a command that keeps one
+    /// alive past the call, see [`crate::blocking::Retained`]).
+    pub argv: &'a [*mut raw::RedisModuleString],
 }
 
 /// One command's metadata and handler.
@@ -110,6 +113,7 @@ pub unsafe fn dispatch(
             key: RedisString::new(std::ptr::NonNull::new(ctx), key_ptr),
             args: Args::new(bytes.get(2..).unwrap_or_default()),
             reply,
+            argv: raw_args,
         };
         (spec.handler)(&mut invocation)
     }));
