@@ -87,10 +87,19 @@ fn run(cli: Cli) -> Result<()> {
             models()?.create(&c.model, dim, &CreateOptions { alpha, lambda, decay })?;
             println!("OK");
         }
-        Command::Rank { context, arms, top, alpha } => {
+        Command::Rank { context, arms, top, alpha, policy: None, event_id: None } => {
             let options = RankOptions { candidates: arms.as_deref(), top_k: top, alpha };
             for ranked in models()?.rank(&c.model, &context, &options).map_err(cli_error)? {
                 println!("{}\t{}", ranked.id, Shortest(ranked.score));
+            }
+        }
+        Command::Rank { context, arms, top, alpha, policy, event_id } => {
+            let options = RankOptions { candidates: arms.as_deref(), top_k: top, alpha };
+            let policy = policy.unwrap_or(bandit::models::Policy::Ucb);
+            let decided = models()?.decide(&c.model, &context, &options, policy, event_id.as_deref()).map_err(cli_error)?;
+            println!("version\t{}", decided.version);
+            for item in decided.items {
+                println!("{}\t{}\t{}", item.id, Shortest(item.score), Shortest(item.probability));
             }
         }
         // Numbers come at their shortest round-trip text (Models::stats).

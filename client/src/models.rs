@@ -13,6 +13,7 @@ use bandit_connect::{Connection, Connector, NodeRole, ReadFrom, Timeouts};
 
 use bandit_core::codec::{self, Format};
 use bandit_core::number::Shortest;
+pub use bandit_core::policy::Policy;
 use bandit_core::{Limits, Payload};
 
 use crate::error::{ClientError, Result};
@@ -33,6 +34,24 @@ pub struct RankOptions<'a> {
     pub top_k: Option<usize>,
     /// Exploration weight; the model's default when None.
     pub alpha: Option<f64>,
+}
+
+/// One placed product of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub id: String,
+    /// The UCB score, or for TS the posterior draw it was placed by.
+    pub score: f64,
+    /// The probability that it was placed here, given the items above it.
+    pub probability: f64,
+}
+
+/// What [`Models::decide`] returns: the placements top first, and the
+/// version of the model that made them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub version: u64,
+    pub items: Vec<Placement>,
 }
 
 /// The settings BANDIT.CREATE takes besides DIM; each one left out is the
@@ -133,19 +152,7 @@ impl Models {
     /// whose length is not the model's dim as [`ClientError::ContextLength`]
     /// (the server's reply names CONTEXTBLOB, which the caller never wrote).
     pub fn rank(&mut self, model: &str, context: &[f64], options: &RankOptions<'_>) -> Result<Vec<Ranked>> {
-        let mut command = redis::cmd("BANDIT.RANK");
-        // The binary context is exact and cheaper to parse than text.
-        let blob: Vec<u8> = context.iter().flat_map(|v| v.to_le_bytes()).collect();
-        command.arg(model).arg("CONTEXTBLOB").arg(blob);
-        if let Some(candidates) = options.candidates {
-            command.arg("ARMS").arg(candidates.len()).arg(candidates);
-        }
-        if let Some(k) = options.top_k {
-            command.arg("TOP").arg(k);
-        }
-        if let Some(alpha) = options.alpha {
-            command.arg("ALPHA").arg(alpha);
-        }
+        let mut command = rank_command(model, context, options);
         command.arg("WITHSCORES");
         let flat: Vec<redis::Value> = match self.read(model, &command) {
             Ok(flat) => flat,
@@ -161,6 +168,38 @@ impl Models {
                 _ => Err(ClientError::Protocol("RANK WITHSCORES returned an odd number of items".into())),
             })
             .collect()
+    }
+
+    /// BANDIT.RANK as a decision: placed under `policy`, with each item's
+    /// score and placement probability and the model's version. With an
+    /// event id the same event on the same model version gets the same
+    /// decision.
+    ///
+    /// # Errors
+    /// As [`Self::rank`]; a reply not of the decision shape as
+    /// [`ClientError::Protocol`].
+    pub fn decide(&mut self, model: &str, context: &[f64], options: &RankOptions<'_>, policy: Policy, event_id: Option<&str>) -> Result<Decided> {
+        let mut command = rank_command(model, context, options);
+        command.arg("POLICY").arg(policy.name());
+        match policy {
+            Policy::EpsilonGreedy { epsilon } => {
+                command.arg(Shortest(epsilon).to_string());
+            }
+            Policy::Softmax { temperature } => {
+                command.arg(Shortest(temperature).to_string());
+            }
+            Policy::Ucb | Policy::Thompson => {}
+        }
+        if let Some(event_id) = event_id {
+            command.arg("EVENTID").arg(event_id);
+        }
+        command.arg("WITHSCORES").arg("WITHPROBS");
+        let reply: redis::Value = match self.read(model, &command) {
+            Ok(reply) => reply,
+            Err(error @ ClientError::Server { .. }) => return Err(self.explain_rank_error(model, context.len(), error)),
+            Err(error) => return Err(error),
+        };
+        parse_decision(reply)
     }
 
     /// A refused RANK whose context length differs from the model's dim
@@ -336,5 +375,52 @@ mod tests {
         assert_eq!(number_text("123456789012345678"), "123456789012345678");
         assert_eq!(number_text("p4"), "p4");
         assert_eq!(number_text(""), "");
+    }
+}
+
+/// BANDIT.RANK key CONTEXTBLOB … [ARMS …] [TOP k] [ALPHA a].
+fn rank_command(model: &str, context: &[f64], options: &RankOptions<'_>) -> redis::Cmd {
+    let mut command = redis::cmd("BANDIT.RANK");
+    // The binary context is exact and cheaper to parse than text.
+    let blob: Vec<u8> = context.iter().flat_map(|v| v.to_le_bytes()).collect();
+    command.arg(model).arg("CONTEXTBLOB").arg(blob);
+    if let Some(candidates) = options.candidates {
+        command.arg("ARMS").arg(candidates.len()).arg(candidates);
+    }
+    if let Some(k) = options.top_k {
+        command.arg("TOP").arg(k);
+    }
+    if let Some(alpha) = options.alpha {
+        command.arg("ALPHA").arg(alpha);
+    }
+    command
+}
+
+/// {version, items: [[id, score, probability], …]}, as a RESP2 flat array
+/// of pairs or a RESP3 map.
+fn parse_decision(reply: redis::Value) -> Result<Decided> {
+    let pairs: Vec<(redis::Value, redis::Value)> = match reply {
+        redis::Value::Map(pairs) => pairs,
+        redis::Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+        }
+        other => return Err(ClientError::Protocol(format!("RANK decision reply is {other:?}"))),
+    };
+    let mut version = None;
+    let mut items = None;
+    for (name, value) in pairs {
+        match redis::from_redis_value::<String>(&name)?.as_str() {
+            "version" => version = Some(redis::from_redis_value::<u64>(&value)?),
+            "items" => {
+                let rows: Vec<(String, f64, f64)> = redis::from_redis_value(&value)?;
+                items = Some(rows.into_iter().map(|(id, score, probability)| Placement { id, score, probability }).collect());
+            }
+            _ => {}
+        }
+    }
+    match (version, items) {
+        (Some(version), Some(items)) => Ok(Decided { version, items }),
+        _ => Err(ClientError::Protocol("RANK decision reply lacks version or items".into())),
     }
 }

@@ -56,17 +56,40 @@ impl Policy {
     }
 
     /// # Errors
-    /// [`Error::InvalidPayload`] for ε outside [0, 1] or τ not above 0.
+    /// [`Error::InvalidSetting`] for ε outside [0, 1] or τ not above 0.
     pub fn validate(&self) -> Result<()> {
         match *self {
             Policy::EpsilonGreedy { epsilon } if !(0.0..=1.0).contains(&epsilon) => {
-                Err(Error::InvalidPayload(format!("epsilon must be in [0, 1], got {epsilon}")))
+                Err(Error::InvalidSetting(format!("epsilon must be in [0, 1], got {epsilon}")))
             }
             Policy::Softmax { temperature } if !(temperature > 0.0 && temperature.is_finite()) => {
-                Err(Error::InvalidPayload(format!("temperature must be a positive number, got {temperature}")))
+                Err(Error::InvalidSetting(format!("temperature must be a positive number, got {temperature}")))
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// `ucb`, `ts`, `egreedy:ε` or `softmax:τ` (case-insensitive), the notation
+/// of the CLI and of the decisions log.
+impl std::str::FromStr for Policy {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let (name, parameter) = text.split_once(':').map_or((text, None), |(name, value)| (name, Some(value)));
+        let number = |what: &str| -> Result<f64> {
+            let value = parameter.ok_or_else(|| Error::InvalidSetting(format!("{name} needs {what}: {name}:<{what}>")))?;
+            value.trim().parse().map_err(|_| Error::InvalidSetting(format!("{what} is not a number: {value}")))
+        };
+        let policy = match name.trim().to_ascii_lowercase().as_str() {
+            "ucb" if parameter.is_none() => Policy::Ucb,
+            "ts" if parameter.is_none() => Policy::Thompson,
+            "egreedy" => Policy::EpsilonGreedy { epsilon: number("epsilon")? },
+            "softmax" => Policy::Softmax { temperature: number("temperature")? },
+            _ => return Err(Error::InvalidSetting(format!("unknown policy {text}: expected ucb, ts, egreedy:<epsilon> or softmax:<temperature>"))),
+        };
+        policy.validate()?;
+        Ok(policy)
     }
 }
 

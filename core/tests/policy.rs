@@ -183,4 +183,11 @@ fn bad_parameters_are_refused() {
     assert!(Policy::Softmax { temperature: 0.0 }.validate().is_err());
     assert!(Policy::Softmax { temperature: f64::NAN }.validate().is_err());
     assert!(Policy::Thompson.validate().is_ok());
+    assert_eq!("EGreedy:0.2".parse::<Policy>().unwrap(), Policy::EpsilonGreedy { epsilon: 0.2 });
+    assert_eq!("softmax:0.05".parse::<Policy>().unwrap(), Policy::Softmax { temperature: 0.05 });
+    assert_eq!("ts".parse::<Policy>().unwrap(), Policy::Thompson);
+    assert_eq!("ucb".parse::<Policy>().unwrap(), Policy::Ucb);
+    for bad in ["egreedy", "egreedy:2", "softmax:0", "softmax:x", "ucb:1", "greedy"] {
+        assert!(bad.parse::<Policy>().is_err(), "{bad}");
+    }
 }

@@ -123,6 +123,15 @@ pub enum Command {
         /// Exploration weight α for this request (default: the model's).
         #[arg(long)]
         alpha: Option<f64>,
+        /// Explore: ucb, ts, egreedy:<epsilon> or softmax:<temperature>. With
+        /// it (or --event-id) each line also has the placement probability,
+        /// after a first line with the model's version.
+        #[arg(long)]
+        policy: Option<bandit::models::Policy>,
+        /// The event this ranking is for: the same event on the same model
+        /// version gets the same placement (BANDIT.RANK … EVENTID).
+        #[arg(long)]
+        event_id: Option<String>,
     },
     /// Show a model's (or one arm's) statistics (BANDIT.STATS).
     Stats {

@@ -1,10 +1,18 @@
 //! `BANDIT.RANK key CONTEXT x1 … xd | CONTEXTBLOB blob [ARMS n id1 … idn]
-//! [TOP k] [ALPHA a] [WITHSCORES]` → ids best first (with scores)
+//! [TOP k] [ALPHA a] [POLICY UCB | EGREEDY ε | SOFTMAX τ | TS] [EVENTID id]
+//! [WITHSCORES] [WITHPROBS]` → ids best first (with scores)
 //!
 //! Scores with disjoint LinUCB, xᵀθ + α·√(xᵀA⁻¹x), every arm of the model or
 //! the ARMS candidates (unknown candidates score with the prior; duplicates
 //! count once). WITHSCORES replies as ZRANGE … WITHSCORES does: a flat
 //! id/score array in RESP2, [id, score] pairs in RESP3.
+//!
+//! POLICY explores ([`bandit_core::policy`]): UCB (the default) is the plain
+//! ranking; the others draw from a seed of (EVENTID, the model's version),
+//! or from the module's own randomness without EVENTID. With EVENTID or
+//! WITHPROBS the reply is a decision: a map (RESP3; flat name/value pairs
+//! in RESP2) of `version` (the model's, an integer) and `items`, an array
+//! of [id, score (WITHSCORES), probability (WITHPROBS)] arrays, top first.
 //!
 //! This is the hot path: argument bytes are read in place, working memory
 //! comes from a per-thread scratch reused across calls, and the reply is
@@ -12,7 +20,9 @@
 
 use std::cell::RefCell;
 
-use bandit_core::{Error as CoreError, RankRequest, RankScratch, Ranked};
+use bandit_core::policy::{self, Candidate, Placed, Policy, PolicyScratch};
+use bandit_core::rng::Rng;
+use bandit_core::{Error as CoreError, Model, RankRequest, RankScratch, Ranked};
 
 use super::{entry_point, read_model, CommandSpec, Invocation};
 use crate::args::{is_keyword, parse_f64};
@@ -45,17 +55,42 @@ pub const SPEC: CommandSpec = CommandSpec {
             ]),
             ArgDoc::new(c"top", ArgKind::Integer).token(c"TOP").optional(),
             ArgDoc::new(c"alpha", ArgKind::Double).token(c"ALPHA").optional(),
+            ArgDoc::new(c"policy", ArgKind::OneOf).token(c"POLICY").optional().with(&[
+                ArgDoc::new(c"ucb", ArgKind::PureToken).token(c"UCB"),
+                ArgDoc::new(c"egreedy", ArgKind::Block).with(&[
+                    ArgDoc::new(c"egreedy", ArgKind::PureToken).token(c"EGREEDY"),
+                    ArgDoc::new(c"epsilon", ArgKind::Double),
+                ]),
+                ArgDoc::new(c"softmax", ArgKind::Block).with(&[
+                    ArgDoc::new(c"softmax", ArgKind::PureToken).token(c"SOFTMAX"),
+                    ArgDoc::new(c"temperature", ArgKind::Double),
+                ]),
+                ArgDoc::new(c"ts", ArgKind::PureToken).token(c"TS"),
+            ]),
+            ArgDoc::new(c"eventid", ArgKind::String).token(c"EVENTID").optional(),
             ArgDoc::new(c"withscores", ArgKind::PureToken).token(c"WITHSCORES").optional(),
+            ArgDoc::new(c"withprobs", ArgKind::PureToken).token(c"WITHPROBS").optional(),
         ],
     },
 };
 entry_point!(entry, SPEC);
 
-const KEYWORDS: [&str; 6] = ["CONTEXT", "CONTEXTBLOB", "ARMS", "TOP", "ALPHA", "WITHSCORES"];
+const KEYWORDS: [&str; 9] = ["CONTEXT", "CONTEXTBLOB", "ARMS", "TOP", "ALPHA", "POLICY", "EVENTID", "WITHSCORES", "WITHPROBS"];
 
 struct Scratch {
     context: Vec<f64>,
     rank: RankScratch,
+    policy: PolicyWork,
+}
+
+/// The decision form's working memory.
+struct PolicyWork {
+    means: Vec<f64>,
+    candidates: Vec<Candidate>,
+    scratch: PolicyScratch,
+    placed: Vec<Placed>,
+    /// Randomness for requests without EVENTID.
+    rng: Rng,
 }
 
 thread_local! {
@@ -64,6 +99,13 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         context: Vec::new(),
         rank: RankScratch::with_threads(config::get().rank_threads),
+        policy: PolicyWork {
+            means: Vec::new(),
+            candidates: Vec::new(),
+            scratch: PolicyScratch::default(),
+            placed: Vec::new(),
+            rng: Rng::new(own_seed()),
+        },
     });
 }
 
@@ -78,13 +120,16 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
     let key = call.ctx.open_key(&call.key);
     let model = read_model(&key)?;
     let limits = &config::get().limits;
-    let Scratch { context, rank: rank_scratch } = scratch;
+    let Scratch { context, rank: rank_scratch, policy: policy_work } = scratch;
     context.clear();
     let mut have_context = false;
     let mut candidates: Option<&[&[u8]]> = None;
     let mut top = None;
     let mut alpha = model.settings().alpha;
     let mut with_scores = false;
+    let mut with_probs = false;
+    let mut policy = Policy::Ucb;
+    let mut event_id: Option<&[u8]> = None;
 
     while let Some(option) = call.args.peek() {
         call.args.next_arg()?;
@@ -124,8 +169,18 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
             if alpha < 0.0 {
                 return Err(CommandError::Other("ALPHA must be a finite number >= 0".into()));
             }
+        } else if is_keyword(option, "POLICY") {
+            policy = parse_policy(&mut call.args)?;
+        } else if is_keyword(option, "EVENTID") {
+            let id = call.args.next_arg().map_err(|_| CommandError::SyntaxDetail("EVENTID needs a value".into()))?;
+            if id.is_empty() {
+                return Err(CommandError::SyntaxDetail("EVENTID must not be empty".into()));
+            }
+            event_id = Some(id);
         } else if is_keyword(option, "WITHSCORES") {
             with_scores = true;
+        } else if is_keyword(option, "WITHPROBS") {
+            with_probs = true;
         } else {
             return Err(CommandError::unexpected(option));
         }
@@ -134,6 +189,10 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
         return Err(CommandError::SyntaxDetail("CONTEXT or CONTEXTBLOB is required".into()));
     }
     let request = RankRequest { context, alpha, top };
+    if policy != Policy::Ucb || event_id.is_some() || with_probs {
+        let decision = Decision { policy, event_id, with_scores, with_probs };
+        return decide(call, model, &request, candidates, &decision, rank_scratch, policy_work);
+    }
     match candidates {
         Some(ids) => {
             let ranked = model.rank_candidates(&request, ids, rank_scratch)?;
@@ -145,6 +204,127 @@ fn rank(call: &mut Invocation<'_>, scratch: &mut Scratch) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `POLICY UCB | EGREEDY ε | SOFTMAX τ | TS`.
+fn parse_policy(args: &mut crate::args::Args<'_>) -> Result<Policy> {
+    let name = args.next_arg().map_err(|_| CommandError::SyntaxDetail("POLICY needs UCB, EGREEDY ε, SOFTMAX τ or TS".into()))?;
+    let policy = if is_keyword(name, "UCB") {
+        Policy::Ucb
+    } else if is_keyword(name, "TS") {
+        Policy::Thompson
+    } else if is_keyword(name, "EGREEDY") {
+        Policy::EpsilonGreedy { epsilon: args.next_f64()? }
+    } else if is_keyword(name, "SOFTMAX") {
+        Policy::Softmax { temperature: args.next_f64()? }
+    } else {
+        return Err(CommandError::SyntaxDetail(format!(
+            "unknown POLICY '{}', expected UCB, EGREEDY, SOFTMAX or TS",
+            String::from_utf8_lossy(name)
+        )));
+    };
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// What a decision-form RANK asked for.
+struct Decision<'a> {
+    policy: Policy,
+    event_id: Option<&'a [u8]>,
+    with_scores: bool,
+    with_probs: bool,
+}
+
+/// RANK with a policy, an event id or probabilities: every candidate is
+/// scored (TS needs each one's mean and width: a second pass at α = 0), the
+/// policy places the top, and the reply carries the model's version.
+fn decide(
+    call: &mut Invocation<'_>,
+    model: &Model,
+    request: &RankRequest<'_>,
+    ids: Option<&[&[u8]]>,
+    decision: &Decision<'_>,
+    rank_scratch: &mut RankScratch,
+    work: &mut PolicyWork,
+) -> Result<()> {
+    let PolicyWork { means, candidates, scratch: policy_scratch, placed, rng } = work;
+    let every = RankRequest { top: if decision.policy == Policy::Ucb { request.top } else { None }, ..*request };
+    if decision.policy == Policy::Thompson && request.alpha > 0.0 {
+        means.clear();
+        for entry in rank_with(model, ids, &RankRequest { alpha: 0.0, ..every }, rank_scratch)? {
+            let at = entry.index as usize;
+            if means.len() <= at {
+                means.resize(at + 1, 0.0);
+            }
+            if let Some(mean) = means.get_mut(at) {
+                *mean = entry.score;
+            }
+        }
+    }
+    candidates.clear();
+    for entry in rank_with(model, ids, &every, rank_scratch)? {
+        let candidate = match (decision.policy, means.get(entry.index as usize)) {
+            (Policy::Thompson, Some(&mean)) if request.alpha > 0.0 => {
+                Candidate { index: entry.index, mean, width: ((entry.score - mean) / request.alpha).max(0.0) }
+            }
+            _ => Candidate { index: entry.index, mean: entry.score, width: 0.0 },
+        };
+        candidates.push(candidate);
+    }
+    let top = request.top.unwrap_or(candidates.len());
+    let mut seeded;
+    let rng = match decision.event_id {
+        Some(event_id) => {
+            seeded = Rng::new(policy::seed(event_id, model.version()));
+            &mut seeded
+        }
+        None => rng,
+    };
+    policy::choose(decision.policy, request.alpha, candidates, top, rng, policy_scratch, placed);
+    let id = |index: u32| match ids {
+        Some(ids) => ids.get(index as usize).copied().unwrap_or_default(),
+        None => model.id_at(index as usize).as_bytes(),
+    };
+    write_decision(call.reply, model.version(), placed, decision, id);
+    Ok(())
+}
+
+/// Ranks the candidates, or every arm.
+fn rank_with<'s>(model: &Model, ids: Option<&[&[u8]]>, request: &RankRequest<'_>, scratch: &'s mut RankScratch) -> Result<&'s [Ranked]> {
+    Ok(match ids {
+        Some(ids) => model.rank_candidates(request, ids, scratch)?,
+        None => model.rank_all(request, scratch)?,
+    })
+}
+
+/// The decision reply: {version, items: [[id, score?, probability?], …]}.
+fn write_decision<'m>(reply: Reply<'_>, version: u64, placed: &[Placed], decision: &Decision<'_>, id: impl Fn(u32) -> &'m [u8]) {
+    if reply.is_resp3() {
+        reply.map(2);
+    } else {
+        reply.array(4);
+    }
+    reply.bulk(b"version");
+    reply.unsigned(version);
+    reply.bulk(b"items");
+    reply.array(placed.len());
+    let fields = 1 + usize::from(decision.with_scores) + usize::from(decision.with_probs);
+    for item in placed {
+        reply.array(fields);
+        reply.bulk(id(item.index));
+        if decision.with_scores {
+            reply.double(item.score);
+        }
+        if decision.with_probs {
+            reply.double(item.probability);
+        }
+    }
+}
+
+/// A seed for requests without EVENTID: the clock and the thread, mixed.
+fn own_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (std::process::id() as u64).rotate_left(32)
 }
 
 /// Decodes d little-endian float32 (4·d bytes) or float64 (8·d bytes).
