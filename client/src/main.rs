@@ -190,8 +190,10 @@ fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
             print!("{}", bench::catalogue_report(&config, &result));
         }
         BenchCommand::Fold { dim, events } => {
-            let (fold, decode_and_fold) = bench::fold_rate(dim, events);
-            println!("fold, d = {dim}: {fold:.0} events/s; JSON decode + validate + fold: {decode_and_fold:.0} events/s (one core)");
+            let rates = bench::fold_rate(dim, events);
+            println!("fold, d = {dim}: {:.0} events/s (one core); decode + validate + fold:", rates.fold);
+            println!("  JSON {:.0} events/s ({:.0} bytes/event)", rates.json, rates.json_bytes);
+            println!("  Avro {:.0} events/s ({:.0} bytes/event, Confluent-framed)", rates.avro, rates.avro_bytes);
         }
         BenchCommand::Flush { dim, arms } => {
             let (cpu_ms, bytes) = bench::flush_cost(dim, arms);

@@ -6,6 +6,8 @@
 //! - [`topology`]: a Redis Cluster, Sentinels over a primary and replicas,
 //!   and a TLS server with generated certificates.
 //! - [`fixtures`]: deterministic models built with the trainer's own fold.
+//! - [`registry`]: an in-memory Confluent Schema Registry (the endpoints
+//!   our clients use).
 //! - [`reference`]: a textbook dense LinUCB, independent of `bandit_core`,
 //!   that the model, the sink and the persistence tests are compared with.
 //! - `src/bin/bench_sink.rs`: the sink's end-to-end rate and freshness.
@@ -14,6 +16,7 @@
 pub mod fixtures;
 pub mod kafka;
 pub mod reference;
+pub mod registry;
 pub mod resp;
 pub mod server;
 pub mod sink;

@@ -5,7 +5,7 @@
 //!   own floor: latency on one connection, throughput over many, and the
 //!   server's own time per call from INFO commandstats. It writes the keys
 //!   [`RANK_KEYS`] and deletes them when done, also after a failure.
-//! - [`fold_rate`]: the trainer's per-event CPU cost (decode + fold).
+//! - [`fold_rate`]: the trainer's per-event CPU cost (JSON or Avro decode + fold).
 //! - [`flush_cost`]: inverting and encoding many dirty arms, as one flush does.
 //! - [`catalogue`]: RANK TOP k over a large catalogue, trained (where the
 //!   top-k prunes) next to untrained (the worst case: every arm scores the
@@ -254,21 +254,20 @@ pub fn report(config: &BenchConfig, result: &BenchResult) -> String {
     out
 }
 
-/// Events per second through the sink's per-event CPU path: JSON decode,
-/// validation and the fold (A += xxᵀ, b += r·x), on one core.
+/// Events per second through the sink's per-event CPU path, on one core:
+/// the fold alone (A += xxᵀ, b += r·x), then decode + validation + fold
+/// with the events as JSON and as Confluent-framed Avro (the sink's own
+/// decoders: `bandit_formats::json` and a prepared writer schema).
 #[must_use]
-pub fn fold_rate(dim: usize, events: usize) -> (f64, f64) {
+pub fn fold_rate(dim: usize, events: usize) -> FoldRates {
     let mut rng = Rng::new(5);
-    let encoded: Vec<Vec<u8>> = (0..events.min(100_000))
-        .map(|i| {
-            let event = FeedbackEvent {
-                event_id: format!("e{i}"),
-                product_id: format!("p{}", i % 200),
-                reward: if rng.unit() < 0.3 { 1.0 } else { 0.0 },
-                context_vector: (0..dim).map(|_| (rng.unit() * 1e4).round() / 1e4).collect(),
-                timestamp: 1_767_225_600_000,
-            };
-            serde_json::to_vec(&event).unwrap_or_default()
+    let samples: Vec<FeedbackEvent> = (0..events.min(100_000))
+        .map(|i| FeedbackEvent {
+            event_id: format!("e{i}"),
+            product_id: format!("p{}", i % 200),
+            reward: if rng.unit() < 0.3 { 1.0 } else { 0.0 },
+            context_vector: (0..dim).map(|_| (rng.unit() * 1e4).round() / 1e4).collect(),
+            timestamp: 1_767_225_600_000,
         })
         .collect();
     let learning = Learning::ridge(1.0);
@@ -280,22 +279,52 @@ pub fn fold_rate(dim: usize, events: usize) -> (f64, f64) {
             learning.fold(arm, x, 1.0);
         }
     }
-    let fold_only = events as f64 / start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let mut folded = 0usize;
-    for bytes in encoded.iter().cycle().take(events) {
-        if let Ok(event) = serde_json::from_slice::<FeedbackEvent>(bytes) {
-            if event.validate(dim).is_ok() {
-                let index = event.product_id.get(1..).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
-                if let Some(arm) = arms.get_mut(index) {
-                    learning.fold(arm, &event.context_vector, event.reward);
-                    folded += 1;
-                }
+    let fold = events as f64 / start.elapsed().as_secs_f64();
+    let mut fold_decoded = |encoded: &[Vec<u8>], decode: &dyn Fn(&[u8]) -> Option<FeedbackEvent>| {
+        let start = Instant::now();
+        let mut folded = 0usize;
+        for bytes in encoded.iter().cycle().take(events) {
+            let Some(event) = decode(bytes).filter(|event| event.validate(dim).is_ok()) else { continue };
+            let index = event.product_id.get(1..).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+            if let Some(arm) = arms.get_mut(index) {
+                learning.fold(arm, &event.context_vector, event.reward);
+                folded += 1;
             }
         }
-    }
-    let with_decode = folded as f64 / start.elapsed().as_secs_f64();
-    (fold_only, with_decode)
+        folded as f64 / start.elapsed().as_secs_f64()
+    };
+    let json: Vec<Vec<u8>> = samples.iter().map(|event| bandit_formats::json::encode(event).unwrap_or_default()).collect();
+    let json_rate = fold_decoded(&json, &|bytes| bandit_formats::json::decode(Some(bytes)).ok());
+    let (avro_rate, avro_bytes) = match avro_decoder() {
+        Some((encoder, writer, reader)) => {
+            let avro: Vec<Vec<u8>> = samples.iter().map(|event| encoder.encode(event).unwrap_or_default()).collect();
+            let decode = |bytes: &[u8]| {
+                let (_, body) = bandit_formats::framing::unframe(bytes).ok()?;
+                writer.decode(&reader, body).ok()
+            };
+            (fold_decoded(&avro, &decode), avro.iter().map(Vec::len).sum::<usize>() as f64 / avro.len().max(1) as f64)
+        }
+        None => (0.0, 0.0),
+    };
+    let json_bytes = json.iter().map(Vec::len).sum::<usize>() as f64 / json.len().max(1) as f64;
+    FoldRates { fold, json: json_rate, avro: avro_rate, json_bytes, avro_bytes }
+}
+
+/// [`fold_rate`]'s results: events per second, and mean record sizes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FoldRates {
+    pub fold: f64,
+    pub json: f64,
+    pub avro: f64,
+    pub json_bytes: f64,
+    pub avro_bytes: f64,
+}
+
+/// The repository's schema as writer (id 1) and reader, as the sink holds it.
+fn avro_decoder() -> Option<(bandit_formats::avro::AvroEncoder, bandit_formats::avro::WriterSchema, bandit_formats::schema::Schema)> {
+    let reader = bandit_formats::schema::feedback_schema().ok()?;
+    let writer = bandit_formats::avro::WriterSchema::prepare(1, bandit_formats::schema::FEEDBACK_SCHEMA, &reader).ok()?;
+    Some((bandit_formats::avro::AvroEncoder::new(1, reader.clone()), writer, reader))
 }
 
 /// Milliseconds to invert and encode `arms` dirty arms of dimension `dim`
