@@ -196,9 +196,9 @@ fn run_bench(c: &Connection, command: BenchCommand) -> Result<()> {
             println!("  Avro {:.0} events/s ({:.0} bytes/event, Confluent-framed)", rates.avro, rates.avro_bytes);
         }
         BenchCommand::Flush { dim, arms } => {
-            let (cpu_ms, bytes) = bench::flush_cost(dim, arms);
-            let (total_ms, load_ms) = bench::flush_with_load(&c.redis, dim, arms)?;
-            println!("flush of {arms} arms, d = {dim}: inversion + encoding {cpu_ms:.1} ms ({:.1} MB); with BANDIT.LOAD {total_ms:.1} ms (LOAD alone {load_ms:.1} ms)", bytes as f64 / 1e6);
+            let (single_thread_ms, _) = bench::flush_cost(dim, arms);
+            let run = bench::flush_with_load(&c.redis, dim, arms)?;
+            print!("{}", bench::flush_report(dim, arms, single_thread_ms, &run));
         }
         BenchCommand::Replicas { arms, dim, top, connections, seconds } => {
             let config = bench_replicas::ReplicasConfig { arms, dim, top, connections, seconds };

@@ -240,25 +240,33 @@ impl Model {
         }
     }
 
-    /// Approximate heap footprint, for MEMORY USAGE and STATS.
+    /// Heap footprint, for MEMORY USAGE and STATS: every allocation at the
+    /// size a size-classed allocator hands out for it (see [`allocated`]).
     #[must_use]
     pub fn memory_bytes(&self) -> usize {
-        // Each exact box: its values, its pointer, and the allocator's header.
-        let exact: usize = self.exact.iter().map(|values| values.len() * 8 + 16).sum::<usize>() + self.exact.capacity() * 16;
-        let f64s = self.scoring.capacity() / 2 + self.reward_sum.capacity();
-        let id_bytes: usize = self.ids.iter().map(|id| id.len()).sum();
+        fn vec<T>(values: &Vec<T>) -> usize {
+            allocated(values.capacity() * std::mem::size_of::<T>())
+        }
+        let exact: usize = self.exact.iter().map(|values| allocated(values.len() * 8)).sum();
+        // Each id twice: in the row list and as the index's key.
+        let ids: usize = self.ids.iter().map(|id| 2 * allocated(id.len())).sum();
+        // The index's table: buckets (a power of two, at most 7/8 full) of
+        // (key, row) plus one control byte each and a group's worth more.
+        let buckets = if self.index.capacity() == 0 { 0 } else { (self.index.capacity() * 8 / 7).next_power_of_two() };
+        let index = allocated(buckets * (std::mem::size_of::<(Box<str>, u32)>() + 1) + 16);
         std::mem::size_of::<Self>()
-            + f64s * 8
-            + self.n.capacity() * 8
-            + self.updated_ms.capacity() * 8
             + exact
-            + self.codes.capacity()
-            + self.bounds.capacity() * std::mem::size_of::<BoundBlock>()
-            // Each id is stored twice (row list and index) plus the index entry.
-            + 2 * id_bytes
-            + self.ids.capacity() * 16
-            + self.index.capacity() * (16 + 4 + 8)
-            + self.offsets.len() * 32
+            + ids
+            + index
+            + vec(&self.exact)
+            + vec(&self.ids)
+            + vec(&self.scoring)
+            + vec(&self.codes)
+            + vec(&self.bounds)
+            + vec(&self.n)
+            + vec(&self.reward_sum)
+            + vec(&self.updated_ms)
+            + self.offsets.len() * 48
     }
 
     /// Applies a validated payload atomically: either every arm and offset is
@@ -395,17 +403,26 @@ impl Model {
     }
 
     /// Room for `additional` arms in every column at once, so a large load
-    /// grows each vector once instead of doubling its way there.
+    /// grows each vector once. Growth is by at least a quarter (not the
+    /// doubling of `Vec::reserve`), so chunked loads still grow
+    /// geometrically while at most a fifth of a column is spare.
     fn reserve(&mut self, additional: usize) {
-        self.ids.reserve(additional);
+        fn grow<T>(values: &mut Vec<T>, additional: usize) {
+            if values.capacity() - values.len() < additional {
+                values.reserve_exact(additional.max(values.len() / 4));
+            }
+        }
+        let blocks = (additional.div_ceil(BLOCK) + 1) * BLOCK;
+        let dim = self.dim();
+        grow(&mut self.ids, additional);
         self.index.reserve(additional);
-        self.exact.reserve(additional);
-        self.scoring.reserve(additional * self.layout.stride);
-        self.codes.reserve((additional.div_ceil(BLOCK) + 1) * BLOCK * self.dim());
-        self.bounds.reserve(additional.div_ceil(BLOCK) + 1);
-        self.n.reserve(additional);
-        self.reward_sum.reserve(additional);
-        self.updated_ms.reserve(additional);
+        grow(&mut self.exact, additional);
+        grow(&mut self.scoring, additional * self.layout.stride);
+        grow(&mut self.codes, blocks * dim);
+        grow(&mut self.bounds, blocks / BLOCK);
+        grow(&mut self.n, additional);
+        grow(&mut self.reward_sum, additional);
+        grow(&mut self.updated_ms, additional);
     }
 
     fn push_empty_row(&mut self, id: &str) -> usize {
@@ -469,6 +486,23 @@ impl Model {
         }
         filled
     }
+}
+
+/// The bytes a size-classed allocator (jemalloc, Redis' default) reserves for
+/// a request of `bytes`: 8, multiples of 16 up to 128, then four classes per
+/// doubling, so a request just above a class boundary costs up to a quarter
+/// more.
+#[must_use]
+pub fn allocated(bytes: usize) -> usize {
+    if bytes == 0 {
+        return 0;
+    }
+    if bytes <= 16 {
+        return bytes.next_multiple_of(8);
+    }
+    // Quantum 16 up to 128, then four classes per doubling.
+    let spacing = (bytes - 1).ilog2().saturating_sub(2).max(4);
+    bytes.next_multiple_of(1 << spacing)
 }
 
 /// An arm's exact box split into θ, A⁻¹, b and A (when it has one).
@@ -557,6 +591,15 @@ mod tests {
             n,
             reward_sum: n as f64 / 2.0,
             updated_ms: None,
+        }
+    }
+
+    #[test]
+    fn allocation_classes() {
+        // jemalloc's classes: 8, 16, 32, 48, …, 128, then four per doubling (160, …, 2048, 2560, 3072, 3584, 4096, 5120, …).
+        let want = [(1, 8), (9, 16), (17, 32), (33, 48), (129, 160), (2048, 2048), (2049, 2560), (2160, 2560), (8960, 10240), (4096, 4096), (4097, 5120)];
+        for (bytes, class) in want {
+            assert_eq!(allocated(bytes), class, "{bytes}");
         }
     }
 

@@ -336,8 +336,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2_000_000, value_parser = at_least_one())]
         events: usize,
     },
-    /// One flush: invert and encode dirty arms, then BANDIT.LOAD them on
-    /// --redis. Writes the key bench:flush and deletes it at the end.
+    /// One flush through the sink's trainer (inversion on its threads, then
+    /// encoding), LOADed on --redis while another connection runs GETs: the
+    /// LOAD's time and the GETs' p50, p99 and longest latency, as a plain
+    /// LOAD (prepared in the background) and inside MULTI (all on the main
+    /// thread). Writes the keys bench:flush and bench:string and deletes them
+    /// at the end.
     Flush {
         /// Context dimension.
         #[arg(long, default_value_t = 32, value_parser = at_least_one())]

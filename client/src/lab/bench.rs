@@ -7,6 +7,9 @@
 //!   [`RANK_KEYS`] and deletes them when done, also after a failure.
 //! - [`fold_rate`]: the trainer's per-event CPU cost (JSON or Avro decode + fold).
 //! - [`flush_cost`]: inverting and encoding many dirty arms, as one flush does.
+//! - [`flush_with_load`]: a sink flush through the sink's trainer, LOADed
+//!   while another connection runs GETs: the longest main-thread stall,
+//!   with the LOAD in the background and (inside MULTI) on the main thread.
 //! - [`catalogue`]: RANK TOP k over a large catalogue, trained (where the
 //!   top-k prunes) next to untrained (the worst case: every arm scores the
 //!   prior, nothing can be pruned), with MEMORY USAGE per arm.
@@ -20,6 +23,7 @@ use bandit_core::cholesky::Workspace;
 use bandit_core::codec::encode_binary;
 use bandit_core::event::FeedbackEvent;
 use bandit_core::fold::{ArmAccumulator, Learning};
+use bandit_core::trainer::{Handled, Trainer};
 use bandit_core::{ModelSettings, Payload};
 
 use crate::error::Result;
@@ -354,43 +358,175 @@ pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
     (start.elapsed().as_secs_f64() * 1e3, bytes)
 }
 
-/// Invert, encode and BANDIT.LOAD `arms` dirty arms in one payload, as a
-/// sink flush does in steady state (the arms already exist in the model);
-/// milliseconds for the whole and for the LOAD alone. The model is the key
-/// `bench:flush`, deleted at the end, also after a failure.
+/// One BANDIT.LOAD of a flush, and what a GET loop on another connection saw
+/// meanwhile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadRun {
+    /// Milliseconds from sending the LOAD to its reply.
+    pub load_ms: f64,
+    /// GETs answered while the LOAD was in flight.
+    pub gets: usize,
+    pub get_p50_us: f64,
+    pub get_p99_us: f64,
+    pub get_max_us: f64,
+}
+
+/// What [`flush_with_load`] measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlushRun {
+    /// The sink's CPU half of the flush (Trainer::flush: inversion on its
+    /// threads, then encoding), milliseconds, and the payload size.
+    pub invert_encode_ms: f64,
+    pub bytes: usize,
+    /// A plain LOAD: prepared off the main thread.
+    pub background: LoadRun,
+    /// The same flush inside MULTI/EXEC, where the module may not block the
+    /// client: everything on the main thread (as every LOAD was before).
+    pub main_thread: LoadRun,
+}
+
+/// Two flushes of `arms` changed arms of dimension `dim` through the sink's
+/// own trainer (core's [`Trainer`], inverting on its threads), each sent as
+/// one BANDIT.LOAD while another connection runs GETs: once as a plain LOAD,
+/// once inside MULTI/EXEC. The model is the key `bench:flush`, deleted at the
+/// end, also after a failure.
 ///
 /// # Errors
 /// Connection or command failures.
-pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
-    with_cleanup(url, &[FLUSH_KEY], || measure_flush(url, dim, arms))
+pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
+    with_cleanup(url, &[FLUSH_KEY, STRING_KEY], || measure_flush(url, dim, arms))
 }
 
-fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<(f64, f64)> {
+/// A trainer holding partition 0, and the next offset on it.
+struct FlushTrainer {
+    trainer: Trainer,
+    offset: i64,
+    rng: Rng,
+    dim: usize,
+}
+
+impl FlushTrainer {
+    /// Folds `events` random events into each of `arms` arms.
+    fn fold(&mut self, arms: usize, events: usize) -> Result<()> {
+        let empty = Payload { dim: self.dim, ..Payload::default() };
+        for k in 0..arms {
+            for _ in 0..events {
+                let event = FeedbackEvent {
+                    event_id: String::new(),
+                    product_id: format!("p{k}"),
+                    reward: if self.rng.unit() < 0.3 { 1.0 } else { 0.0 },
+                    context_vector: (0..self.dim).map(|_| self.rng.unit()).collect(),
+                    timestamp: 0,
+                };
+                while let Handled::NeedArm(id) = self.trainer.handle(0, self.offset, Ok(&event)) {
+                    // A new arm: the model has none, so it starts from the prior.
+                    self.trainer.restored(0, &id, &empty)?;
+                }
+                self.offset += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sink's flush: the dirty arms inverted on the trainer's threads,
+    /// encoded; milliseconds.
+    fn flush(&mut self) -> Result<(Vec<u8>, f64)> {
+        let start = Instant::now();
+        let payload = self.trainer.flush()?.unwrap_or_default();
+        let bytes = encode_binary(&payload)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        self.trainer.published(&payload);
+        Ok((bytes, ms))
+    }
+}
+
+fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
     let mut conn = connect(url)?;
     let _: u64 = redis::cmd("DEL").arg(FLUSH_KEY).query(&mut conn)?;
-    let first = trained_payload(dim, arms, dim * 2, 9)?;
-    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(encode_binary(&first)?).query(&mut conn)?;
-    // The next flush: every arm has seen one more event.
-    let mut rng = Rng::new(10);
-    let mut accumulators = Vec::with_capacity(arms);
-    for arm in &first.arms {
-        let mut accumulator = ArmAccumulator::from_payload(arm)?;
-        let x: Vec<f64> = (0..dim).map(|_| rng.unit()).collect();
-        Learning::ridge(1.0).fold(&mut accumulator, &x, 1.0);
-        accumulators.push((arm.id.clone(), accumulator));
+    let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
+    let mut trainer = FlushTrainer { trainer: Trainer::new(dim, Learning::ridge(1.0)), offset: 0, rng: Rng::new(9), dim };
+    trainer.trainer.assign(&[0], &[]);
+    trainer.fold(arms, dim * 2)?;
+    let (first, _) = trainer.flush()?;
+    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(first).query(&mut conn)?;
+    let mut run = FlushRun::default();
+    for in_multi in [false, true] {
+        // The next flush: every arm has seen one more event.
+        trainer.fold(arms, 1)?;
+        let (bytes, ms) = trainer.flush()?;
+        (run.invert_encode_ms, run.bytes) = (ms, bytes.len());
+        let load = timed_load(url, &mut conn, &bytes, in_multi)?;
+        if in_multi {
+            run.main_thread = load;
+        } else {
+            run.background = load;
+        }
     }
+    Ok(run)
+}
+
+/// Sends one LOAD (inside MULTI/EXEC when `in_multi`) while a GET loop runs
+/// on another connection.
+fn timed_load(url: &str, conn: &mut redis::Connection, payload: &[u8], in_multi: bool) -> Result<LoadRun> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut getter = connect(url)?;
+    let flag = stop.clone();
+    let loop_thread = thread::spawn(move || -> Vec<(Instant, Duration)> {
+        let mut samples = Vec::with_capacity(100_000);
+        let command = get_command();
+        while !flag.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            if command.query::<redis::Value>(&mut getter).is_err() {
+                break;
+            }
+            samples.push((start, start.elapsed()));
+        }
+        samples
+    });
+    thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
-    let mut work = Workspace::default();
-    let mut published = Vec::with_capacity(arms);
-    for (id, accumulator) in &accumulators {
-        published.push(accumulator.to_payload(id, &mut work, None)?);
+    if in_multi {
+        let _: (u64,) = redis::pipe().atomic().cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
+    } else {
+        let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
     }
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![] })?;
-    let load_start = Instant::now();
-    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(bytes).query(&mut conn)?;
-    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    let total_ms = start.elapsed().as_secs_f64() * 1e3;
-    Ok((total_ms, load_ms))
+    let end = Instant::now();
+    thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let samples = loop_thread.join().unwrap_or_default();
+    // Every GET that was in flight at some point while the LOAD was.
+    let mut during: Vec<Duration> =
+        samples.iter().filter(|(sent, took)| *sent <= end && *sent + *took >= start).map(|&(_, took)| took).collect();
+    during.sort_unstable();
+    Ok(LoadRun {
+        load_ms: (end - start).as_secs_f64() * 1e3,
+        gets: during.len(),
+        get_p50_us: percentile(&during, 0.5),
+        get_p99_us: percentile(&during, 0.99),
+        get_max_us: during.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+    })
+}
+
+/// The report, as printed by `bandit bench flush`.
+#[must_use]
+pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushRun) -> String {
+    let mut out = format!(
+        "flush of {arms} changed arms, d = {dim}: invert + encode {:.1} ms on the sink's threads ({single_thread_ms:.1} ms on one), {:.1} MB\n",
+        run.invert_encode_ms,
+        run.bytes as f64 / 1e6
+    );
+    out.push_str(&format!("{:<24} {:>10} {:>8} {:>12} {:>12} {:>12}\n", "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs"));
+    for (name, load) in [("background (plain)", &run.background), ("main thread (in MULTI)", &run.main_thread)] {
+        out.push_str(&format!(
+            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0}\n",
+            name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us
+        ));
+    }
+    out.push_str(&format!(
+        "ratio of the longest GET, main thread / background: {:.1}x\n",
+        run.main_thread.get_max_us / run.background.get_max_us.max(f64::MIN_POSITIVE)
+    ));
+    out
 }
 
 /// What [`catalogue`] measures.
@@ -415,6 +551,9 @@ pub struct CatalogueModel {
     pub p50_us: f64,
     /// MEMORY USAGE of the key, per arm.
     pub bytes_per_arm: f64,
+    /// Growth of the server's used_memory (INFO memory) while the model was
+    /// built, per arm: what MEMORY USAGE should agree with.
+    pub used_per_arm: f64,
     /// Seconds the chunked BANDIT.LOADs took.
     pub load_s: f64,
 }
@@ -456,9 +595,16 @@ fn catalogue_chunk(dim: usize, first: usize, count: usize, events: usize, traine
     Ok(Payload { dim, arms, offsets: vec![], settings: None, base_offsets: vec![] })
 }
 
-/// Builds the catalogue `key` (deleting it first) in chunked LOADs; seconds.
-fn build_catalogue(conn: &mut redis::Connection, key: &str, config: &CatalogueConfig, trained: bool) -> Result<f64> {
+fn used_memory(conn: &mut redis::Connection) -> Result<f64> {
+    let info: String = redis::cmd("INFO").arg("memory").query(conn)?;
+    Ok(info.lines().find_map(|line| line.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0))
+}
+
+/// Builds the catalogue `key` (deleting it first) in chunked LOADs; seconds,
+/// and used_memory's growth per arm.
+fn build_catalogue(conn: &mut redis::Connection, key: &str, config: &CatalogueConfig, trained: bool) -> Result<(f64, f64)> {
     let _: u64 = redis::cmd("DEL").arg(key).query(conn)?;
+    let before = used_memory(conn)?;
     let mut seconds = 0.0;
     for first in (0..config.arms).step_by(CATALOGUE_CHUNK) {
         let chunk = catalogue_chunk(config.dim, first, CATALOGUE_CHUNK.min(config.arms - first), config.events, trained)?;
@@ -467,7 +613,8 @@ fn build_catalogue(conn: &mut redis::Connection, key: &str, config: &CatalogueCo
         let _: u64 = redis::cmd("BANDIT.LOAD").arg(key).arg(bytes).query(conn)?;
         seconds += start.elapsed().as_secs_f64();
     }
-    Ok(seconds)
+    let used = (used_memory(conn)? - before) / config.arms.max(1) as f64;
+    Ok((seconds, used))
 }
 
 fn measure_catalogue(conn: &mut redis::Connection, key: &str, config: &CatalogueConfig) -> Result<CatalogueModel> {
@@ -484,7 +631,7 @@ fn measure_catalogue(conn: &mut redis::Connection, key: &str, config: &Catalogue
     let (p50_us, _) = latency(conn, &commands, config.requests)?;
     let server_us_per_call = server_us_per_call(conn, "bandit.rank")?;
     let bytes: u64 = redis::cmd("MEMORY").arg("USAGE").arg(key).query(conn)?;
-    Ok(CatalogueModel { server_us_per_call, p50_us, bytes_per_arm: bytes as f64 / config.arms.max(1) as f64, load_s: 0.0 })
+    Ok(CatalogueModel { server_us_per_call, p50_us, bytes_per_arm: bytes as f64 / config.arms.max(1) as f64, ..CatalogueModel::default() })
 }
 
 /// Builds the catalogue models on `url`, ranks each `requests` times, and
@@ -497,12 +644,12 @@ pub fn catalogue(url: &str, config: &CatalogueConfig) -> Result<CatalogueResult>
     with_cleanup(url, &[CATALOGUE_TRAINED, CATALOGUE_UNTRAINED], || {
         let mut conn = connect(url)?;
         let mut result = CatalogueResult::default();
-        let load_s = build_catalogue(&mut conn, CATALOGUE_TRAINED, config, true)?;
-        result.trained = CatalogueModel { load_s, ..measure_catalogue(&mut conn, CATALOGUE_TRAINED, config)? };
+        let (load_s, used_per_arm) = build_catalogue(&mut conn, CATALOGUE_TRAINED, config, true)?;
+        result.trained = CatalogueModel { load_s, used_per_arm, ..measure_catalogue(&mut conn, CATALOGUE_TRAINED, config)? };
         let _: u64 = redis::cmd("DEL").arg(CATALOGUE_TRAINED).query(&mut conn)?;
         if config.untrained {
-            let load_s = build_catalogue(&mut conn, CATALOGUE_UNTRAINED, config, false)?;
-            result.untrained = Some(CatalogueModel { load_s, ..measure_catalogue(&mut conn, CATALOGUE_UNTRAINED, config)? });
+            let (load_s, used_per_arm) = build_catalogue(&mut conn, CATALOGUE_UNTRAINED, config, false)?;
+            result.untrained = Some(CatalogueModel { load_s, used_per_arm, ..measure_catalogue(&mut conn, CATALOGUE_UNTRAINED, config)? });
         }
         Ok(result)
     })
@@ -515,9 +662,15 @@ pub fn catalogue_report(config: &CatalogueConfig, result: &CatalogueResult) -> S
         "BANDIT.RANK TOP {} WITHSCORES over {} arms, d = {}, {} requests per model on 1 connection\n",
         config.top, config.arms, config.dim, config.requests
     );
-    out.push_str(&format!("{:<10} {:>16} {:>10} {:>16} {:>10}\n", "model", "server µs/call", "p50 µs", "MEMORY B/arm", "load s"));
+    out.push_str(&format!(
+        "{:<10} {:>16} {:>10} {:>16} {:>18} {:>10}\n",
+        "model", "server µs/call", "p50 µs", "MEMORY B/arm", "used_memory B/arm", "load s"
+    ));
     let mut line = |name: &str, m: &CatalogueModel| {
-        out.push_str(&format!("{:<10} {:>16.1} {:>10.1} {:>16.0} {:>10.1}\n", name, m.server_us_per_call, m.p50_us, m.bytes_per_arm, m.load_s));
+        out.push_str(&format!(
+            "{:<10} {:>16.1} {:>10.1} {:>16.0} {:>18.0} {:>10.1}\n",
+            name, m.server_us_per_call, m.p50_us, m.bytes_per_arm, m.used_per_arm, m.load_s
+        ));
     };
     line("trained", &result.trained);
     if let Some(untrained) = &result.untrained {

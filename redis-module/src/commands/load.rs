@@ -153,6 +153,33 @@ fn synchronous(call: &mut Invocation<'_>, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a replicated command goes anywhere now: to the AOF, or to a
+/// replication backlog (replicas, or a backlog kept for them). When nothing
+/// does, the payload as applied is not worth encoding.
+fn propagates(ctx: &Context) -> bool {
+    // SAFETY: a live context, with the GIL held by the caller; the info
+    // data is freed before returning.
+    unsafe {
+        let flags = raw::RedisModule_GetContextFlags.map_or(-1, |f| f(ctx.ctx));
+        if flags == -1 || flags & raw::REDISMODULE_CTX_FLAGS_AOF as i32 != 0 {
+            return true;
+        }
+        let (Some(get), Some(field), Some(free)) =
+            (raw::RedisModule_GetServerInfo, raw::RedisModule_ServerInfoGetFieldSigned, raw::RedisModule_FreeServerInfo)
+        else {
+            return true;
+        };
+        let info = get(ctx.ctx, c"replication".as_ptr());
+        if info.is_null() {
+            return true;
+        }
+        let mut error = 0;
+        let backlog = field(info, c"repl_backlog_active".as_ptr(), &mut error);
+        free(ctx.ctx, info);
+        error != 0 || backlog != 0
+    }
+}
+
 /// A LOAD running in the background.
 struct Job {
     blocked: Blocked,
@@ -162,6 +189,9 @@ struct Job {
     /// Whether the key was empty when the command arrived (then the module
     /// will likely fill in the settings).
     key_was_empty: bool,
+    /// Whether replicated commands went anywhere when the command arrived
+    /// (else the worker does not encode the payload as applied).
+    propagates: bool,
 }
 
 /// The worker's result: the decoded payload, its derived values, and the
@@ -210,7 +240,7 @@ fn start_in_background(call: &mut Invocation<'_>) -> bool {
         payload.release(call.ctx);
         return false;
     };
-    let job = Job { blocked, key: call.key.as_slice().to_vec(), payload, terms, key_was_empty };
+    let job = Job { blocked, key: call.key.as_slice().to_vec(), payload, terms, key_was_empty, propagates: propagates(call.ctx) };
     if let Err(std::sync::mpsc::SendError(job)) = sender.send(job) {
         // The worker is gone: finish here, under the GIL this thread holds.
         let Job { blocked, payload, .. } = job;
@@ -258,7 +288,7 @@ fn prepare(job: &Job) -> Result<Ready> {
     let prepared = Prepared::new(&payload);
     let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
     let fills_settings = job.key_was_empty && payload.settings.is_none();
-    let stated = if fills_times || fills_settings {
+    let stated = if job.propagates && (fills_times || fills_settings) {
         let mut stated = payload.clone();
         for arm in stated.arms.iter_mut().filter(|arm| arm.updated_ms.is_none()) {
             arm.updated_ms = Some(job.terms.now);
@@ -286,7 +316,10 @@ fn finish(ctx: &Context, key_name: &[u8], original: &Retained, ready: &mut Ready
     drop(key);
     let outcome = outcome?;
     if outcome.applied.changed() {
-        if outcome.filled_in {
+        // When nothing receives replicated commands, the command as received
+        // is "replicated" (it goes nowhere, but counts as a change for the
+        // save points) instead of a payload encoded for nobody.
+        if outcome.filled_in && propagates(ctx) {
             // The encoding made in the background states exactly what was
             // applied when every arm without a time took the apply time (it
             // changed) and the settings filled in are the ones assumed.
