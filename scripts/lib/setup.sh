@@ -36,7 +36,7 @@ ensure_rust() {
 # The build needs: a C toolchain, libclang for bindgen (redis-module),
 # make/cmake/zlib for the bundled librdkafka, and redis-server to run.
 ensure_build_deps() {
-  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev redis-server
+  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev libssl-dev redis-server
   ensure_rust
 }
 
