@@ -78,6 +78,20 @@ impl Cluster {
         });
     }
 
+    /// Waits until every live primary lists `replicas` replicas for each of
+    /// its slot ranges in CLUSTER SLOTS. A node leaves out a replica whose
+    /// replication offset it has not yet heard of by gossip, and a client
+    /// that reads from replicas learns them from CLUSTER SLOTS when it
+    /// connects.
+    pub fn wait_until_replicas_advertised(&self, replicas: usize) {
+        wait_until("every primary to advertise its replicas in CLUSTER SLOTS", CONVERGE, || {
+            self.primary_ports().into_iter().all(|port| match connect(port).call(&["CLUSTER", "SLOTS"]) {
+                Ok(Reply::Array(ranges)) => ranges.iter().all(|range| range.array().len() >= 3 + replicas),
+                _ => false,
+            })
+        });
+    }
+
     fn live_nodes(&self) -> impl Iterator<Item = &RedisServer> {
         // A killed node's port refuses connections; `is_running` needs &mut.
         self.nodes.iter().filter(|node| Connection::connect(node.port).is_ok())

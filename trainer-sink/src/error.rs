@@ -60,11 +60,17 @@ pub fn is_transient_redis(error: &RedisError) -> bool {
         ErrorKind::IoError => !matches!(error.retry_method(), RetryMethod::NoRetry),
         // Loading its dataset, a failover in progress, a replica that lost
         // its master, or one we were left connected to after a failover.
+        // Sentinels answer "no such master" while the primary is down and
+        // not yet replaced (redis-rs skips a primary flagged down), so a
+        // master name that is wrong from the start also retries, with
+        // /health and the log naming it.
         ErrorKind::BusyLoadingError
         | ErrorKind::TryAgain
         | ErrorKind::MasterDown
         | ErrorKind::ClusterDown
-        | ErrorKind::ReadOnly => true,
+        | ErrorKind::ReadOnly
+        | ErrorKind::MasterNameNotFoundBySentinel
+        | ErrorKind::NoValidReplicasFoundBySentinel => true,
         _ => error.code().is_some_and(|code| TRANSIENT_CODES.contains(&code)),
     }
 }
@@ -98,6 +104,8 @@ mod tests {
         for permanent in ["ERR DIM is 300, the limit is 256", "NOAUTH Authentication required.", "WRONGPASS invalid username-password pair", "NOPERM this user has no permissions", "WRONGTYPE Operation against a key holding the wrong kind of value", "ERR unknown command 'BANDIT.STATS'", "NOMODEL no such model", "EXISTS model exists with other settings"] {
             assert!(!SinkError::from(server_error(permanent)).is_transient(), "{permanent}");
         }
+        let failing_over = RedisError::from((ErrorKind::MasterNameNotFoundBySentinel, "Master with given name not found in sentinel"));
+        assert!(SinkError::from(failing_over).is_transient(), "a primary the sentinels are replacing");
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(SinkError::from(refused).is_transient());
         let denied = RedisError::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
