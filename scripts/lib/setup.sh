@@ -34,9 +34,11 @@ ensure_rust() {
 }
 
 # The build needs: a C toolchain, libclang for bindgen (redis-module),
-# make/cmake/zlib for the bundled librdkafka, and redis-server to run.
+# make/cmake/zlib/OpenSSL for the bundled librdkafka, redis-server to run,
+# redis-cli (redis-tools) to build test clusters and openssl to make test
+# certificates.
 ensure_build_deps() {
-  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev libssl-dev redis-server
+  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev libssl-dev redis-server redis-tools openssl
   ensure_rust
 }
 
