@@ -35,6 +35,8 @@ pub fn tansu_path() -> PathBuf {
 pub struct KafkaBroker {
     pub port: u16,
     persistent: bool,
+    /// SASL/SCRAM-SHA-512 user and password the broker requires, if any.
+    scram: Option<(String, String)>,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -51,7 +53,7 @@ impl KafkaBroker {
     }
 
     fn launch_new(persistent: bool) -> Self {
-        let mut broker = Self { port: 0, persistent, child: None, dir: TempDir::new("tansu") };
+        let mut broker = Self { port: 0, persistent, scram: None, child: None, dir: TempDir::new("tansu") };
         let mut last = String::new();
         for _ in 0..5 {
             broker.port = free_port();
@@ -61,6 +63,41 @@ impl KafkaBroker {
             }
         }
         panic!("tansu did not start: {last}\n{}", broker.log());
+    }
+
+    /// A broker that requires SASL/SCRAM-SHA-512 as `user` (tansu 0.6:
+    /// SASL over plaintext; its TLS flags cannot be used), with `topics`
+    /// (name, partitions). tansu creates users and topics only for clients
+    /// it lets in, so both are made before authentication is switched on.
+    pub fn start_with_scram(user: &str, password: &str, topics: &[(&str, u32)]) -> Self {
+        let mut broker = Self::start_persistent();
+        let url = format!("tcp://127.0.0.1:{}", broker.port);
+        let output = Command::new(tansu_path())
+            .args(["user", "create", user, password, "--mechanism", "scram512", "--broker", &url])
+            .output()
+            .unwrap_or_else(|e| panic!("tansu user create: {e}"));
+        assert!(output.status.success(), "tansu user create: {}", String::from_utf8_lossy(&output.stderr));
+        for (topic, partitions) in topics {
+            broker.create_topic(topic, *partitions);
+        }
+        broker.scram = Some((user.to_owned(), password.to_owned()));
+        broker.restart();
+        broker
+    }
+
+    /// The librdkafka properties a client needs for this broker (SASL, if it asks for it).
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        match &self.scram {
+            Some((user, password)) => [
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", user.as_str()),
+                ("sasl.password", password.as_str()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec(),
+            None => Vec::new(),
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -82,6 +119,7 @@ impl KafkaBroker {
         let log = std::fs::File::create(self.dir.path().join("tansu.log")).map_err(|e| e.to_string())?;
         let child = Command::new(tansu_path())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .args(self.scram.as_ref().map(|_| "--authentication"))
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -92,7 +130,8 @@ impl KafkaBroker {
         self.child = Some(child);
         let bootstrap = self.bootstrap();
         let what = format!("tansu on port {}", self.port);
-        await_ready(&mut self.child, &what, READY_DEADLINE, || metadata_ok(&bootstrap))
+        let properties = self.client_properties();
+        await_ready(&mut self.child, &what, READY_DEADLINE, || metadata_ok(&bootstrap, &properties))
     }
 
     /// Creates a topic (before anyone produces to it).
@@ -128,9 +167,13 @@ impl Drop for KafkaBroker {
 }
 
 /// Whether the broker answers a metadata request.
-fn metadata_ok(bootstrap: &str) -> bool {
-    let Ok(consumer) = ClientConfig::new().set("bootstrap.servers", bootstrap).set("log_level", "0").create::<BaseConsumer>()
-    else {
+fn metadata_ok(bootstrap: &str, properties: &[(String, String)]) -> bool {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("log_level", "0");
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    let Ok(consumer) = config.create::<BaseConsumer>() else {
         return false;
     };
     consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok()

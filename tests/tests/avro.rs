@@ -337,3 +337,39 @@ fn a_zstd_compressed_producer_is_consumed() {
     let offsets: i64 = bandit_tests::sink::model_offsets(&mut conn, &options.model).values().sum();
     assert_eq!(offsets, 300, "every record once");
 }
+
+#[test]
+fn the_sink_authenticates_with_sasl_scram_and_never_shows_the_password() {
+    let redis = RedisServer::start();
+    let broker = KafkaBroker::start_with_scram("bandit", "s3cret-sasl", &[("feedback", 2)]);
+    let sasl = broker.client_properties();
+    let mut properties = producer_properties(&[]);
+    properties.extend(sasl.iter().cloned());
+    let events = feedback_events(200, 6, DIM, 36);
+    send_all(&FeedbackProducer::new(&broker.bootstrap(), "feedback", &properties).unwrap(), &events);
+
+    let mut options = SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM);
+    options.extra = sasl.iter().flat_map(|(k, v)| ["-X".to_owned(), format!("{k}={v}")]).collect();
+    let sink = SinkProcess::start(&options);
+    let mut conn = redis.connect();
+    // (The harness's watermark reader has no credentials: the end is the count.)
+    wait_until(&format!("200 events in the model\n{}", sink.log()), DEADLINE, || model_updates(&mut conn, &options.model) == 200);
+    assert_model_equals_fold(&mut conn, &options.model, &events, DIM, LAMBDA);
+    let log = sink.log();
+    assert!(!log.contains("s3cret"), "{log}");
+    assert!(log.contains(r#""sasl.password" = "***""#) && log.contains(r#""sasl.username" = "bandit""#), "{log}");
+
+    // The wrong password: nothing is consumed and /health says why.
+    let mut wrong = options.clone();
+    wrong.model = "model:wrong".into();
+    wrong.group = "wrong".into();
+    wrong.extra = sasl
+        .iter()
+        .map(|(k, v)| (k.clone(), if k == "sasl.password" { "not-it".to_owned() } else { v.clone() }))
+        .flat_map(|(k, v)| ["-X".to_owned(), format!("{k}={v}")])
+        .collect();
+    let refused = SinkProcess::start(&wrong);
+    refused.wait_for_health(503, "kafka", DEADLINE);
+    assert_eq!(model_updates(&mut conn, "model:wrong"), 0);
+    assert!(!refused.log().contains("not-it"), "{}", refused.log());
+}
