@@ -8,9 +8,12 @@
 //! (what the trainer sends, byte for byte what earlier builds wrote) and
 //! version 2 when it does (exports). Version 3 is for payloads with base
 //! offsets (the trainer's compare-and-set, see [`Payload::base_offsets`]): a
-//! flags byte (1: settings follow, 2: base offsets follow), the settings as
-//! in version 2 when flagged, the base offsets as a u64 count of (i32
-//! partition, i64 offset) pairs when flagged, then the version-1 body.
+//! flags byte (1: settings follow, 2: base offsets follow, 4: the model
+//! version follows), the settings as in version 2 when flagged, the base
+//! offsets as a u64 count of (i32 partition, i64 offset) pairs when flagged,
+//! the version as a u64 when flagged, then the version-1 body. Version 3 is
+//! also what a payload with a model version (an AOF rewrite's, see
+//! [`Payload::version`]) is written as.
 //! Compact and exact.
 //!
 //! JSON: `{"dim": 3, "alpha": 0.5, "lambda": 2, "arms": [{"id": "42",
@@ -42,6 +45,7 @@ pub const BINARY_VERSION_WITH_SETTINGS: u16 = 2;
 pub const BINARY_VERSION_WITH_BASE: u16 = 3;
 const FLAG_SETTINGS: u8 = 1;
 const FLAG_BASE: u8 = 2;
+const FLAG_VERSION: u8 = 4;
 #[cfg(test)]
 const HEADER_LEN: usize = MAGIC.len() + 2;
 
@@ -100,7 +104,7 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
             out.extend_from_slice(&value.to_le_bytes());
         }
     };
-    match (payload.settings, payload.base_offsets.is_empty()) {
+    match (payload.settings, payload.base_offsets.is_empty() && payload.version.is_none()) {
         (None, true) => out.extend_from_slice(&BINARY_VERSION.to_le_bytes()),
         (Some(settings), true) => {
             out.extend_from_slice(&BINARY_VERSION_WITH_SETTINGS.to_le_bytes());
@@ -108,11 +112,21 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
         }
         (settings, false) => {
             out.extend_from_slice(&BINARY_VERSION_WITH_BASE.to_le_bytes());
-            out.push(if settings.is_some() { FLAG_SETTINGS | FLAG_BASE } else { FLAG_BASE });
+            let flag = |present: bool, flag: u8| if present { flag } else { 0 };
+            out.push(
+                flag(settings.is_some(), FLAG_SETTINGS)
+                    | flag(!payload.base_offsets.is_empty(), FLAG_BASE)
+                    | flag(payload.version.is_some(), FLAG_VERSION),
+            );
             if let Some(settings) = settings {
                 put_settings(&mut out, settings);
             }
-            crate::wire::put_offsets(&mut out, payload.base_offsets.iter().copied());
+            if !payload.base_offsets.is_empty() {
+                crate::wire::put_offsets(&mut out, payload.base_offsets.iter().copied());
+            }
+            if let Some(version) = payload.version {
+                out.extend_from_slice(&version.to_le_bytes());
+            }
         }
     }
     // The fixed-width layout, written with bulk copies (see `wire`).
@@ -142,14 +156,16 @@ fn decode_binary(bytes: &[u8]) -> Result<Payload> {
         BINARY_VERSION_WITH_BASE => {
             let mut header = Reader::new(body, "binary payload header");
             let flags = header.u8()?;
-            if flags & !(FLAG_SETTINGS | FLAG_BASE) != 0 {
+            if flags & !(FLAG_SETTINGS | FLAG_BASE | FLAG_VERSION) != 0 {
                 return Err(Error::InvalidPayload(format!("binary payload: unknown flags {flags:#04x}")));
             }
             let settings = if flags & FLAG_SETTINGS != 0 { Some(read_settings(&mut header)?) } else { None };
             let base_offsets = if flags & FLAG_BASE != 0 { header.offsets()? } else { Vec::new() };
+            let version = if flags & FLAG_VERSION != 0 { Some(header.u64()?) } else { None };
             let mut payload = crate::wire::decode_body(header.rest())?;
             payload.settings = settings;
             payload.base_offsets = base_offsets;
+            payload.version = version;
             Ok(payload)
         }
         other => Err(Error::InvalidPayload(format!(
@@ -183,6 +199,8 @@ struct JsonPayload {
     offsets: BTreeMap<i32, i64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     base_offsets: BTreeMap<i32, i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -227,6 +245,7 @@ pub fn encode_json(payload: &Payload) -> Result<Vec<u8>> {
             .collect(),
         offsets: payload.offsets.iter().copied().collect(),
         base_offsets: payload.base_offsets.iter().copied().collect(),
+        version: payload.version,
     };
     serde_json::to_vec(&json).map_err(|e| Error::InvalidPayload(format!("cannot encode: {e}")))
 }
@@ -267,6 +286,7 @@ fn decode_json(bytes: &[u8]) -> Result<Payload> {
         offsets: json.offsets.into_iter().collect(),
         settings,
         base_offsets: json.base_offsets.into_iter().collect(),
+        version: json.version,
     })
 }
 
@@ -314,6 +334,7 @@ mod tests {
             offsets: vec![(0, 10), (3, 99)],
             settings: None,
             base_offsets: vec![],
+            version: None,
         }
     }
 
@@ -340,6 +361,20 @@ mod tests {
         for cut in 0..binary.len() {
             assert!(decode(&binary[..cut], &Limits::default()).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_model_version_round_trips_in_both_formats() {
+        let payload = Payload { version: Some(41), settings: Some(PayloadSettings { alpha: 0.3, lambda: 2.5, decay: 1.0 }), ..sample() };
+        let binary = encode_binary(&payload).unwrap();
+        // Version 3, flags: settings (1) and version (4), no base offsets.
+        assert_eq!(&binary[4..7], &[3, 0, 5]);
+        assert_eq!(decode(&binary, &Limits::default()).unwrap(), payload);
+        let json = encode(&payload, Format::Json).unwrap();
+        assert!(String::from_utf8_lossy(&json).contains(r#""version":41"#));
+        assert_eq!(decode(&json, &Limits::default()).unwrap(), payload);
+        // Without a version nothing changes: version 2 as before.
+        assert_eq!(&encode_binary(&Payload { version: None, ..payload }).unwrap()[4..6], &[2, 0]);
     }
 
     #[test]
@@ -399,6 +434,7 @@ mod tests {
             offsets: vec![(7, 9)],
             settings: None,
             base_offsets: vec![],
+            version: None,
         };
         let mut want: Vec<u8> = b"BNDT".to_vec();
         want.extend([1, 0]);
@@ -466,7 +502,8 @@ mod tests {
             (b"", "expected JSON"),
             (b"BNDT\x09\x00", "version 9"),
             (b"BNDT\x02\x00\x00", "binary payload settings: truncated"),
-            (b"BNDT\x03\x00\x04", "unknown flags 0x04"),
+            (b"BNDT\x03\x00\x08", "unknown flags 0x08"),
+            (b"BNDT\x03\x00\x04", "binary payload header: truncated"),
             (b"XXXX\x01\x00", "expected JSON"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 2], [0, 1]], "b": [0, 0]}]}"#, "not symmetric"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 0]], "b": [0, 0]}]}"#, "2x2 matrix"),

@@ -361,6 +361,11 @@ impl Model {
             self.loads += 1;
             self.last_load_ms = now_ms;
         }
+        // An AOF rewrite states the version the model had, whatever number of
+        // chunks it took to write it out.
+        if let Some(version) = payload.version {
+            self.loads = version;
+        }
         applied
     }
 
@@ -466,6 +471,7 @@ impl Model {
             offsets: self.offsets.iter().map(|(&p, &o)| (p, o)).collect(),
             settings: Some(PayloadSettings::of(&self.settings)),
             base_offsets: Vec::new(),
+            version: None,
         }
     }
 
@@ -606,7 +612,7 @@ mod tests {
     #[test]
     fn apply_computes_theta_and_keeps_everything() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![] };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![], version: None };
         assert_eq!(model.apply(&payload, 1000, &Limits::default()).unwrap().arms_changed, 1);
         let view = model.arm(0).unwrap();
         assert_eq!(view.theta, &[0.5, 0.5]);
@@ -620,7 +626,7 @@ mod tests {
     #[test]
     fn an_identical_load_changes_nothing() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![] };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![], version: None };
         assert!(model.apply(&payload, 1000, &Limits::default()).unwrap().changed());
         assert!(!model.apply(&payload, 2000, &Limits::default()).unwrap().changed());
         assert_eq!(model.arm(0).unwrap().updated_ms, 1000);
@@ -630,10 +636,10 @@ mod tests {
     #[test]
     fn stale_offsets_reject_the_whole_payload() {
         let mut model = Model::new(settings(2));
-        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None, base_offsets: vec![] };
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None, base_offsets: vec![], version: None };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         let before = model.clone();
-        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None, base_offsets: vec![] };
+        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None, base_offsets: vec![], version: None };
         let error = model.apply(&stale, 2000, &Limits::default()).unwrap_err();
         assert_eq!(error, Error::Stale { partition: 1, stored: 7, given: 6 });
         assert_eq!(model, before);
@@ -643,7 +649,7 @@ mod tests {
     fn arm_limit_is_checked_before_writing() {
         let mut model = Model::new(settings(2));
         let limits = Limits { max_arms: 1, ..Limits::default() };
-        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None, base_offsets: vec![] };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None, base_offsets: vec![], version: None };
         assert!(matches!(model.apply(&payload, 0, &limits), Err(Error::TooLarge { .. })));
         assert!(model.is_empty());
     }
@@ -657,6 +663,7 @@ mod tests {
             offsets: vec![(2, 11)],
             settings: None,
             base_offsets: vec![],
+            version: None,
         };
         model.apply(&payload, 1234, &Limits::default()).unwrap();
         let mut copy = Model::new(settings(2));
@@ -668,7 +675,7 @@ mod tests {
     #[test]
     fn export_carries_the_settings_and_other_settings_are_refused() {
         let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.3, lambda: 2.0, decay: 0.99 });
-        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![] }, 5, &Limits::default()).unwrap();
+        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![], version: None }, 5, &Limits::default()).unwrap();
         let export = model.export(None);
         assert_eq!(export.settings, Some(PayloadSettings { alpha: 0.3, lambda: 2.0, decay: 0.99 }));
         let before = model.clone();
@@ -723,12 +730,12 @@ mod tests {
     #[test]
     fn stamp_states_what_the_model_stored() {
         let mut model = Model::new(settings(2));
-        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![] };
+        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![], version: None };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         assert!(model.stamp(&mut first));
         assert_eq!(first.arms[0].updated_ms, Some(1000));
         // An unchanged arm keeps its time; a changed one takes the new time.
-        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None, base_offsets: vec![] };
+        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None, base_offsets: vec![], version: None };
         model.apply(&second, 2000, &Limits::default()).unwrap();
         assert!(model.stamp(&mut second));
         assert_eq!(second.arms.iter().map(|a| a.updated_ms).collect::<Vec<_>>(), vec![Some(1000), Some(2000)]);

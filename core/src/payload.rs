@@ -95,6 +95,12 @@ pub struct Payload {
     /// never overwritten with arms built on another state. Empty: no check.
     #[serde(skip)]
     pub base_offsets: Vec<(i32, i64)>,
+    /// The model's version after this payload (how many changing LOADs it
+    /// has had, see [`crate::Model::version`]), stated only by an AOF
+    /// rewrite, whose chunks would otherwise count as LOADs of their own:
+    /// the module takes it from the AOF and the primary's stream only.
+    #[serde(skip)]
+    pub version: Option<u64>,
 }
 
 impl Payload {

@@ -282,6 +282,7 @@ mod tests {
             offsets: vec![],
             settings: None,
             base_offsets: vec![],
+            version: None,
         };
         model.apply(&payload, 0, &Limits::default()).unwrap();
         model

@@ -210,6 +210,7 @@ mod tests {
             offsets: vec![(4, 40), (0, 3)],
             settings: None,
             base_offsets: vec![],
+            version: None,
         };
         model.apply(&payload, 5, &Limits::default()).unwrap();
         model.apply(&Payload { arms: vec![arm("x", 4.0, false, Some(78))], offsets: vec![], ..payload.clone() }, 6, &Limits::default()).unwrap();

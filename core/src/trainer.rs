@@ -262,7 +262,7 @@ impl Trainer {
             .iter()
             .map(|(&partition, state)| (partition, state.published.unwrap_or(-1)))
             .collect();
-        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets }))
+        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets, version: None }))
     }
 
     /// The model accepted the payload of the last [`Trainer::flush`]: its

@@ -204,5 +204,5 @@ pub fn decode_body(bytes: &[u8]) -> Result<Payload> {
     }
     let offsets = reader.offsets()?;
     reader.finish()?;
-    Ok(Payload { dim, arms, offsets, settings: None, base_offsets: vec![] })
+    Ok(Payload { dim, arms, offsets, settings: None, base_offsets: vec![], version: None })
 }

@@ -108,11 +108,18 @@ fn emit_model(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, mo
     let arms_per_chunk = (limit / per_arm.max(1)).max(1);
     let rows: Vec<usize> = (0..model.len()).collect();
     let mut chunks: Vec<&[usize]> = rows.chunks(arms_per_chunk).collect();
-    if chunks.is_empty() && !model.offsets().is_empty() {
+    if chunks.is_empty() && (!model.offsets().is_empty() || model.version() > 0) {
         chunks.push(&[]);
     }
-    for chunk in chunks {
-        match codec::encode_binary(&model.export(Some(chunk))) {
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut payload = model.export(Some(chunk));
+        // The last chunk restates the version, which the chunks themselves
+        // would count up from zero.
+        if i == last {
+            payload.version = Some(model.version());
+        }
+        match codec::encode_binary(&payload) {
             Ok(bytes) => emit(aof, "BANDIT.LOAD", key, &[&bytes]),
             Err(e) => log_warning(&format!("bandit: cannot encode a model for AOF: {e}")),
         }

@@ -264,13 +264,19 @@ fn aof_restart_keeps_models_exactly_even_in_chunks() {
         assert!(b.export == a.export, "{key}: the export differs after the AOF restart");
         assert_eq!(b.arms, a.arms, "{key}: STATS of an arm (updated_ms included) differs");
         assert_eq!(b.scores, a.scores, "{key}: scores differ");
-        // Settings and content survive; the load counters count the replayed LOADs.
-        for field in ["dim", "alpha", "lambda", "decay", "arms", "updates", "reward_sum", "offsets"] {
+        // Settings, content and the model version (`loads`, which seeds the
+        // randomised policies) survive, however many chunks the rewrite took.
+        for field in ["dim", "alpha", "lambda", "decay", "arms", "updates", "reward_sum", "offsets", "loads"] {
             let find = |stats: &Vec<(String, Reply)>| stats.iter().find(|(f, _)| f == field).cloned();
             assert_eq!(find(&b.stats), find(&a.stats), "{key}.{field}");
         }
     }
     assert!(!server.log().contains("Bad file format"), "AOF replay error:\n{}", server.log());
+    // Only the AOF states a version; a client cannot set one.
+    let mut stated = fixture(3, 1, 9);
+    stated.version = Some(99);
+    let reply = conn.call(&[b"BANDIT.LOAD".as_slice(), b"m", &bandit_core::codec::encode_binary(&stated).unwrap()]).unwrap();
+    assert_eq!(reply, Reply::Error("ERR a payload states a model version only in an AOF rewrite".into()));
 }
 
 #[test]

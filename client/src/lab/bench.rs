@@ -110,7 +110,7 @@ pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed:
             local.fold(&FeedbackEvent { event_id: String::new(), product_id: format!("p{k}"), reward, context_vector, timestamp: 0 })?;
         }
     }
-    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![] });
+    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![], version: None });
     payload.offsets.clear();
     payload.base_offsets.clear();
     Ok(payload)
@@ -147,7 +147,7 @@ pub fn prepare(url: &str, config: &BenchConfig) -> Result<()> {
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
     let payload = trained_payload(config.dim, config.arms, 20, 7)?;
     for chunk in payload.arms.chunks(2000) {
-        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![] };
+        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![], version: None };
         let bytes = encode_binary(&part)?;
         let _: u64 = redis::cmd("BANDIT.LOAD").arg(MODEL_KEY).arg(bytes).query(&mut conn)?;
     }
@@ -354,7 +354,7 @@ pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
         .enumerate()
         .filter_map(|(i, arm)| arm.to_payload(&format!("p{i}"), &mut work, None).ok())
         .collect();
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![] }).map_or(0, |b| b.len());
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![], version: None }).map_or(0, |b| b.len());
     (start.elapsed().as_secs_f64() * 1e3, bytes)
 }
 
@@ -592,7 +592,7 @@ fn catalogue_chunk(dim: usize, first: usize, count: usize, events: usize, traine
         }
         arms.push(arm.to_payload(&format!("p{k}"), &mut work, Some(0))?);
     }
-    Ok(Payload { dim, arms, offsets: vec![], settings: None, base_offsets: vec![] })
+    Ok(Payload { dim, arms, offsets: vec![], settings: None, base_offsets: vec![], version: None })
 }
 
 fn used_memory(conn: &mut redis::Connection) -> Result<f64> {

@@ -90,6 +90,8 @@ struct Terms {
     /// The settings of a model this LOAD creates when the payload states none.
     defaults: PayloadSettings,
     now: i64,
+    /// From the AOF or the primary's stream: a stated model version is taken.
+    trusted: bool,
 }
 
 impl Terms {
@@ -99,9 +101,10 @@ impl Terms {
         // whatever this server's limits are now: a replica or a restart with a
         // smaller MAX-PAYLOAD-BYTES (or a stated payload a little larger than
         // the command received) must not silently lose arms. Validation stays.
-        let limits = if call.reply.from_primary_or_aof() { Limits::unbounded() } else { config.limits };
+        let trusted = call.reply.from_primary_or_aof();
+        let limits = if trusted { Limits::unbounded() } else { config.limits };
         let defaults = PayloadSettings { alpha: config.default_alpha, lambda: config.default_lambda, decay: 1.0 };
-        Self { limits, defaults, now: now_ms() }
+        Self { limits, defaults, now: now_ms(), trusted }
     }
 }
 
@@ -116,6 +119,11 @@ struct Outcome {
 /// Applies to the model under `key`, creating it when absent, and states in
 /// `payload` what was filled in.
 fn apply_to(key: &RedisKeyWritable, payload: &mut Payload, prepared: &mut Prepared, terms: &Terms) -> Result<Outcome> {
+    if payload.version.is_some() && !terms.trusted {
+        // The version counts this server's changing LOADs; only an AOF
+        // rewrite, which writes a model out in chunks, restates it.
+        return Err(CommandError::Other("a payload states a model version only in an AOF rewrite".into()));
+    }
     match write_model(key)? {
         Some(model) => {
             let applied = model.apply_prepared(payload, prepared, terms.now, &terms.limits)?;
