@@ -124,6 +124,9 @@ fn open_store(config: &Config, health: &Arc<Health>, metrics: &Arc<Metrics>, sto
 /// A permanent Redis refusal, a model mismatch, an invalid event with
 /// errors.tolerance=none, an undeliverable dead letter, a Kafka failure.
 pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop: Arc<AtomicBool>) -> Result<()> {
+    // First, so that it is in the log even while Redis is not reachable.
+    let (version, features) = builtin_features()?;
+    tracing::info!(version = %version, builtin_features = %features, format = ?config.format, "librdkafka");
     let store = open_store(&config, &health, &metrics, &stop)?;
     let learning = Learning { lambda: config.lambda, decay: config.decay };
     let engine = Engine::new(EngineSettings { dim: config.dim, learning }, store, metrics.clone());
@@ -133,8 +136,6 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
     };
     let decoder = Decoder::new(&config)?;
     let context = SinkContext::new(&config.topic, engine, metrics.clone(), health.clone(), dlq, decoder);
-    let (version, features) = builtin_features()?;
-    tracing::info!(version = %version, builtin_features = %features, format = ?config.format, "librdkafka");
     let consumer: BaseConsumer<SinkContext> = client_config(&config, true)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
