@@ -448,10 +448,19 @@ fn the_demo_runs_end_to_end_in_short_form() {
     }
     assert!(fields["ctr_oracle"] > fields["ctr_random"], "{summary}");
     assert!(stdout.contains("visits        LinUCB   random   oracle"), "{stdout}");
-    // Every process it started is gone: the ports it announced (Redis, the
-    // broker, the sink's metrics) are closed.
+    // The shop ranked on the read replica, not on the primary.
+    let served = stderr
+        .lines()
+        .map(strip_ansi)
+        .find_map(|line| line.split_once("RANKs served by the replica: ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no RANK count line:\n{stderr}"));
+    let (replica, primary) = served.split_once(", by the primary: ").unwrap_or_else(|| panic!("{served}"));
+    assert!(replica.trim().parse::<u64>().is_ok_and(|n| n >= 400), "RANKs on the replica: {served}");
+    assert_eq!(primary.trim(), "", "no RANK on the primary: {served}");
+    // Every process it started is gone: the ports it announced (Redis, its
+    // replica, the broker, the sink's metrics) are closed.
     let ports = announced_ports(&stderr);
-    assert_eq!(ports.len(), 3, "announced ports:\n{stderr}");
+    assert_eq!(ports.len(), 4, "announced ports:\n{stderr}");
     assert_closed(&ports);
     let curve = stdout.lines().find_map(|l| l.strip_prefix("learning curve: ")).expect("curve path");
     assert!(std::fs::read_to_string(curve).unwrap().contains("<polyline"));
