@@ -150,3 +150,32 @@ fn excerpt(text: &str) -> &str {
     let end = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
     text.get(..end).unwrap_or_default()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_that_does_not_answer_is_unavailable_not_refused() {
+        // Port 1 on the loopback refuses at once.
+        let client = RegistryClient::new("http://127.0.0.1:1", Some("user:pw"), Duration::from_secs(2)).unwrap();
+        let error = client.schema_by_id(1).unwrap_err();
+        assert!(matches!(&error, Error::RegistryUnavailable(m) if m.contains("127.0.0.1:1")), "{error}");
+        assert!(error.is_transient());
+        assert_eq!(error.class_name(), "bandit.RegistryUnavailable");
+        assert!(matches!(client.register("t-value", "{}"), Err(Error::RegistryUnavailable(_))));
+    }
+
+    #[test]
+    fn urls_with_credentials_or_another_scheme_are_refused_and_debug_hides_the_password() {
+        assert!(matches!(RegistryClient::new("registry:8081", None, Duration::from_secs(1)), Err(Error::RegistryRefused(m)) if m.contains("http://")));
+        assert!(matches!(RegistryClient::new("https://u:p@registry", None, Duration::from_secs(1)), Err(Error::RegistryRefused(m)) if m.contains("not in the URL")));
+        let client = RegistryClient::new("https://registry:8081/", Some("reader:s3cret"), Duration::from_secs(1)).unwrap();
+        assert_eq!(client.url(), "https://registry:8081");
+        let shown = format!("{client:?}");
+        assert!(shown.contains("authenticated: true") && !shown.contains("s3cret"), "{shown}");
+        // RFC 7617: base64 of user-id ":" password.
+        assert_eq!(client.authorization.as_deref(), Some("Basic cmVhZGVyOnMzY3JldA=="));
+    }
+}

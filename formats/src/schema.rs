@@ -33,7 +33,7 @@ pub fn parse(text: &str) -> Result<Schema> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -49,7 +49,7 @@ enum Schemas {
 #[derive(Debug)]
 pub enum Decoder {
     Json,
-    Avro(AvroDecoder),
+    Avro(Box<AvroDecoder>),
 }
 
 #[derive(Debug)]
@@ -88,7 +88,8 @@ impl Decoder {
                     (None, Some(dir)) => Schemas::Directory(PathBuf::from(dir)),
                     _ => return Err(SinkError::Config("format = avro needs exactly one of schema_registry_url and schema_dir".into())),
                 };
-                Ok(Self::Avro(AvroDecoder { reader: schema::feedback_schema().map_err(config_error)?, schemas, cache: HashMap::new() }))
+                let reader = schema::feedback_schema().map_err(config_error)?;
+                Ok(Self::Avro(Box::new(AvroDecoder { reader, schemas, cache: HashMap::new() })))
             }
         }
     }
