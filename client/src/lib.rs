@@ -17,6 +17,8 @@
 //! - [`lab::live`]: the live stack (Redis + Kafka) as a recommender.
 //! - [`lab::generate`]: historical logs made by the simulated shop.
 //! - [`lab::evaluate`]: offline policy evaluation (six policies, four metrics).
+//! - [`lab::ope`]: off-policy evaluation on decision logs (IPS, SNIPS, DM, DR,
+//!   SNDR, Switch-DR, Replay with 95% intervals; candidates, report, ground truth).
 //! - [`lab::bench`]: RANK versus GET, fold rate and flush cost.
 //! - [`lab::bench_replicas`]: RANK throughput, primary alone versus read from replicas.
 

@@ -20,7 +20,7 @@ use bandit_core::codec::Format;
 use bandit_core::event::FeedbackEvent;
 use bandit_core::number::Shortest;
 use clap::Parser;
-use cli::args::{BenchCommand, Cli, Command, Connection, FeedbackArg, PayloadFormat, ReportFormat};
+use cli::args::{BenchCommand, Cli, Command, Connection, EvalMethod, FeedbackArg, GenerateFormat, PayloadFormat, ReportFormat};
 
 impl From<FeedbackArg> for simulate::FeedbackMode {
     fn from(value: FeedbackArg) -> Self {
@@ -141,7 +141,19 @@ fn run(cli: Cli) -> Result<()> {
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
         Command::Bench(bench) => run_bench(c, bench)?,
-        Command::Generate { events, seed, out, items_out } => {
+        Command::Generate { events, seed, out, items_out, format: GenerateFormat::Decisions, policy, alpha, arms, publish_every } => {
+            let logging = bandit::lab::ope::candidates::parse_policy(&policy)?;
+            let walk = bandit::lab::generate::ShopWalk { events, seed, arms, publish_every };
+            let file = std::fs::File::create(&out).with_context(|| format!("writing {}", out.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let ctr = bandit::lab::generate::generate_decisions(&walk, logging, alpha, &mut writer)?;
+            writer.flush().with_context(|| format!("writing {}", out.display()))?;
+            if items_out.is_some() {
+                eprintln!("--items-out is ignored with --format decisions");
+            }
+            println!("wrote {events} decisions of {policy} (mean logged reward {ctr:.4}) to {}", out.display());
+        }
+        Command::Generate { events, seed, out, items_out, .. } => {
             let (log, items) = bandit::lab::generate::generate_log(events, seed);
             std::fs::write(&out, log).with_context(|| format!("writing {}", out.display()))?;
             if let Some(path) = items_out {
@@ -149,8 +161,29 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("wrote {events} events to {}", out.display());
         }
-        Command::Evaluate { log, items, top_k, test_fraction, seed, decay, format } => {
+        Command::Evaluate { decisions, method, policies, truth, json, tau, publish_every, seed, format, .. }
+            if method == Some(EvalMethod::Ope) || (method.is_none() && decisions.is_some()) =>
+        {
+            use bandit::lab::ope;
             let started = Instant::now();
+            let path = decisions.context("--method ope needs --decisions FILE")?;
+            let grid = ope::candidates::parse_grid(&policies)?;
+            let config = ope::OpeConfig { seed, tau, publish_every, ..ope::OpeConfig::default() };
+            let mut report = ope::evaluate(&ope::log::LogSource::File(path), &grid, &config)?;
+            if truth {
+                ope::add_truth(&mut report, seed)?;
+            }
+            match (json, format) {
+                (true, _) | (false, ReportFormat::Json) => println!("{}", ope::report::json(&report)),
+                (false, ReportFormat::Table) => print!("{}", ope::report::table(&report)),
+                (false, ReportFormat::Csv) => bail!("--method ope prints a table or JSON, not CSV"),
+            }
+            eprintln!("{} decisions, {} candidates in {:.2} s", report.decisions, report.candidates.len(), started.elapsed().as_secs_f64());
+        }
+        Command::Evaluate { log, items, top_k, test_fraction, seed, decay, format, json, .. } => {
+            let started = Instant::now();
+            let log = log.context("--method replay-topk needs --log FILE")?;
+            let format = if json { ReportFormat::Json } else { format };
             let history = bandit::history::read_log(&log)?;
             let items = items.map(|path| bandit::history::read_items(&path)).transpose()?;
             let config = evaluate::EvalConfig { top_k, test_fraction, seed, decay };

@@ -83,6 +83,24 @@ pub enum ReportFormat {
     Csv,
 }
 
+/// What `bandit generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateFormat {
+    /// The CSV log of random products (and the items CSV).
+    Csv,
+    /// The joined decision log, JSON lines, of a logging policy.
+    Decisions,
+}
+
+/// How `bandit evaluate` scores policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalMethod {
+    /// Time split, top-k metrics against the logged responses (Mab2Rec's table).
+    ReplayTopk,
+    /// Off-policy estimators (IPS, SNIPS, DM, DR, SNDR, Switch-DR, Replay) on a decision log.
+    Ope,
+}
+
 /// The payload encoding of `bandit export`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PayloadFormat {
@@ -194,18 +212,54 @@ pub enum Command {
         /// Random seed: the same seed writes the same log.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// The log (CSV: event_id, 15 features, product_id, response).
+        /// The log (CSV: event_id, 15 features, product_id, response; or JSON lines with --format decisions).
         #[arg(long)]
         out: PathBuf,
         /// The product features (CSV: product_id, category one-hot, is_coffee, price_scaled); default: not written.
         #[arg(long)]
         items_out: Option<PathBuf>,
+        /// csv: random products, today's log; decisions: the joined decision log (JSON lines) of --policy learning online.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: GenerateFormat,
+        /// The logging policy of --format decisions: uniform, egreedy:<epsilon>, softmax:<temperature>, ucb or ts.
+        #[arg(long, default_value = "egreedy:0.2")]
+        policy: String,
+        /// Exploration weight α of the logging policy's ranking (--format decisions).
+        #[arg(long, default_value_t = 1.0, value_parser = non_negative())]
+        alpha: f64,
+        /// Actions of --format decisions: this many products spread evenly over the menu.
+        #[arg(long, default_value_t = 10, value_parser = at_least_one())]
+        arms: usize,
+        /// The logging policy publishes its model after this many events (--format decisions).
+        #[arg(long, default_value_t = 10, value_parser = at_least_one())]
+        publish_every: usize,
     },
     /// Compare policies offline on a log: time-ordered split, top-k metrics.
     Evaluate {
-        /// The log (CSV with features…, product_id, response).
+        /// The log (CSV with features…, product_id, response) of --method replay-topk; default: none (then --decisions is required).
+        #[arg(long, required_unless_present = "decisions")]
+        log: Option<PathBuf>,
+        /// The joined decision log (JSON lines) for off-policy evaluation; default: none.
+        #[arg(long, conflicts_with = "log")]
+        decisions: Option<PathBuf>,
+        /// replay-topk: the Mab2Rec-style table on --log; ope: off-policy estimators on --decisions (default: ope with --decisions, else replay-topk).
+        #[arg(long, value_enum)]
+        method: Option<EvalMethod>,
+        /// The candidates of --method ope, separated by ';': ucb, ts, egreedy:<epsilon>, softmax:<temperature>, random, each with an optional :alpha=<a,b,…>.
+        #[arg(long, default_value = "ucb:alpha=0.1,0.3,1;ts;egreedy:0.1;softmax:0.05;random")]
+        policies: String,
+        /// With --method ope on a generated log: run each candidate on-policy in the simulated shop (generate's --seed is --seed) and print its true CTR.
         #[arg(long)]
-        log: PathBuf,
+        truth: bool,
+        /// Print JSON (the same as --format json).
+        #[arg(long)]
+        json: bool,
+        /// Switch-DR's threshold on the importance weight (--method ope).
+        #[arg(long, default_value_t = 10.0, value_parser = non_negative())]
+        tau: f64,
+        /// Candidates publish their model after this many events of the log (--method ope).
+        #[arg(long, default_value_t = 10, value_parser = at_least_one())]
+        publish_every: usize,
         /// Candidate products (CSV with a product_id column); default: every product in the log.
         #[arg(long)]
         items: Option<PathBuf>,
@@ -215,7 +269,7 @@ pub enum Command {
         /// Share of the log, at its end, held out for testing (between 0 and 1).
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
-        /// Random seed of the randomised policies (Random, LinGreedy, LinTS, ClustersTS).
+        /// Random seed of the randomised policies (Random, LinGreedy, LinTS, ClustersTS; with --method ope the candidates' draws and, with --truth, the shop's seed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Forgetting γ in (0, 1] of the linear policies (LinGreedy, LinUCB, LinTS), which

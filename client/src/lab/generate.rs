@@ -1,12 +1,27 @@
-//! Historical logs from the simulated shop, for `bandit evaluate` and
-//! `bandit bootstrap`: random visitors shown one random product at a random
-//! time in the 90 days before 2026-01-01, the response drawn from the hidden
-//! click model, in time order.
+//! Historical logs from the simulated shop.
+//!
+//! - [`generate_log`] (CSV, for `bandit evaluate --method replay-topk` and
+//!   `bandit bootstrap`): random visitors shown one random product at a
+//!   random time in the 90 days before 2026-01-01, the response drawn from
+//!   the hidden click model, in time order.
+//! - [`generate_decisions`] (`--format decisions`, for off-policy
+//!   evaluation): the joined decision log ([`crate::lab::ope::log`]) of a
+//!   logging policy that learns online through the production training core
+//!   ([`LocalModel`]), with the probability of every placement.
 
 use std::fmt::Write as _;
 
+use bandit_core::event::FeedbackEvent;
+use bandit_core::join::Shown;
+use bandit_core::policy::{self, Placed, Policy};
+use bandit_core::ModelSettings;
+
+use crate::error::{ClientError, Result};
+use crate::lab::local::LocalModel;
+use crate::lab::ope::candidates::Decider;
+use crate::lab::ope::log::{LoggedDecision, ShownReward};
 use crate::lab::rng::Rng;
-use crate::lab::shop::{Catalogue, Category, Tastes, Visit, FEATURE_NAMES};
+use crate::lab::shop::{Catalogue, Category, Product, Tastes, Visit, DIM, FEATURE_NAMES};
 
 /// 2026-01-01T00:00:00Z, the end of the generated period.
 const END_UNIX_SECONDS: i64 = 1_767_225_600;
@@ -41,6 +56,126 @@ pub fn generate_log(events: usize, seed: u64) -> (String, String) {
         let _ = writeln!(items, ",{},{:.6}", u8::from(product.category == Category::Coffee), product.price_scaled);
     }
     (log, items)
+}
+
+/// How the shop is walked by a learning policy (the logging policy of
+/// [`generate_decisions`], or a candidate's on-policy truth run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShopWalk {
+    pub events: usize,
+    pub seed: u64,
+    /// The actions: this many products spread evenly over the catalogue
+    /// (product ⌊i·len/arms⌋ for i < arms), the same for every visit.
+    pub arms: usize,
+    /// The policy's model is published (the sink's flush) after this many events.
+    pub publish_every: usize,
+}
+
+/// Actions of a decisions log by default: ten products, every category but
+/// the soft drinks (see [`ShopWalk::arms`]).
+pub const DEFAULT_ARMS: usize = 10;
+
+/// The model of a walking policy: ridge prior λ = 1, no forgetting.
+pub const LAMBDA: f64 = 1.0;
+
+/// One decision of a walk.
+#[derive(Debug)]
+pub struct Step<'a> {
+    pub index: usize,
+    pub event_id: &'a str,
+    pub visit: &'a Visit,
+    pub context: &'a [f64],
+    /// The model's version when it decided.
+    pub version: u64,
+    pub placed: Placed,
+    /// π(·|x) of the policy (see [`crate::lab::ope::candidates`]).
+    pub probabilities: &'a [f64],
+    pub products: &'a [&'a Product],
+    pub reward: f64,
+}
+
+/// The 2026-01-01 epoch of decision timestamps (Unix ms); one decision a second.
+const START_MS: i64 = END_UNIX_SECONDS * 1000;
+
+/// Walks the shop: visitor i (from the stream `Rng::new(seed)`) gets the
+/// top-1 of `policy` (randomness seeded from the event id `e{i+1}` and the
+/// model's version, as BANDIT.RANK … EVENTID seeds it), clicks per the
+/// hidden click model (stream `seed + 2`), and the outcome is folded into
+/// the policy's model. `each` sees every step before it is learned from.
+///
+/// # Errors
+/// More arms than the catalogue has; the model's errors; `each`'s.
+pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, mut each: impl FnMut(&Step<'_>) -> Result<()>) -> Result<()> {
+    let catalogue = Catalogue::generate(walk.seed);
+    let products = spread(&catalogue, walk.arms)?;
+    let ids: Vec<String> = products.iter().map(|p| p.id.clone()).collect();
+    let mut model = LocalModel::new(ModelSettings { dim: DIM, alpha, lambda: LAMBDA, decay: 1.0 })?;
+    let mut visits = Rng::new(walk.seed);
+    let mut clicks = Rng::new(walk.seed.wrapping_add(2));
+    let mut decider = Decider::default();
+    let publish_every = walk.publish_every.max(1);
+    for index in 0..walk.events {
+        let visit = Visit::random(&mut visits);
+        let context = visit.context();
+        let event_id = format!("e{}", index + 1);
+        let version = model.model().version();
+        let mut rng = Rng::new(policy::seed(event_id.as_bytes(), version));
+        let placed = decider.decide(model.model(), policy, alpha, &context, &ids, &mut rng)?;
+        let product = products.get(placed.index as usize).ok_or_else(|| ClientError::Simulation("placed an unknown action".into()))?;
+        let reward = if clicks.bernoulli(Tastes::Usual.click_probability(&visit, product)) { 1.0 } else { 0.0 };
+        each(&Step { index, event_id: &event_id, visit: &visit, context: &context, version, placed, probabilities: &decider.probabilities, products: &products, reward })?;
+        let timestamp = START_MS + index as i64 * 1000;
+        model.fold(&FeedbackEvent { event_id, product_id: product.id.clone(), reward, context_vector: context.to_vec(), timestamp })?;
+        if (index + 1).is_multiple_of(publish_every) {
+            model.publish()?;
+        }
+    }
+    Ok(())
+}
+
+/// The action ids of a walk with this seed and arm count, in their order.
+///
+/// # Errors
+/// More arms than the catalogue has.
+pub fn shop_actions(seed: u64, arms: usize) -> Result<Vec<String>> {
+    Ok(spread(&Catalogue::generate(seed), arms)?.iter().map(|p| p.id.clone()).collect())
+}
+
+/// `arms` products spread evenly over the catalogue.
+fn spread(catalogue: &Catalogue, arms: usize) -> Result<Vec<&Product>> {
+    let len = catalogue.products.len();
+    if arms == 0 || arms > len {
+        return Err(ClientError::Input(format!("--arms must be between 1 and {len}, got {arms}")));
+    }
+    Ok((0..arms).filter_map(|i| catalogue.products.get(i * len / arms)).collect())
+}
+
+/// Writes the joined decision log of `policy` (α `alpha`) walking the shop,
+/// one JSON line per decision (shape in [`crate::lab::ope::log`]); the
+/// `policy` field spells it as BANDIT.RANK's POLICY does (uniform is
+/// `egreedy:1`). Returns the mean logged reward.
+///
+/// # Errors
+/// As [`walk_shop`]; write errors.
+pub fn generate_decisions(walk: &ShopWalk, policy: Policy, alpha: f64, out: &mut impl std::io::Write) -> Result<f64> {
+    let spelled = crate::lab::ope::candidates::spelled(policy);
+    let mut clicks = 0.0;
+    walk_shop(walk, policy, alpha, |step| {
+        let product = step.products.get(step.placed.index as usize).map(|p| p.id.clone()).unwrap_or_default();
+        let line = LoggedDecision {
+            event_id: step.event_id.to_owned(),
+            model: "shop".into(),
+            model_version: step.version,
+            policy: spelled.clone(),
+            context: step.context.to_vec(),
+            shown: vec![ShownReward { shown: Shown { product_id: product, position: 0, probability: step.placed.probability }, reward: step.reward }],
+            timestamp: START_MS + step.index as i64 * 1000,
+        };
+        clicks += step.reward;
+        serde_json::to_writer(&mut *out, &line).map_err(|e| ClientError::Input(format!("writing the log: {e}")))?;
+        out.write_all(b"\n").map_err(ClientError::Io)
+    })?;
+    Ok(clicks / walk.events.max(1) as f64)
 }
 
 #[cfg(test)]

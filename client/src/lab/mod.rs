@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod live;
 pub mod local;
+pub mod ope;
 pub mod rng;
 pub mod shop;
 pub mod simulate;

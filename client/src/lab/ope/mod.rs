@@ -1,0 +1,351 @@
+//! Off-policy evaluation: how would another policy have done on the traffic
+//! the shop really served? Reads the joined decision log ([`log`]) twice:
+//! first to fit the reward model of DM (a ridge regression per action,
+//! cross-fitted: events are split into two folds, even and odd, and each
+//! event is scored by the model fitted on the other fold), then to walk the
+//! candidates through it ([`candidates`]) while the estimators
+//! ([`estimators`]) sum their terms. [`report`] prints the table and JSON;
+//! [`truth`] runs each candidate on-policy in the simulated shop.
+//!
+//! The learning protocol ("learn on the log"): every candidate has its own
+//! core model ([`LocalModel`], the production training core), and after each
+//! decision it is scored on, it folds the logged (context, action, reward),
+//! whatever it would have chosen itself; the model is published every
+//! `publish_every` events, as a sink flush would. The estimators are then
+//! unbiased for the mean over the log of the value of the candidate *as it
+//! stood at each event*. That candidate learned from the logging policy's
+//! data, not from its own: a candidate that explores less than the logger
+//! sees more varied data in the log than it would on-policy (and the
+//! reverse), so the estimate is of a slightly different learner than the one
+//! that would be deployed. The gap shrinks as the models converge; `--truth`
+//! measures it on simulator logs.
+//!
+//! Only top-1 decisions are scored: the item at position 0 is the action.
+
+pub mod candidates;
+pub mod estimators;
+pub mod log;
+pub mod report;
+pub mod truth;
+
+use std::collections::{BTreeSet, HashMap};
+
+use bandit_core::event::FeedbackEvent;
+use bandit_core::{ModelSettings, RankRequest, RankScratch};
+
+use crate::error::{ClientError, Result};
+use crate::lab::local::LocalModel;
+use crate::lab::rng::Rng;
+use candidates::{CandidateSpec, Decider};
+use estimators::{Accumulator, Estimate, Mean};
+use log::{LogSource, LoggedDecision};
+
+/// How to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpeConfig {
+    /// Seeds the candidates' own random draws (stream per candidate).
+    pub seed: u64,
+    /// Switch-DR's threshold on the importance weight.
+    pub tau: f64,
+    /// Candidates publish their model after this many folded events.
+    pub publish_every: usize,
+    /// Ridge λ of DM's reward model.
+    pub ridge_lambda: f64,
+}
+
+impl Default for OpeConfig {
+    fn default() -> Self {
+        Self { seed: 1, tau: estimators::DEFAULT_TAU, publish_every: DEFAULT_PUBLISH_EVERY, ridge_lambda: 1.0 }
+    }
+}
+
+/// One candidate's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateResult {
+    pub spec: CandidateSpec,
+    /// In [`estimators::NAMES`] order.
+    pub estimates: [Estimate; 7],
+    /// The true on-policy CTR, when asked for.
+    pub truth: Option<f64>,
+}
+
+impl CandidateResult {
+    /// The estimate named `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Estimate> {
+        self.estimates.iter().find(|e| e.name == name)
+    }
+}
+
+/// The evaluation of a grid on a log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpeReport {
+    pub decisions: usize,
+    /// The `policy` field of the log's first decision.
+    pub logging_policy: String,
+    /// The logging policy's own on-policy value: the mean logged reward.
+    pub logged: Estimate,
+    /// Ranked by DR, best first.
+    pub candidates: Vec<CandidateResult>,
+    pub config: OpeConfig,
+    /// The log's actions, in the order candidates rank them.
+    pub actions: Vec<String>,
+}
+
+/// Events between two publishes of a learning policy's model, by default:
+/// a publish per event costs more than the decision itself (the trainer's
+/// flush asks the OS for the core count every time).
+pub const DEFAULT_PUBLISH_EVERY: usize = 10;
+
+/// The estimator the table is ranked by.
+pub const RANKED_BY: &str = "DR";
+
+/// A candidate walking the log.
+struct Runner {
+    spec: CandidateSpec,
+    model: LocalModel,
+    decider: Decider,
+    rng: Rng,
+    accumulator: Accumulator,
+}
+
+/// One decision as the candidates need it.
+struct Row {
+    context: Vec<f64>,
+    logged: usize,
+    mu: f64,
+    reward: f64,
+    qhat: Vec<f64>,
+    event: FeedbackEvent,
+}
+
+/// Decisions handed to the candidate threads at a time.
+const BATCH: usize = 4096;
+
+/// Evaluates every candidate of `grid` on the log.
+///
+/// # Errors
+/// An unreadable or empty log, contexts of different lengths, a core error.
+pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) -> Result<OpeReport> {
+    // Pass 1: the actions, the logging value, and DM's two fold models.
+    let mut names = BTreeSet::new();
+    let mut dim = None;
+    let mut logging_policy = String::new();
+    let mut folds: Vec<LocalModel> = Vec::new();
+    let mut logged = Mean::default();
+    let mut index = 0usize;
+    source.for_each(|d| {
+        let dim = *dim.get_or_insert(d.context.len());
+        if folds.is_empty() {
+            logging_policy.clone_from(&d.policy);
+            for _ in 0..2 {
+                folds.push(LocalModel::new(ModelSettings { dim, alpha: 0.0, lambda: config.ridge_lambda, decay: 1.0 })?);
+            }
+        }
+        let (event, reward) = example(d)?;
+        names.insert(event.product_id.clone());
+        logged.add(reward);
+        if let Some(fold) = folds.get_mut(index % 2) {
+            fold.fold(&event)?;
+        }
+        index += 1;
+        Ok(())
+    })?;
+    if index == 0 {
+        return Err(ClientError::Input("the decisions log is empty".into()));
+    }
+    for fold in &mut folds {
+        fold.publish()?;
+    }
+    // Numeric ids in numeric order (the catalogue's), others after them.
+    let mut actions: Vec<String> = names.into_iter().collect();
+    actions.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    let position: HashMap<String, usize> = actions.iter().enumerate().map(|(i, a)| (a.clone(), i)).collect();
+    let settings = |alpha: f64| ModelSettings { dim: dim.unwrap_or(0), alpha, lambda: 1.0, decay: 1.0 };
+    let mut runners = grid
+        .iter()
+        .zip(1u64..)
+        .map(|(spec, k)| {
+            Ok(Runner {
+                spec: spec.clone(),
+                model: LocalModel::new(settings(spec.alpha))?,
+                decider: Decider::default(),
+                rng: Rng::new(config.seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                accumulator: Accumulator::new(config.tau),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    // Pass 2: the candidates, a batch of decisions at a time, on all cores.
+    let mut rows: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut scratch = RankScratch::default();
+    let mut index = 0usize;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(runners.len()).max(1);
+    let mut seen = 0usize;
+    source.for_each(|d| {
+        let (event, reward) = example(d)?;
+        let top = d.top().map_or(1.0, |t| t.shown.probability);
+        let logged_at = position.get(&event.product_id).copied().unwrap_or(0);
+        let mut qhat = vec![0.0; actions.len()];
+        if let Some(other) = folds.get(1 - index % 2) {
+            let request = RankRequest { context: &d.context, alpha: 0.0, top: None };
+            for entry in other.model().rank_candidates(&request, &actions, &mut scratch)? {
+                if let Some(q) = qhat.get_mut(entry.index as usize) {
+                    *q = entry.score;
+                }
+            }
+        }
+        rows.push(Row { context: d.context.clone(), logged: logged_at, mu: top, reward, qhat, event });
+        index += 1;
+        if rows.len() == BATCH {
+            seen = run_batch(&mut runners, &rows, &actions, config, threads, seen)?;
+            rows.clear();
+        }
+        Ok(())
+    })?;
+    run_batch(&mut runners, &rows, &actions, config, threads, seen)?;
+
+    let mut candidates: Vec<CandidateResult> =
+        runners.into_iter().map(|r| CandidateResult { spec: r.spec, estimates: r.accumulator.estimates(), truth: None }).collect();
+    let key = |c: &CandidateResult| c.get(RANKED_BY).map_or(f64::NEG_INFINITY, |e| if e.value.is_nan() { f64::NEG_INFINITY } else { e.value });
+    candidates.sort_by(|a, b| key(b).total_cmp(&key(a)));
+    Ok(OpeReport { decisions: index, logging_policy, logged: logged.estimate("logged"), candidates, config: *config, actions })
+}
+
+/// The logged top item as a training event, and its reward.
+fn example(d: &LoggedDecision) -> Result<(FeedbackEvent, f64)> {
+    let top = d.top().ok_or_else(|| ClientError::Input(format!("decision {}: nothing at position 0", d.event_id)))?;
+    let event = FeedbackEvent {
+        event_id: d.event_id.clone(),
+        product_id: top.shown.product_id.clone(),
+        reward: top.reward,
+        context_vector: d.context.clone(),
+        timestamp: d.timestamp,
+    };
+    Ok((event, top.reward))
+}
+
+/// Every runner decides on, is scored on, then learns from every row; the
+/// runners are split over `threads` scoped threads. Returns the number of
+/// rows seen so far.
+fn run_batch(runners: &mut [Runner], rows: &[Row], actions: &[String], config: &OpeConfig, threads: usize, seen: usize) -> Result<usize> {
+    let per_thread = runners.len().div_ceil(threads.max(1)).max(1);
+    let publish_every = config.publish_every.max(1);
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = runners
+            .chunks_mut(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || -> Result<()> {
+                    for runner in chunk {
+                        for (offset, row) in rows.iter().enumerate() {
+                            let placed = runner.decider.decide(runner.model.model(), runner.spec.policy, runner.spec.alpha, &row.context, actions, &mut runner.rng)?;
+                            runner.accumulator.add(&runner.decider.probabilities, row.logged, row.mu, row.reward, &row.qhat, placed.index as usize);
+                            runner.model.fold(&row.event)?;
+                            if (seen + offset + 1).is_multiple_of(publish_every) {
+                                runner.model.publish()?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ClientError::Simulation("a candidate thread panicked".into())))).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(seen + rows.len())
+}
+
+/// Adds the true on-policy CTR to every candidate: the log must be a
+/// generated one (`bandit generate --format decisions`) with this `seed`
+/// and `publish_every`, which the check of its actions partly confirms.
+///
+/// # Errors
+/// A log whose actions are not the shop's for this seed; the walk's errors.
+pub fn add_truth(report: &mut OpeReport, seed: u64) -> Result<()> {
+    let walk = crate::lab::generate::ShopWalk { events: report.decisions, seed, arms: report.actions.len(), publish_every: report.config.publish_every };
+    let expected = crate::lab::generate::shop_actions(seed, walk.arms)?;
+    if expected != report.actions {
+        return Err(ClientError::Input(format!(
+            "--truth: the log's actions are not those of a shop generated with --seed {seed} and --arms {}",
+            walk.arms
+        )));
+    }
+    for candidate in &mut report.candidates {
+        candidate.truth = Some(truth::true_ctr(&walk, &candidate.spec)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::float_cmp)]
+mod tests {
+    use super::*;
+    use crate::lab::generate::{generate_decisions, ShopWalk};
+    use bandit_core::join::Decision;
+
+    fn log(policy: &str, events: usize, seed: u64) -> (String, f64) {
+        let walk = ShopWalk { events, seed, arms: 6, publish_every: DEFAULT_PUBLISH_EVERY };
+        let mut out = Vec::new();
+        let ctr = generate_decisions(&walk, candidates::parse_policy(policy).unwrap(), 0.5, &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), ctr)
+    }
+
+    /// Every line is the decisions contract (it parses as core's
+    /// `Decision`) plus a reward per shown item, and the log is a function
+    /// of the seed.
+    #[test]
+    fn generated_lines_are_the_decisions_contract_plus_rewards() {
+        let (text, ctr) = log("softmax:0.1", 300, 4);
+        assert_eq!(text, log("softmax:0.1", 300, 4).0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 300);
+        let mut clicks = 0.0;
+        for line in &lines {
+            let decision: Decision = serde_json::from_str(line).unwrap();
+            assert_eq!(decision.policy, "softmax:0.1");
+            assert_eq!(decision.context.len(), 15);
+            assert_eq!(decision.shown.len(), 1);
+            assert!(decision.shown[0].probability > 0.0 && decision.shown[0].probability <= 1.0);
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let reward = value["shown"][0]["reward"].as_f64().unwrap();
+            assert!(reward == 0.0 || reward == 1.0);
+            clicks += reward;
+        }
+        assert_eq!(clicks / 300.0, ctr);
+    }
+
+    /// The logging policy evaluated as a candidate (same α, same publish
+    /// cadence, learning on its own log) has the logger's model at every
+    /// event, so π(a|x) equals the logged probability: every weight is 1,
+    /// IPS and SNIPS equal the mean logged reward, and the ESS is n. This
+    /// checks the closed-form π of ε-greedy and softmax against the
+    /// probabilities `policy::choose` wrote into the log.
+    #[test]
+    fn the_logging_policy_as_a_candidate_has_weight_one() {
+        for policy in ["egreedy:0.3", "softmax:0.2"] {
+            let (text, ctr) = log(policy, 400, 9);
+            let grid = candidates::parse_grid(&format!("{policy}:alpha=0.5")).unwrap();
+            let report = evaluate(&LogSource::Text(text), &grid, &OpeConfig::default()).unwrap();
+            assert_eq!(report.decisions, 400);
+            assert!((report.logged.value - ctr).abs() < 1e-12);
+            let c = &report.candidates[0];
+            for name in ["IPS", "SNIPS"] {
+                let e = c.get(name).unwrap();
+                assert!((e.value - ctr).abs() < 1e-9, "{policy} {name}: {} vs {ctr}", e.value);
+                assert!((e.ess - 400.0).abs() < 1e-6, "{policy} {name}: ESS {}", e.ess);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_logs_are_clear_errors() {
+        let grid = candidates::parse_grid("random").unwrap();
+        let error = evaluate(&LogSource::Text("{\"x\":1}\n".into()), &grid, &OpeConfig::default()).unwrap_err().to_string();
+        assert!(error.starts_with("line 1: not a joined decision"), "{error}");
+        let zero = r#"{"event_id":"e","model":"m","model_version":0,"policy":"ucb","context":[1.0],"shown":[{"product_id":"a","position":0,"probability":0.0,"reward":1.0}],"timestamp":0}"#;
+        let error = evaluate(&LogSource::Text(zero.into()), &grid, &OpeConfig::default()).unwrap_err().to_string();
+        assert!(error.contains("probability in (0, 1]"), "{error}");
+        assert!(evaluate(&LogSource::Text(String::new()), &grid, &OpeConfig::default()).unwrap_err().to_string().contains("empty"));
+    }
+}
