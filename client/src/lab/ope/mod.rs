@@ -271,8 +271,13 @@ pub fn add_truth(report: &mut OpeReport, seed: u64) -> Result<()> {
             walk.arms
         )));
     }
-    for candidate in &mut report.candidates {
-        candidate.truth = Some(truth::true_ctr(&walk, &candidate.spec)?);
+    // One thread per candidate: the walks are independent.
+    let truths: Vec<Result<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = report.candidates.iter().map(|c| scope.spawn(|| truth::true_ctr(&walk, &c.spec))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ClientError::Simulation("a truth thread panicked".into())))).collect()
+    });
+    for (candidate, truth) in report.candidates.iter_mut().zip(truths) {
+        candidate.truth = Some(truth?);
     }
     Ok(())
 }
