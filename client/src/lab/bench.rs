@@ -54,11 +54,24 @@ pub struct Measured {
     pub server_us_per_call: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BenchResult {
     pub get: Measured,
     pub rank: Measured,
+    /// RANK … EVENTID e POLICY p [WITHPROBS] per policy: latency on
+    /// one connection and server time per call (no throughput phase).
+    pub policies: Vec<(&'static str, Measured)>,
 }
+
+/// The randomised policies `bench rank` times next to plain UCB, as
+/// BANDIT.RANK arguments after `… EVENTID e`.
+const POLICIES: [(&str, &[&str]); 5] = [
+    ("UCB decision", &["POLICY", "UCB", "WITHPROBS"]),
+    ("EGREEDY 0.1", &["POLICY", "EGREEDY", "0.1", "WITHPROBS"]),
+    ("SOFTMAX 0.05", &["POLICY", "SOFTMAX", "0.05", "WITHPROBS"]),
+    ("TS", &["POLICY", "TS"]),
+    ("TS WITHPROBS", &["POLICY", "TS", "WITHPROBS"]),
+];
 
 /// The model [`run`] ranks.
 const MODEL_KEY: &str = "bench:model";
@@ -230,13 +243,30 @@ fn measure(url: &str, config: &BenchConfig) -> Result<BenchResult> {
     result.rank.ops_per_s = throughput(url, &rank, config.connections, config.seconds)?;
     result.get.server_us_per_call = server_us_per_call(&mut conn, "get")?;
     result.rank.server_us_per_call = server_us_per_call(&mut conn, "bandit.rank")?;
+    for (name, arguments) in POLICIES {
+        let decided: Vec<redis::Cmd> = rank
+            .iter()
+            .zip(0..)
+            .map(|(command, i)| {
+                let mut command = command.clone();
+                command.arg("EVENTID").arg(format!("bench-{i}")).arg(arguments);
+                command
+            })
+            .collect();
+        latency(&mut conn, &decided, 500)?;
+        let () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn)?;
+        let mut measured = Measured::default();
+        (measured.p50_us, measured.p99_us) = latency(&mut conn, &decided, config.requests)?;
+        measured.server_us_per_call = server_us_per_call(&mut conn, "bandit.rank")?;
+        result.policies.push((name, measured));
+    }
     Ok(result)
 }
 
 /// The report, as printed by `bandit bench rank`.
 #[must_use]
 pub fn report(config: &BenchConfig, result: &BenchResult) -> String {
-    let BenchResult { get, rank } = result;
+    let BenchResult { get, rank, policies } = result;
     let mut out = String::new();
     out.push_str(&format!(
         "BANDIT.RANK over {} arms, d = {}, TOP {} versus GET; {} requests on 1 connection, {} connections for {:.0} s\n",
@@ -255,6 +285,17 @@ pub fn report(config: &BenchConfig, result: &BenchResult) -> String {
         rank.p99_us / get.p99_us.max(f64::MIN_POSITIVE),
         rank.ops_per_s / get.ops_per_s.max(f64::MIN_POSITIVE)
     ));
+    out.push_str("decisions (EVENTID; WITHPROBS but where shown without), one connection, server time next to plain UCB's:\n");
+    for (name, m) in policies {
+        out.push_str(&format!(
+            "{:<14} p50 {:>8.1} µs  p99 {:>8.1} µs  server {:>8.2} µs/call ({:.2}x UCB)\n",
+            name,
+            m.p50_us,
+            m.p99_us,
+            m.server_us_per_call,
+            m.server_us_per_call / rank.server_us_per_call.max(f64::MIN_POSITIVE)
+        ));
+    }
     out
 }
 

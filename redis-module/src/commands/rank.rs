@@ -280,7 +280,7 @@ fn decide(
         }
         None => rng,
     };
-    policy::choose(decision.policy, request.alpha, candidates, top, rng, policy_scratch, placed);
+    policy::place(decision.policy, request.alpha, candidates, top, rng, policy_scratch, placed, decision.with_probs);
     let id = |index: u32| match ids {
         Some(ids) => ids.get(index as usize).copied().unwrap_or_default(),
         None => model.id_at(index as usize).as_bytes(),
