@@ -141,9 +141,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
         Command::Bench(bench) => run_bench(c, bench)?,
-        Command::Generate { events, seed, out, items_out, format: GenerateFormat::Decisions, policy, alpha, arms, publish_every } => {
+        Command::Generate { events, seed, out, items_out, format: GenerateFormat::Decisions, policy, alpha, arms, top, publish_every } => {
             let logging = bandit::lab::ope::candidates::parse_policy(&policy)?;
-            let walk = bandit::lab::generate::ShopWalk { events, seed, arms, publish_every };
+            let walk = bandit::lab::generate::ShopWalk { events, seed, arms, publish_every, top };
             let file = std::fs::File::create(&out).with_context(|| format!("writing {}", out.display()))?;
             let mut writer = std::io::BufWriter::new(file);
             let ctr = bandit::lab::generate::generate_decisions(&walk, logging, alpha, &mut writer)?;

@@ -27,7 +27,7 @@ fn intervals_of_ips_snips_and_dr_cover_the_true_ctr() {
     let mut covered = vec![[0usize; 3]; grid.len()];
     let mut lines = Vec::new();
     for seed in SEEDS {
-        let walk = ShopWalk { events: EVENTS, seed, arms: DEFAULT_ARMS, publish_every: ope::DEFAULT_PUBLISH_EVERY };
+        let walk = ShopWalk { events: EVENTS, seed, arms: DEFAULT_ARMS, publish_every: ope::DEFAULT_PUBLISH_EVERY, top: 1 };
         let mut text = Vec::new();
         generate_decisions(&walk, logging, 1.0, &mut text).unwrap();
         let config = OpeConfig { seed, ..OpeConfig::default() };

@@ -230,6 +230,9 @@ pub enum Command {
         /// Actions of --format decisions: this many products spread evenly over the menu.
         #[arg(long, default_value_t = 10, value_parser = at_least_one())]
         arms: usize,
+        /// Products shown per decision (--format decisions): the visitor reads them top-down and clicks at most one.
+        #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+        top: usize,
         /// The logging policy publishes its model after this many events (--format decisions).
         #[arg(long, default_value_t = 10, value_parser = at_least_one())]
         publish_every: usize,

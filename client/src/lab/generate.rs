@@ -18,7 +18,7 @@ use bandit_core::ModelSettings;
 
 use crate::error::{ClientError, Result};
 use crate::lab::local::LocalModel;
-use crate::lab::ope::candidates::Decider;
+use crate::lab::ope::candidates::{Choice, Decider};
 use crate::lab::ope::log::{LoggedDecision, ShownReward};
 use crate::lab::rng::Rng;
 use crate::lab::shop::{Catalogue, Category, Product, Tastes, Visit, DIM, FEATURE_NAMES};
@@ -69,6 +69,10 @@ pub struct ShopWalk {
     pub arms: usize,
     /// The policy's model is published (the sink's flush) after this many events.
     pub publish_every: usize,
+    /// Products shown per visit (the slate). The visitor reads them in
+    /// order and clicks the first one a Bernoulli draw accepts (the shop's
+    /// cascade); the model learns from the items at or above the click.
+    pub top: usize,
 }
 
 /// Actions of a decisions log by default: ten products, every category but
@@ -87,21 +91,36 @@ pub struct Step<'a> {
     pub context: &'a [f64],
     /// The model's version when it decided.
     pub version: u64,
-    pub placed: Placed,
-    /// π(·|x) of the policy (see [`crate::lab::ope::candidates`]).
+    /// The slate, top first.
+    pub placed: &'a [Placed],
+    /// π(·|x) of the policy's first position (see [`crate::lab::ope::candidates`]).
     pub probabilities: &'a [f64],
     pub products: &'a [&'a Product],
-    pub reward: f64,
+    /// The position clicked, if any.
+    pub clicked: Option<usize>,
+}
+
+impl Step<'_> {
+    /// The reward of the item at `position`: 1 where the visitor clicked.
+    #[must_use]
+    pub fn reward(&self, position: usize) -> f64 {
+        if self.clicked == Some(position) {
+            1.0
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The 2026-01-01 epoch of decision timestamps (Unix ms); one decision a second.
 const START_MS: i64 = END_UNIX_SECONDS * 1000;
 
 /// Walks the shop: visitor i (from the stream `Rng::new(seed)`) gets the
-/// top-1 of `policy` (randomness seeded from the event id `e{i+1}` and the
-/// model's version, as BANDIT.RANK … EVENTID seeds it), clicks per the
-/// hidden click model (stream `seed + 2`), and the outcome is folded into
-/// the policy's model. `each` sees every step before it is learned from.
+/// top `walk.top` of `policy` (randomness seeded from the event id `e{i+1}`
+/// and the model's version, as BANDIT.RANK … EVENTID seeds it), reacts per
+/// the hidden click model (stream `seed + 2`, [`Tastes::react`]), and the
+/// items at or above the click (all when none) are folded into the policy's
+/// model. `each` sees every step before it is learned from.
 ///
 /// # Errors
 /// More arms than the catalogue has; the model's errors; `each`'s.
@@ -114,18 +133,28 @@ pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, mut each: impl FnM
     let mut clicks = Rng::new(walk.seed.wrapping_add(2));
     let mut decider = Decider::default();
     let publish_every = walk.publish_every.max(1);
+    let mut shown: Vec<&Product> = Vec::with_capacity(walk.top);
     for index in 0..walk.events {
         let visit = Visit::random(&mut visits);
         let context = visit.context();
         let event_id = format!("e{}", index + 1);
         let version = model.model().version();
         let mut rng = Rng::new(policy::seed(event_id.as_bytes(), version));
-        let placed = decider.decide(model.model(), policy, alpha, &context, &ids, &mut rng)?;
-        let product = products.get(placed.index as usize).ok_or_else(|| ClientError::Simulation("placed an unknown action".into()))?;
-        let reward = if clicks.bernoulli(Tastes::Usual.click_probability(&visit, product)) { 1.0 } else { 0.0 };
-        each(&Step { index, event_id: &event_id, visit: &visit, context: &context, version, placed, probabilities: &decider.probabilities, products: &products, reward })?;
+        decider.decide(model.model(), Choice { policy, alpha, top: walk.top }, &context, &ids, &mut rng)?;
+        let placed = decider.placed();
+        shown.clear();
+        for p in placed {
+            shown.push(products.get(p.index as usize).ok_or_else(|| ClientError::Simulation("placed an unknown action".into()))?);
+        }
+        let clicked = Tastes::Usual.react(&mut clicks, &visit, &shown);
+        let step = Step { index, event_id: &event_id, visit: &visit, context: &context, version, placed, probabilities: &decider.probabilities, products: &products, clicked };
+        each(&step)?;
         let timestamp = START_MS + index as i64 * 1000;
-        model.fold(&FeedbackEvent { event_id, product_id: product.id.clone(), reward, context_vector: context.to_vec(), timestamp })?;
+        let read = clicked.map_or(shown.len(), |position| position + 1);
+        for (position, product) in shown.iter().enumerate().take(read) {
+            let reward = step.reward(position);
+            model.fold(&FeedbackEvent { event_id: event_id.clone(), product_id: product.id.clone(), reward, context_vector: context.to_vec(), timestamp })?;
+        }
         if (index + 1).is_multiple_of(publish_every) {
             model.publish()?;
         }
@@ -153,7 +182,7 @@ fn spread(catalogue: &Catalogue, arms: usize) -> Result<Vec<&Product>> {
 /// Writes the joined decision log of `policy` (α `alpha`) walking the shop,
 /// one JSON line per decision (shape in [`crate::lab::ope::log`]); the
 /// `policy` field spells it as BANDIT.RANK's POLICY does (uniform is
-/// `egreedy:1`). Returns the mean logged reward.
+/// `egreedy:1`). Returns the share of decisions with a click.
 ///
 /// # Errors
 /// As [`walk_shop`]; write errors.
@@ -161,17 +190,25 @@ pub fn generate_decisions(walk: &ShopWalk, policy: Policy, alpha: f64, out: &mut
     let spelled = crate::lab::ope::candidates::spelled(policy);
     let mut clicks = 0.0;
     walk_shop(walk, policy, alpha, |step| {
-        let product = step.products.get(step.placed.index as usize).map(|p| p.id.clone()).unwrap_or_default();
+        let shown = step
+            .placed
+            .iter()
+            .zip(0u32..)
+            .map(|(p, position)| {
+                let product_id = step.products.get(p.index as usize).map(|p| p.id.clone()).unwrap_or_default();
+                ShownReward { shown: Shown { product_id, position, probability: p.probability }, reward: step.reward(position as usize) }
+            })
+            .collect();
         let line = LoggedDecision {
             event_id: step.event_id.to_owned(),
             model: "shop".into(),
             model_version: step.version,
             policy: spelled.clone(),
             context: step.context.to_vec(),
-            shown: vec![ShownReward { shown: Shown { product_id: product, position: 0, probability: step.placed.probability }, reward: step.reward }],
+            shown,
             timestamp: START_MS + step.index as i64 * 1000,
         };
-        clicks += step.reward;
+        clicks += f64::from(u8::from(step.clicked.is_some()));
         serde_json::to_writer(&mut *out, &line).map_err(|e| ClientError::Input(format!("writing the log: {e}")))?;
         out.write_all(b"\n").map_err(ClientError::Io)
     })?;

@@ -90,6 +90,14 @@ pub fn spelled(policy: Policy) -> String {
     }
 }
 
+/// How a decision is made: the policy, its α, and how many items it places.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    pub policy: Policy,
+    pub alpha: f64,
+    pub top: usize,
+}
+
 /// Working memory of [`Decider::decide`]; nothing is allocated per decision
 /// once it has grown.
 #[derive(Debug, Default)]
@@ -104,14 +112,16 @@ pub struct Decider {
 }
 
 impl Decider {
-    /// Ranks `actions` for `context` under `model` with α, places the top
-    /// item under `policy` and fills [`Self::probabilities`]. Returns the
-    /// placed item: `index` into `actions`, and its probability as
-    /// `policy::choose` gives it (what the log records).
+    /// Ranks `actions` for `context` under `model` with the choice's α, places
+    /// its `top` items under its policy and fills [`Self::probabilities`] (of the
+    /// first position). Returns the top item; [`Self::placed`] has them all:
+    /// `index` into `actions`, and the probability of each placement given
+    /// the items above, as `policy::choose` gives it (what the log records).
     ///
     /// # Errors
     /// [`ClientError::Core`] for a context of another dim; an empty action list.
-    pub fn decide(&mut self, model: &Model, policy: Policy, alpha: f64, context: &[f64], actions: &[String], rng: &mut Rng) -> Result<Placed> {
+    pub fn decide(&mut self, model: &Model, choice: Choice, context: &[f64], actions: &[String], rng: &mut Rng) -> Result<Placed> {
+        let Choice { policy, alpha, top } = choice;
         let request = RankRequest { context, alpha, top: None };
         if policy == Policy::Thompson && alpha > 0.0 {
             // The module's way: the means are the scores at α = 0.
@@ -133,10 +143,44 @@ impl Decider {
             };
             self.candidates.push(candidate);
         }
-        policy::choose(policy, alpha, &self.candidates, 1, rng, &mut self.scratch, &mut self.placed);
+        policy::choose(policy, alpha, &self.candidates, top.max(1), rng, &mut self.scratch, &mut self.placed);
         let placed = *self.placed.first().ok_or_else(|| ClientError::Input("no action to choose from".into()))?;
         self.fill_probabilities(policy, alpha, actions.len(), placed.index);
         Ok(placed)
+    }
+
+    /// The slate of the last [`Self::decide`], top first.
+    #[must_use]
+    pub fn placed(&self) -> &[Placed] {
+        &self.placed
+    }
+
+    /// After [`Self::decide`] on the same context: the probability that the
+    /// policy places `slate[j]` at position j given `slate[..j]` above it,
+    /// for every j, into `out` (the closed forms of `core/src/policy.rs`:
+    /// UCB and ε-greedy look for the best remaining by UCB score, softmax
+    /// normalises over the remaining). None for Thompson sampling, whose
+    /// conditional probabilities core does not give for an arbitrary slate.
+    pub fn conditional(&self, policy: Policy, alpha: f64, slate: &[usize], out: &mut Vec<f64>) -> Option<()> {
+        out.clear();
+        let above = |c: &Candidate, j: usize| slate.get(..j).is_some_and(|prefix| prefix.contains(&(c.index as usize)));
+        for (j, &item) in slate.iter().enumerate() {
+            let best = self.candidates.iter().find(|c| !above(c, j)).map(|c| c.index as usize);
+            let remaining = self.candidates.len().saturating_sub(j) as f64;
+            let p = match policy {
+                Policy::Ucb => f64::from(u8::from(best == Some(item))),
+                Policy::EpsilonGreedy { epsilon } => (1.0 - epsilon) * f64::from(u8::from(best == Some(item))) + epsilon / remaining,
+                Policy::Softmax { temperature } => {
+                    let score = |c: &Candidate| (c.mean + alpha * c.width) / temperature;
+                    let max = self.candidates.iter().filter(|c| !above(c, j)).map(score).fold(f64::NEG_INFINITY, f64::max);
+                    let total: f64 = self.candidates.iter().filter(|c| !above(c, j)).map(|c| (score(c) - max).exp()).sum();
+                    self.candidates.iter().find(|c| c.index as usize == item).map_or(0.0, |c| (score(c) - max).exp() / total)
+                }
+                Policy::Thompson => return None,
+            };
+            out.push(p);
+        }
+        Some(())
     }
 
     fn fill_probabilities(&mut self, policy: Policy, alpha: f64, count: usize, placed: u32) {

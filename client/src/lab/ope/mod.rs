@@ -20,7 +20,13 @@
 //! that would be deployed. The gap shrinks as the models converge; `--truth`
 //! measures it on simulator logs.
 //!
-//! Only top-1 decisions are scored: the item at position 0 is the action.
+//! The top-1 estimators score the item at position 0 and its reward (its
+//! logged probability is then the marginal one). Slates (k > 1) are scored
+//! as a whole by the cascade estimator RIPS ([`estimators::Cascade`]): the
+//! candidates' conditional probabilities of the logged items come from
+//! [`Decider::conditional`]; Thompson sampling has none (n/a). Candidates
+//! learn from the items at or above the lowest rewarded one (all when none
+//! is), the join's cascade impressions.
 
 pub mod candidates;
 pub mod estimators;
@@ -36,8 +42,8 @@ use bandit_core::{ModelSettings, RankRequest, RankScratch};
 use crate::error::{ClientError, Result};
 use crate::lab::local::LocalModel;
 use crate::lab::rng::Rng;
-use candidates::{CandidateSpec, Decider};
-use estimators::{Accumulator, Estimate, Mean};
+use candidates::{CandidateSpec, Choice, Decider};
+use estimators::{Accumulator, Cascade, Estimate, Mean};
 use log::{LogSource, LoggedDecision};
 
 /// How to evaluate.
@@ -63,10 +69,13 @@ impl Default for OpeConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidateResult {
     pub spec: CandidateSpec,
-    /// In [`estimators::NAMES`] order.
-    pub estimates: [Estimate; 7],
-    /// The true on-policy CTR, when asked for.
+    /// In [`estimators::NAMES`] order, then RIPS where the candidate has
+    /// conditional probabilities.
+    pub estimates: Vec<Estimate>,
+    /// The true on-policy CTR of the top position, when asked for.
     pub truth: Option<f64>,
+    /// The true on-policy share of slates with a click, when asked for.
+    pub truth_slate: Option<f64>,
 }
 
 impl CandidateResult {
@@ -83,8 +92,12 @@ pub struct OpeReport {
     pub decisions: usize,
     /// The `policy` field of the log's first decision.
     pub logging_policy: String,
-    /// The logging policy's own on-policy value: the mean logged reward.
+    /// The logging policy's own on-policy value: the mean logged reward at position 0.
     pub logged: Estimate,
+    /// The mean logged reward of a whole slate (Σ over its items).
+    pub logged_slate: Estimate,
+    /// The longest slate in the log.
+    pub top: usize,
     /// Ranked by DR, best first.
     pub candidates: Vec<CandidateResult>,
     pub config: OpeConfig,
@@ -107,16 +120,20 @@ struct Runner {
     decider: Decider,
     rng: Rng,
     accumulator: Accumulator,
+    cascade: Option<Cascade>,
+    conditional: Vec<f64>,
 }
 
 /// One decision as the candidates need it.
 struct Row {
     context: Vec<f64>,
-    logged: usize,
-    mu: f64,
-    reward: f64,
+    /// The slate (action indices), its logged probabilities and rewards, top first.
+    slate: Vec<usize>,
+    mu: Vec<f64>,
+    rewards: Vec<f64>,
     qhat: Vec<f64>,
-    event: FeedbackEvent,
+    /// The cascade impressions, to learn from.
+    events: Vec<FeedbackEvent>,
 }
 
 /// Decisions handed to the candidate threads at a time.
@@ -133,6 +150,8 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
     let mut logging_policy = String::new();
     let mut folds: Vec<LocalModel> = Vec::new();
     let mut logged = Mean::default();
+    let mut logged_slate = Mean::default();
+    let mut top = 1;
     let mut index = 0usize;
     source.for_each(|d| {
         let dim = *dim.get_or_insert(d.context.len());
@@ -143,8 +162,12 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
             }
         }
         let (event, reward) = example(d)?;
-        names.insert(event.product_id.clone());
+        for shown in &d.shown {
+            names.insert(shown.shown.product_id.clone());
+        }
+        top = top.max(d.shown.len());
         logged.add(reward);
+        logged_slate.add(d.shown.iter().map(|s| s.reward).sum());
         if let Some(fold) = folds.get_mut(index % 2) {
             fold.fold(&event)?;
         }
@@ -172,6 +195,8 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
                 decider: Decider::default(),
                 rng: Rng::new(config.seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 accumulator: Accumulator::new(config.tau),
+                cascade: Some(Cascade::default()),
+                conditional: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -183,9 +208,23 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(runners.len()).max(1);
     let mut seen = 0usize;
     source.for_each(|d| {
-        let (event, reward) = example(d)?;
-        let top = d.top().map_or(1.0, |t| t.shown.probability);
-        let logged_at = position.get(&event.product_id).copied().unwrap_or(0);
+        let mut ordered: Vec<&log::ShownReward> = d.shown.iter().collect();
+        ordered.sort_by_key(|s| s.shown.position);
+        let slate = ordered.iter().map(|s| position.get(&s.shown.product_id).copied().unwrap_or(0)).collect();
+        let mu = ordered.iter().map(|s| s.shown.probability).collect();
+        let rewards: Vec<f64> = ordered.iter().map(|s| s.reward).collect();
+        let read = rewards.iter().rposition(|r| *r > 0.0).map_or(ordered.len(), |last| last + 1);
+        let events = ordered
+            .iter()
+            .take(read)
+            .map(|s| FeedbackEvent {
+                event_id: d.event_id.clone(),
+                product_id: s.shown.product_id.clone(),
+                reward: s.reward,
+                context_vector: d.context.clone(),
+                timestamp: d.timestamp,
+            })
+            .collect();
         let mut qhat = vec![0.0; actions.len()];
         if let Some(other) = folds.get(1 - index % 2) {
             let request = RankRequest { context: &d.context, alpha: 0.0, top: None };
@@ -195,7 +234,7 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
                 }
             }
         }
-        rows.push(Row { context: d.context.clone(), logged: logged_at, mu: top, reward, qhat, event });
+        rows.push(Row { context: d.context.clone(), slate, mu, rewards, qhat, events });
         index += 1;
         if rows.len() == BATCH {
             seen = run_batch(&mut runners, &rows, &actions, config, threads, seen)?;
@@ -205,11 +244,26 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
     })?;
     run_batch(&mut runners, &rows, &actions, config, threads, seen)?;
 
-    let mut candidates: Vec<CandidateResult> =
-        runners.into_iter().map(|r| CandidateResult { spec: r.spec, estimates: r.accumulator.estimates(), truth: None }).collect();
+    let mut candidates: Vec<CandidateResult> = runners
+        .into_iter()
+        .map(|r| {
+            let mut estimates = r.accumulator.estimates().to_vec();
+            estimates.extend(r.cascade.map(|c| c.estimate()));
+            CandidateResult { spec: r.spec, estimates, truth: None, truth_slate: None }
+        })
+        .collect();
     let key = |c: &CandidateResult| c.get(RANKED_BY).map_or(f64::NEG_INFINITY, |e| if e.value.is_nan() { f64::NEG_INFINITY } else { e.value });
     candidates.sort_by(|a, b| key(b).total_cmp(&key(a)));
-    Ok(OpeReport { decisions: index, logging_policy, logged: logged.estimate("logged"), candidates, config: *config, actions })
+    Ok(OpeReport {
+        decisions: index,
+        logging_policy,
+        logged: logged.estimate("logged"),
+        logged_slate: logged_slate.estimate("logged slate"),
+        top,
+        candidates,
+        config: *config,
+        actions,
+    })
 }
 
 /// The logged top item as a training event, and its reward.
@@ -238,9 +292,23 @@ fn run_batch(runners: &mut [Runner], rows: &[Row], actions: &[String], config: &
                 scope.spawn(move || -> Result<()> {
                     for runner in chunk {
                         for (offset, row) in rows.iter().enumerate() {
-                            let placed = runner.decider.decide(runner.model.model(), runner.spec.policy, runner.spec.alpha, &row.context, actions, &mut runner.rng)?;
-                            runner.accumulator.add(&runner.decider.probabilities, row.logged, row.mu, row.reward, &row.qhat, placed.index as usize);
-                            runner.model.fold(&row.event)?;
+                            let (spec, decider) = (&runner.spec, &mut runner.decider);
+                            let choice = Choice { policy: spec.policy, alpha: spec.alpha, top: 1 };
+                            let placed = decider.decide(runner.model.model(), choice, &row.context, actions, &mut runner.rng)?;
+                            let (logged, mu, reward) = (row.slate.first(), row.mu.first(), row.rewards.first());
+                            if let (Some(&logged), Some(&mu), Some(&reward)) = (logged, mu, reward) {
+                                runner.accumulator.add(&decider.probabilities, logged, mu, reward, &row.qhat, placed.index as usize);
+                            }
+                            if decider.conditional(spec.policy, spec.alpha, &row.slate, &mut runner.conditional).is_some() {
+                                if let Some(cascade) = runner.cascade.as_mut() {
+                                    cascade.add(&runner.conditional, &row.mu, &row.rewards);
+                                }
+                            } else {
+                                runner.cascade = None;
+                            }
+                            for event in &row.events {
+                                runner.model.fold(event)?;
+                            }
                             if (seen + offset + 1).is_multiple_of(publish_every) {
                                 runner.model.publish()?;
                             }
@@ -263,7 +331,13 @@ fn run_batch(runners: &mut [Runner], rows: &[Row], actions: &[String], config: &
 /// # Errors
 /// A log whose actions are not the shop's for this seed; the walk's errors.
 pub fn add_truth(report: &mut OpeReport, seed: u64) -> Result<()> {
-    let walk = crate::lab::generate::ShopWalk { events: report.decisions, seed, arms: report.actions.len(), publish_every: report.config.publish_every };
+    let walk = crate::lab::generate::ShopWalk {
+        events: report.decisions,
+        seed,
+        arms: report.actions.len(),
+        publish_every: report.config.publish_every,
+        top: report.top,
+    };
     let expected = crate::lab::generate::shop_actions(seed, walk.arms)?;
     if expected != report.actions {
         return Err(ClientError::Input(format!(
@@ -272,12 +346,14 @@ pub fn add_truth(report: &mut OpeReport, seed: u64) -> Result<()> {
         )));
     }
     // One thread per candidate: the walks are independent.
-    let truths: Vec<Result<f64>> = std::thread::scope(|scope| {
+    let truths: Vec<Result<truth::Truth>> = std::thread::scope(|scope| {
         let handles: Vec<_> = report.candidates.iter().map(|c| scope.spawn(|| truth::true_ctr(&walk, &c.spec))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ClientError::Simulation("a truth thread panicked".into())))).collect()
     });
     for (candidate, truth) in report.candidates.iter_mut().zip(truths) {
-        candidate.truth = Some(truth?);
+        let truth = truth?;
+        candidate.truth = Some(truth.top);
+        candidate.truth_slate = Some(truth.slate);
     }
     Ok(())
 }
@@ -290,7 +366,11 @@ mod tests {
     use bandit_core::join::Decision;
 
     fn log(policy: &str, events: usize, seed: u64) -> (String, f64) {
-        let walk = ShopWalk { events, seed, arms: 6, publish_every: DEFAULT_PUBLISH_EVERY };
+        slates(policy, events, seed, 1)
+    }
+
+    fn slates(policy: &str, events: usize, seed: u64, top: usize) -> (String, f64) {
+        let walk = ShopWalk { events, seed, arms: 6, publish_every: DEFAULT_PUBLISH_EVERY, top };
         let mut out = Vec::new();
         let ctr = generate_decisions(&walk, candidates::parse_policy(policy).unwrap(), 0.5, &mut out).unwrap();
         (String::from_utf8(out).unwrap(), ctr)
@@ -340,6 +420,27 @@ mod tests {
                 assert!((e.value - ctr).abs() < 1e-9, "{policy} {name}: {} vs {ctr}", e.value);
                 assert!((e.ess - 400.0).abs() < 1e-6, "{policy} {name}: ESS {}", e.ess);
             }
+        }
+    }
+
+    /// The same on slates of three: each logged item's conditional
+    /// probability under the logger-as-candidate equals the logged one, so
+    /// every cascade weight is 1 and RIPS is the mean slate reward (the
+    /// share of slates clicked), with ESS n. Thompson sampling has no RIPS.
+    #[test]
+    fn slates_the_logging_policy_as_a_candidate_has_cascade_weight_one() {
+        for policy in ["egreedy:0.3", "softmax:0.2"] {
+            let (text, ctr) = slates(policy, 300, 5, 3);
+            assert!(text.lines().all(|l| serde_json::from_str::<Decision>(l).unwrap().shown.len() == 3));
+            let grid = candidates::parse_grid(&format!("{policy}:alpha=0.5;ts")).unwrap();
+            let report = evaluate(&LogSource::Text(text), &grid, &OpeConfig::default()).unwrap();
+            assert_eq!(report.top, 3);
+            assert!((report.logged_slate.value - ctr).abs() < 1e-12);
+            let me = report.candidates.iter().find(|c| c.spec.name.starts_with(policy)).unwrap();
+            let rips = me.get("RIPS").unwrap();
+            assert!((rips.value - ctr).abs() < 1e-9, "{policy}: RIPS {} vs {ctr}", rips.value);
+            assert!((rips.ess - 300.0).abs() < 1e-6, "{policy}: ESS {}", rips.ess);
+            assert!(report.candidates.iter().find(|c| c.spec.name == "ts").unwrap().get("RIPS").is_none());
         }
     }
 

@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::estimators::{Estimate, NAMES};
+use super::estimators::Estimate;
 use super::{OpeReport, RANKED_BY};
 
 /// Columns of the table, after the candidate.
-const COLUMNS: [&str; 7] = ["DR", "IPS", "SNIPS", "SNDR", "Switch-DR", "DM", "Replay"];
+const COLUMNS: [&str; 8] = ["DR", "IPS", "SNIPS", "SNDR", "Switch-DR", "DM", "Replay", "RIPS"];
 
 fn cell(e: Option<&Estimate>) -> String {
     match e {
@@ -36,6 +36,14 @@ pub fn table(report: &OpeReport) -> String {
         report.logging_policy,
         cell(Some(&report.logged))
     );
+    if report.top > 1 {
+        let _ = writeln!(
+            out,
+            "slates of up to {}: the top-1 estimators score position 0; RIPS (cascade) the whole slate, whose logged value is {}",
+            report.top,
+            cell(Some(&report.logged_slate))
+        );
+    }
     let _ = writeln!(
         out,
         "95% intervals: analytic normal (delta method for SNIPS and SNDR); Switch-DR τ = {}; DM: ridge (λ = {}) per action, 2-fold cross-fitted; candidates learn on the log, seed {}; ranked by {RANKED_BY}\n",
@@ -43,9 +51,9 @@ pub fn table(report: &OpeReport) -> String {
     );
     let truth = report.candidates.iter().any(|c| c.truth.is_some());
     let _ = write!(out, "| # | candidate | {} | replay n | ESS |", COLUMNS.join(" | "));
-    out.push_str(if truth { " true CTR |\n" } else { "\n" });
+    out.push_str(if truth { " true CTR | true slate CTR |\n" } else { "\n" });
     let _ = write!(out, "|---|---|{}---|---|", "---|".repeat(COLUMNS.len()));
-    out.push_str(if truth { "---|\n" } else { "\n" });
+    out.push_str(if truth { "---|---|\n" } else { "\n" });
     for (rank, c) in report.candidates.iter().enumerate() {
         let _ = write!(out, "| {} | {} |", rank + 1, c.spec.name);
         for name in COLUMNS {
@@ -54,11 +62,11 @@ pub fn table(report: &OpeReport) -> String {
         let replay = c.get("Replay").map_or(0.0, |e| e.ess);
         let ess = c.get("IPS").map_or(0.0, |e| e.ess);
         let _ = write!(out, " {replay:.0} | {ess:.1} |");
-        match c.truth {
-            Some(t) => {
-                let _ = writeln!(out, " {t:.4} |");
+        match (c.truth, c.truth_slate) {
+            (Some(t), Some(slate)) => {
+                let _ = writeln!(out, " {t:.4} | {slate:.4} |");
             }
-            None => out.push('\n'),
+            _ => out.push('\n'),
         }
     }
     out
@@ -80,13 +88,14 @@ pub fn json(report: &OpeReport) -> String {
         .candidates
         .iter()
         .map(|c| {
-            let estimates: Map<String, Value> = NAMES.iter().filter_map(|n| c.get(n).map(|e| ((*n).to_owned(), estimate(e)))).collect();
+            let estimates: Map<String, Value> = c.estimates.iter().map(|e| (e.name.to_owned(), estimate(e))).collect();
             json!({
                 "name": c.spec.name,
                 "policy": super::candidates::spelled(c.spec.policy),
                 "alpha": c.spec.alpha,
                 "estimates": estimates,
                 "true_ctr": c.truth.map_or(Value::Null, number),
+                "true_slate_ctr": c.truth_slate.map_or(Value::Null, number),
             })
         })
         .collect();
@@ -95,6 +104,8 @@ pub fn json(report: &OpeReport) -> String {
         "actions": report.actions.len(),
         "logging_policy": report.logging_policy,
         "logged_value": estimate(&report.logged),
+        "logged_slate_value": estimate(&report.logged_slate),
+        "top": report.top,
         "interval": "95% analytic normal (delta method for SNIPS and SNDR)",
         "switch_tau": report.config.tau,
         "ridge_lambda": report.config.ridge_lambda,
