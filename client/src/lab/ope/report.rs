@@ -7,7 +7,8 @@ use serde_json::{json, Map, Value};
 use super::estimators::Estimate;
 use super::{OpeReport, RANKED_BY};
 
-/// Columns of the table, after the candidate.
+/// Columns of the table, after the candidate; RIPS only for slates (on
+/// top-1 decisions it is IPS).
 const COLUMNS: [&str; 8] = ["DR", "IPS", "SNIPS", "SNDR", "Switch-DR", "DM", "Replay", "RIPS"];
 
 fn cell(e: Option<&Estimate>) -> String {
@@ -50,21 +51,34 @@ pub fn table(report: &OpeReport) -> String {
         report.config.tau, report.config.ridge_lambda, report.config.seed
     );
     let truth = report.candidates.iter().any(|c| c.truth.is_some());
-    let _ = write!(out, "| # | candidate | {} | replay n | ESS |", COLUMNS.join(" | "));
-    out.push_str(if truth { " true CTR | true slate CTR |\n" } else { "\n" });
-    let _ = write!(out, "|---|---|{}---|---|", "---|".repeat(COLUMNS.len()));
-    out.push_str(if truth { "---|---|\n" } else { "\n" });
+    let columns = COLUMNS.get(..if report.top > 1 { COLUMNS.len() } else { COLUMNS.len() - 1 }).unwrap_or(&COLUMNS);
+    let _ = write!(out, "| # | candidate | {} | replay n | ESS |", columns.join(" | "));
+    let slates = report.top > 1;
+    out.push_str(match (truth, slates) {
+        (true, true) => " true CTR | true slate CTR |\n",
+        (true, false) => " true CTR |\n",
+        (false, _) => "\n",
+    });
+    let _ = write!(out, "|---|---|{}---|---|", "---|".repeat(columns.len()));
+    out.push_str(match (truth, slates) {
+        (true, true) => "---|---|\n",
+        (true, false) => "---|\n",
+        (false, _) => "\n",
+    });
     for (rank, c) in report.candidates.iter().enumerate() {
         let _ = write!(out, "| {} | {} |", rank + 1, c.spec.name);
-        for name in COLUMNS {
+        for name in columns {
             let _ = write!(out, " {} |", cell(c.get(name)));
         }
         let replay = c.get("Replay").map_or(0.0, |e| e.ess);
         let ess = c.get("IPS").map_or(0.0, |e| e.ess);
         let _ = write!(out, " {replay:.0} | {ess:.1} |");
         match (c.truth, c.truth_slate) {
-            (Some(t), Some(slate)) => {
+            (Some(t), Some(slate)) if slates => {
                 let _ = writeln!(out, " {t:.4} | {slate:.4} |");
+            }
+            (Some(t), _) => {
+                let _ = writeln!(out, " {t:.4} |");
             }
             _ => out.push('\n'),
         }
