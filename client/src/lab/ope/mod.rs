@@ -184,7 +184,8 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
     let mut actions: Vec<String> = names.into_iter().collect();
     actions.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
     let position: HashMap<String, usize> = actions.iter().enumerate().map(|(i, a)| (a.clone(), i)).collect();
-    let settings = |alpha: f64| ModelSettings { dim: dim.unwrap_or(0), alpha, lambda: 1.0, decay: 1.0 };
+    // The candidates learn as the generated logger does (λ and no forgetting).
+    let settings = |alpha: f64| ModelSettings { dim: dim.unwrap_or(0), alpha, lambda: crate::lab::generate::LAMBDA, decay: 1.0 };
     let mut runners = grid
         .iter()
         .zip(1u64..)
