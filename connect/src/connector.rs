@@ -155,11 +155,12 @@ impl Connector {
             return self.primary();
         }
         let replica = match &self.target.topology {
-            Topology::Node { replicas, .. } => {
+            Topology::Node { replicas, db, .. } => {
                 let start = NEXT_REPLICA.fetch_add(1, Ordering::Relaxed);
+                // The replicas hold the primary's databases: read the one the URL names.
                 (0..replicas.len())
                     .filter_map(|i| replicas.get((start + i) % replicas.len()))
-                    .find_map(|node| self.node(node, 0).ok())
+                    .find_map(|node| self.node(node, db.unwrap_or(0)).ok())
                     .map(Connection::Node)
             }
             Topology::Cluster { seeds } => return self.cluster(&seeds.clone(), true).or_else(|_| self.primary()),

@@ -245,6 +245,11 @@ impl Target {
             return Err(ConnectError::url("a #fragment is not accepted (#insecure is not offered: the server certificate is always verified)"));
         }
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // An @ after the ? with none before it: a password with a raw ?. The
+        // message must not echo any of it.
+        if !rest.contains('@') && query.contains('@') {
+            return Err(ConnectError::url("the userinfo holds a raw '?': percent-encode it in the password (%3F), as '@' (%40), '#' (%23) and '/' (%2F)"));
+        }
         let mut query = Query::parse(query)?;
         // The last @ ends the userinfo, so a password may hold / or @.
         let (userinfo, rest) = match rest.rfind('@') {

@@ -160,6 +160,11 @@ fn passwords_never_show() {
         format!("rediss://app:{PASSWORD}@h:1?tls_cert=/c"),
         format!("redis+sentinel://s:1/m?sentinel_password={encoded}&sentinel_password=2"),
         format!("redis://app:{PASSWORD}@h:1#insecure"),
+        // Raw ?, #, / and @ in the password, which should have been percent-encoded.
+        "redis://app:pa55?w0rd@h:1".to_owned(),
+        "redis://app:pa55?w0rd@h:1/0?read_from=replica".to_owned(),
+        "redis://app:pa55#w0rd@h:1".to_owned(),
+        "redis+cluster://app:pa55?x@a:1,b:2".to_owned(),
     ] {
         let text = error(&url);
         assert!(!text.contains("pa55"), "{url}: {text}");

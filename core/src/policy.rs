@@ -134,8 +134,16 @@ pub struct PolicyScratch {
     /// (key, candidate position), best first after sorting.
     keyed: Vec<(f64, u32)>,
     remaining: Vec<u32>,
-    placed: Vec<u32>,
+    /// ε-greedy: each position's slot in `remaining` (u32::MAX once placed).
+    slot_of: Vec<u32>,
+    /// Softmax and TS: whether each position is placed.
+    placed: Vec<bool>,
 }
+
+/// The most candidates × TOP for which RANK computes Thompson sampling's
+/// placement probabilities: each costs a quadrature over every remaining
+/// candidate, and RANK runs on Redis' main thread.
+pub const TS_PROBABILITY_BUDGET: usize = 20_000;
 
 /// Places up to `top` of `candidates` (which must be best first by UCB
 /// score, ties broken as the ranker breaks them) under `policy`, into `out`.
@@ -171,17 +179,36 @@ pub fn place(
     match policy {
         Policy::Ucb => out.extend(candidates.iter().take(k).map(|c| Placed { index: c.index, score: ucb(c), probability: 1.0 })),
         Policy::EpsilonGreedy { epsilon } => {
-            // Positions into `candidates`; the best remaining is the smallest.
+            // `remaining` holds positions into `candidates` (best first, so the
+            // best remaining is the smallest position); a random pick takes
+            // the slot a uniform draw names and swap-removes it. `slot_of`
+            // finds the best's slot, and `best` only moves forward, so a
+            // request costs O(n + k), not O(n·k).
+            let n = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
             scratch.remaining.clear();
-            scratch.remaining.extend(0..u32::try_from(candidates.len()).unwrap_or(u32::MAX));
+            scratch.remaining.extend(0..n);
+            scratch.slot_of.clear();
+            scratch.slot_of.extend(0..n);
+            let mut best = 0usize;
             for _ in 0..k {
                 let count = scratch.remaining.len();
                 let explore = rng.unit() < epsilon;
-                let best = scratch.remaining.iter().enumerate().min_by_key(|(_, p)| **p).map_or(0, |(slot, _)| slot);
-                let slot = if explore { rng.below(count) } else { best };
+                let best_slot = scratch.slot_of.get(best).map_or(0, |&slot| slot as usize);
+                let slot = if explore { rng.below(count) } else { best_slot };
                 let share = epsilon / count as f64;
-                let probability = if slot == best { 1.0 - epsilon + share } else { share };
+                let probability = if slot == best_slot { 1.0 - epsilon + share } else { share };
                 let position = scratch.remaining.swap_remove(slot);
+                if let Some(&moved) = scratch.remaining.get(slot) {
+                    if let Some(entry) = scratch.slot_of.get_mut(moved as usize) {
+                        *entry = u32::try_from(slot).unwrap_or(u32::MAX);
+                    }
+                }
+                if let Some(entry) = scratch.slot_of.get_mut(position as usize) {
+                    *entry = u32::MAX;
+                }
+                while scratch.slot_of.get(best).is_some_and(|&slot| slot == u32::MAX) {
+                    best += 1;
+                }
                 if let Some(c) = candidates.get(position as usize) {
                     out.push(Placed { index: c.index, score: ucb(c), probability });
                 }
@@ -197,21 +224,23 @@ pub fn place(
             }
             select_top(&mut scratch.keyed, k);
             let max = candidates.iter().map(|c| ucb(c) / temperature).fold(f64::NEG_INFINITY, f64::max);
-            // Σ exp over the remaining, summed afresh per slot: subtracting the
-            // placed ones from the total would cancel catastrophically when
-            // they dominate it.
             let weight = |c: &Candidate| (ucb(c) / temperature - max).exp();
-            scratch.placed.clear();
-            for &(_, position) in scratch.keyed.iter().take(k) {
+            clear_marks(&mut scratch.placed, candidates.len());
+            let total: f64 = candidates.iter().map(weight).sum();
+            let mut remaining = total;
+            for slot in 0..k {
+                let Some(&(_, position)) = scratch.keyed.get(slot) else { break };
                 let Some(c) = candidates.get(position as usize) else { continue };
-                let remaining: f64 = candidates
-                    .iter()
-                    .zip(0u32..)
-                    .filter(|(_, p)| !scratch.placed.contains(p))
-                    .map(|(other, _)| weight(other))
-                    .sum();
+                // Subtracting the placed weights cancels badly once they are
+                // almost all of the total: then sum the rest afresh.
+                if remaining < total * 1e-6 {
+                    remaining = candidates.iter().zip(&scratch.placed).filter(|(_, placed)| !**placed).map(|(other, _)| weight(other)).sum();
+                }
                 out.push(Placed { index: c.index, score: ucb(c), probability: weight(c) / remaining });
-                scratch.placed.push(position);
+                remaining -= weight(c);
+                if let Some(mark) = scratch.placed.get_mut(position as usize) {
+                    *mark = true;
+                }
             }
         }
         Policy::Thompson => {
@@ -220,20 +249,30 @@ pub fn place(
                 scratch.keyed.push((c.mean + alpha * c.width * rng.normal(), position));
             }
             select_top(&mut scratch.keyed, k);
+            clear_marks(&mut scratch.placed, candidates.len());
             for slot in 0..k {
                 let Some(&(draw, position)) = scratch.keyed.get(slot) else { break };
                 let Some(c) = candidates.get(position as usize) else { continue };
-                let above = scratch.keyed.get(..slot).unwrap_or_default();
-                let rivals = candidates
-                    .iter()
-                    .zip(0u32..)
-                    .filter(|(_, p)| *p != position && !above.iter().any(|(_, q)| q == p))
-                    .map(|(other, _)| (other.mean, alpha * other.width));
-                let probability = if probabilities { probability_of_max((c.mean, alpha * c.width), rivals) } else { f64::NAN };
+                if let Some(mark) = scratch.placed.get_mut(position as usize) {
+                    *mark = true;
+                }
+                let probability = if probabilities {
+                    // The rivals: every candidate not placed yet (this one is marked).
+                    let rivals = candidates.iter().zip(&scratch.placed).filter(|(_, placed)| !**placed).map(|(other, _)| (other.mean, alpha * other.width));
+                    probability_of_max((c.mean, alpha * c.width), rivals)
+                } else {
+                    f64::NAN
+                };
                 out.push(Placed { index: c.index, score: draw, probability });
             }
         }
     }
+}
+
+/// Clears the placed marks for `n` candidates.
+fn clear_marks(marks: &mut Vec<bool>, n: usize) {
+    marks.clear();
+    marks.resize(n, false);
 }
 
 /// Sorts the best `k` keys first (descending key, then position).

@@ -191,3 +191,22 @@ fn bad_parameters_are_refused() {
         assert!(bad.parse::<Policy>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn every_policy_places_each_candidate_at_most_once() {
+    for policy in [Policy::Ucb, Policy::EpsilonGreedy { epsilon: 0.7 }, Policy::Softmax { temperature: 0.3 }, Policy::Thompson] {
+        for top in [1, 3, 5, 9] {
+            for out in run(policy, top, 50) {
+                let mut ids: Vec<u32> = out.iter().map(|p| p.index).collect();
+                assert_eq!(ids.len(), top.min(5), "{policy:?} TOP {top}");
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(ids.len(), top.min(5), "{policy:?} TOP {top}: a candidate placed twice");
+                // The last slot of a full permutation has one candidate left.
+                if top >= 5 && policy != Policy::Thompson {
+                    assert!((out[4].probability - 1.0).abs() < 1e-9, "{policy:?}: {:?}", out[4]);
+                }
+            }
+        }
+    }
+}

@@ -23,6 +23,10 @@ pub struct WriterSchema {
     is_reader: bool,
 }
 
+/// The most one record's decode may allocate: far above any feedback event
+/// (a context of 256 doubles is 2 KB), far below what could hurt the sink.
+pub const MAX_ALLOCATION_BYTES: usize = 16 << 20;
+
 impl WriterSchema {
     /// Parses and checks the writer's schema `text` against `reader`.
     ///
@@ -45,6 +49,9 @@ impl WriterSchema {
     /// [`Error::Undecodable`] when the bytes do not decode, do not resolve,
     /// or are followed by more bytes than the event.
     pub fn decode(&self, reader: &Schema, body: &[u8]) -> Result<FeedbackEvent> {
+        // A record may declare any block length; bound what one decode may
+        // allocate (apache-avro's default is 512 MB) before the first one.
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let undecodable = |reason: String| Error::Undecodable { id: self.id, reason };
         let mut rest = body;
         let event = if self.is_reader {

@@ -91,3 +91,17 @@ fn bytes_that_do_not_decode_are_named() {
     // A string length far past the end.
     assert!(matches!(writer.decode(&reader, &[0xFE, 0xFF, 0xFF, 0x0F]), Err(Error::Undecodable { .. })));
 }
+
+/// An array block that claims 2²⁸ items: refused, not allocated, through
+/// both decode paths (our own schema, and an evolved writer's).
+#[test]
+fn a_huge_declared_array_is_refused_not_allocated() {
+    let reader = feedback_schema().unwrap();
+    let mut body = vec![4, b'e', b'1', 2, b'p'];
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0xF8, 0x3F]);
+    // Zig-zag 2·2²⁸ as a varint.
+    body.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04]);
+    for writer in [WriterSchema::prepare(7, FEEDBACK_SCHEMA, &reader).unwrap(), WriterSchema::prepare(8, &with_session_field(), &reader).unwrap()] {
+        assert!(matches!(writer.decode(&reader, &body), Err(Error::Undecodable { .. })));
+    }
+}

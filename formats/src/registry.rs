@@ -62,11 +62,14 @@ impl RegistryClient {
     /// # Errors
     /// [`Error::RegistryRefused`] for a URL with credentials or another scheme.
     pub fn new(url: &str, basic_auth: Option<&str>, timeout: Duration) -> Result<Self> {
-        if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(Error::RegistryRefused(format!("schema registry URL must start with http:// or https://, got {url}")));
-        }
-        if url.split('/').nth(2).is_some_and(|authority| authority.contains('@')) {
+        // Credentials first, and the URL never echoed: "user:pw@host" without a
+        // scheme would otherwise be printed whole by the scheme check.
+        let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
+        if authority.contains('@') {
             return Err(Error::RegistryRefused("put the registry's credentials in its basic-auth setting, not in the URL (which is logged)".into()));
+        }
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(Error::RegistryRefused("schema registry URL must start with http:// or https://".into()));
         }
         let tls = TlsConfig::builder().provider(TlsProvider::NativeTls).root_certs(RootCerts::PlatformVerifier).build();
         let agent = ureq::Agent::config_builder()
@@ -132,13 +135,16 @@ impl RegistryClient {
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().map_err(|e| self.unavailable(&e))?;
         if status == 200 {
+            // A 200 that is not the documented JSON is a proxy's or a
+            // gateway's page, not the registry's answer: try again later.
             return serde_json::from_str(&text)
-                .map_err(|e| Error::RegistryRefused(format!("{}: unexpected answer ({e}): {}", self.base, excerpt(&text))));
+                .map_err(|e| Error::RegistryUnavailable(format!("{}: unexpected answer ({e}): {}", self.base, excerpt(&text))));
         }
         let detail = serde_json::from_str::<ErrorAnswer>(&text).ok();
         match (status, &detail, id) {
             (404, Some(ErrorAnswer { error_code: SCHEMA_NOT_FOUND, .. }), Some(id)) | (404, None, Some(id)) => Err(Error::UnknownSchema(id)),
-            (500..=599, _, _) => Err(Error::RegistryUnavailable(format!("{}: HTTP {status}: {}", self.base, excerpt(&text)))),
+            // Timed out or rate-limited (managed registries answer 429): not now.
+            (408 | 429 | 500..=599, _, _) => Err(Error::RegistryUnavailable(format!("{}: HTTP {status}: {}", self.base, excerpt(&text)))),
             (_, Some(detail), _) => Err(Error::RegistryRefused(format!("{}: HTTP {status}, error {}: {}", self.base, detail.error_code, detail.message))),
             (_, None, _) => Err(Error::RegistryRefused(format!("{}: HTTP {status}: {}", self.base, excerpt(&text)))),
         }

@@ -41,6 +41,13 @@ pub enum CommandError {
     NoSuchArm,
     #[error("STALE {0}")]
     Stale(String),
+    /// This server became a replica while a LOAD was prepared.
+    #[error("READONLY You can't write against a read only replica.")]
+    ReadOnly,
+    /// The key left this node (a slot migration) while a LOAD was prepared:
+    /// the client retries, and is redirected.
+    #[error("TRYAGAIN the model moved while the LOAD was prepared; retry")]
+    TryAgain,
     #[error("ERR {0}")]
     Other(String),
 }

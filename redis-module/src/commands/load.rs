@@ -263,12 +263,12 @@ fn start_in_background(call: &mut Invocation<'_>) -> bool {
 fn run(job: Job) {
     let prepared = catch_unwind(AssertUnwindSafe(|| prepare(&job)))
         .unwrap_or_else(|_| Err(CommandError::Other(format!("internal error in '{}', see the server log", SPEC.name))));
-    let Job { blocked, key, payload, terms, .. } = job;
+    let Job { blocked, key, payload, terms, key_was_empty, .. } = job;
     let leftovers = blocked.with_lock(|ctx| {
         let reply = Reply::new(ctx);
         let (outcome, leftovers) = match prepared {
             Ok(mut ready) => {
-                let outcome = catch_unwind(AssertUnwindSafe(|| finish(ctx, &key, &payload, &mut ready, &terms)));
+                let outcome = catch_unwind(AssertUnwindSafe(|| finish(ctx, &key, &payload, &mut ready, &terms, key_was_empty)));
                 ready.release_string(ctx);
                 (outcome, Some(ready))
             }
@@ -314,12 +314,26 @@ fn prepare(job: &Job) -> Result<Ready> {
 
 /// The apply, under the GIL: fence and settings checked against the model as
 /// it is now, the arms copied in, the change replicated; the arms changed.
-fn finish(ctx: &Context, key_name: &[u8], original: &Retained, ready: &mut Ready, terms: &Terms) -> Result<u64> {
+fn finish(ctx: &Context, key_name: &[u8], original: &Retained, ready: &mut Ready, terms: &Terms, key_was_empty: bool) -> Result<u64> {
+    // The server may have become a replica while the worker prepared (a
+    // failover, REPLICAOF): a thread-safe context would write anyway, and the
+    // model would differ from the new primary's.
+    // SAFETY: the thread-safe context, with the GIL held by the caller.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |flags| flags(ctx.ctx)) };
+    if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE as i32 != 0 {
+        return Err(CommandError::ReadOnly);
+    }
     let Ready { payload, prepared, stated } = ready;
     let unstamped: Vec<usize> =
         payload.arms.iter().enumerate().filter(|(_, arm)| arm.updated_ms.is_none()).map(|(index, _)| index).collect();
     let key_name = RedisString::create(NonNull::new(ctx.ctx), key_name);
     let key = ctx.open_key_writable(&key_name);
+    if !key_was_empty && key.is_empty() {
+        // The model was here when the LOAD came and is gone now: deleted, or
+        // migrated to another cluster node. Creating it here could orphan it
+        // on a node that no longer owns its slot; the client retries instead.
+        return Err(CommandError::TryAgain);
+    }
     let outcome = apply_to(&key, payload, prepared, terms);
     drop(key);
     let outcome = outcome?;

@@ -272,6 +272,14 @@ fn decide(
         candidates.push(candidate);
     }
     let top = request.top.unwrap_or(candidates.len());
+    if decision.policy == Policy::Thompson && decision.with_probs && candidates.len().saturating_mul(top.min(candidates.len())) > policy::TS_PROBABILITY_BUDGET {
+        return Err(CommandError::Other(format!(
+            "TS WITHPROBS integrates over every candidate for each of the TOP places: {} candidates x TOP {} is above {}; pass ARMS or a smaller TOP",
+            candidates.len(),
+            top.min(candidates.len()),
+            policy::TS_PROBABILITY_BUDGET
+        )));
+    }
     let mut seeded;
     let rng = match decision.event_id {
         Some(event_id) => {
