@@ -512,6 +512,25 @@ mod tests {
     }
 
     #[test]
+    fn evaluate_takes_a_log_or_a_decision_log() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["bandit"].iter().chain(args)).map_err(|e| e.to_string());
+        assert!(parse(&["evaluate"]).is_err(), "one of --log and --decisions is required");
+        assert!(parse(&["evaluate", "--log", "l.csv", "--decisions", "d.jsonl"]).is_err());
+        let fields = match parse(&["evaluate", "--decisions", "d.jsonl", "--truth", "--json"]).unwrap().command {
+            Command::Evaluate { decisions, method, policies, truth, tau, publish_every, .. } => Some((decisions, method, policies, truth, tau, publish_every)),
+            _ => None,
+        };
+        let (decisions, method, policies, truth, tau, publish_every) = fields.unwrap();
+        assert_eq!(decisions, Some(PathBuf::from("d.jsonl")));
+        assert_eq!((method, truth, tau, publish_every), (None, true, 10.0, 10));
+        assert_eq!(policies, "ucb:alpha=0.1,0.3,1;ts;egreedy:0.1;softmax:0.05;random");
+        assert!(parse(&["evaluate", "--log", "l.csv", "--method", "replay-topk"]).is_ok());
+        assert!(parse(&["evaluate", "--decisions", "d.jsonl", "--method", "ope", "--publish-every", "0"]).is_err());
+        assert!(parse(&["generate", "--out", "d.jsonl", "--format", "decisions", "--policy", "softmax:0.1", "--top", "3"]).is_ok());
+        assert!(parse(&["generate", "--out", "d.jsonl", "--format", "decisions", "--top", "0"]).is_err());
+    }
+
+    #[test]
     fn zero_counts_are_refused() {
         let parse = |args: &[&str]| Cli::try_parse_from(["bandit"].iter().chain(args)).map(|_| ()).map_err(|e| e.to_string());
         assert!(parse(&["evaluate", "--log", "l.csv"]).is_ok());
