@@ -59,15 +59,26 @@ impl Blocked {
                 lock(self.ctx);
             }
         }
+        // Unlocks when dropped, so a panic in `body` cannot leave Redis
+        // locked forever.
+        let _unlock = Unlock(self.ctx);
         let context = Context::new(self.ctx);
-        let value = body(&context);
-        // SAFETY: as above.
+        body(&context)
+    }
+}
+
+/// Releases the GIL a [`Blocked::with_lock`] took.
+struct Unlock(*mut raw::RedisModuleCtx);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        // SAFETY: the context `with_lock` locked, alive for its call; this
+        // is the one unlock that pairs with that lock.
         unsafe {
             if let Some(unlock) = raw::RedisModule_ThreadSafeContextUnlock {
-                unlock(self.ctx);
+                unlock(self.0);
             }
         }
-        value
     }
 }
 
