@@ -120,11 +120,12 @@ const START_MS: i64 = END_UNIX_SECONDS * 1000;
 /// and the model's version, as BANDIT.RANK … EVENTID seeds it), reacts per
 /// the hidden click model (stream `seed + 2`, [`Tastes::react`]), and the
 /// items at or above the click (all when none) are folded into the policy's
-/// model. `each` sees every step before it is learned from.
+/// model. `each` sees every step before it is learned from; the placements
+/// carry their probabilities when `probabilities` asks (see [`Choice`]).
 ///
 /// # Errors
 /// More arms than the catalogue has; the model's errors; `each`'s.
-pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, mut each: impl FnMut(&Step<'_>) -> Result<()>) -> Result<()> {
+pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, probabilities: bool, mut each: impl FnMut(&Step<'_>) -> Result<()>) -> Result<()> {
     let catalogue = Catalogue::generate(walk.seed);
     let products = spread(&catalogue, walk.arms)?;
     let ids: Vec<String> = products.iter().map(|p| p.id.clone()).collect();
@@ -140,7 +141,7 @@ pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, mut each: impl FnM
         let event_id = format!("e{}", index + 1);
         let version = model.model().version();
         let mut rng = Rng::new(policy::seed(event_id.as_bytes(), version));
-        decider.decide(model.model(), Choice { policy, alpha, top: walk.top }, &context, &ids, &mut rng)?;
+        decider.decide(model.model(), Choice { policy, alpha, top: walk.top, probabilities }, &context, &ids, &mut rng)?;
         let placed = decider.placed();
         shown.clear();
         for p in placed {
@@ -189,7 +190,7 @@ fn spread(catalogue: &Catalogue, arms: usize) -> Result<Vec<&Product>> {
 pub fn generate_decisions(walk: &ShopWalk, policy: Policy, alpha: f64, out: &mut impl std::io::Write) -> Result<f64> {
     let spelled = crate::lab::ope::candidates::spelled(policy);
     let mut clicks = 0.0;
-    walk_shop(walk, policy, alpha, |step| {
+    walk_shop(walk, policy, alpha, true, |step| {
         let shown = step
             .placed
             .iter()

@@ -90,12 +90,16 @@ pub fn spelled(policy: Policy) -> String {
     }
 }
 
-/// How a decision is made: the policy, its α, and how many items it places.
+/// How a decision is made: the policy, its α, how many items it places,
+/// and whether the placements need their probabilities (the log does; the
+/// evaluator and the truth run do not, and for TS they cost more than the
+/// draw: without them `Placed::probability` is NaN for TS).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Choice {
     pub policy: Policy,
     pub alpha: f64,
     pub top: usize,
+    pub probabilities: bool,
 }
 
 /// Working memory of [`Decider::decide`]; nothing is allocated per decision
@@ -121,7 +125,7 @@ impl Decider {
     /// # Errors
     /// [`ClientError::Core`] for a context of another dim; an empty action list.
     pub fn decide(&mut self, model: &Model, choice: Choice, context: &[f64], actions: &[String], rng: &mut Rng) -> Result<Placed> {
-        let Choice { policy, alpha, top } = choice;
+        let Choice { policy, alpha, top, probabilities } = choice;
         let request = RankRequest { context, alpha, top: None };
         if policy == Policy::Thompson && alpha > 0.0 {
             // The module's way: the means are the scores at α = 0.
@@ -143,7 +147,7 @@ impl Decider {
             };
             self.candidates.push(candidate);
         }
-        policy::choose(policy, alpha, &self.candidates, top.max(1), rng, &mut self.scratch, &mut self.placed);
+        policy::place(policy, alpha, &self.candidates, top.max(1), rng, &mut self.scratch, &mut self.placed, probabilities);
         let placed = *self.placed.first().ok_or_else(|| ClientError::Input("no action to choose from".into()))?;
         self.fill_probabilities(policy, alpha, actions.len(), placed.index);
         Ok(placed)

@@ -294,7 +294,7 @@ fn run_batch(runners: &mut [Runner], rows: &[Row], actions: &[String], config: &
                     for runner in chunk {
                         for (offset, row) in rows.iter().enumerate() {
                             let (spec, decider) = (&runner.spec, &mut runner.decider);
-                            let choice = Choice { policy: spec.policy, alpha: spec.alpha, top: 1 };
+                            let choice = Choice { policy: spec.policy, alpha: spec.alpha, top: 1, probabilities: false };
                             let placed = decider.decide(runner.model.model(), choice, &row.context, actions, &mut runner.rng)?;
                             let (logged, mu, reward) = (row.slate.first(), row.mu.first(), row.rewards.first());
                             if let (Some(&logged), Some(&mu), Some(&reward)) = (logged, mu, reward) {
