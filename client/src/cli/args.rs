@@ -143,11 +143,13 @@ pub enum Command {
         alpha: Option<f64>,
         /// Explore: ucb, ts, egreedy:<epsilon> or softmax:<temperature>. With
         /// it (or --event-id) each line also has the placement probability,
-        /// after a first line with the model's version.
+        /// after a first line with the model's version (default: none, the
+        /// plain ranking).
         #[arg(long)]
         policy: Option<bandit::models::Policy>,
         /// The event this ranking is for: the same event on the same model
-        /// version gets the same placement (BANDIT.RANK … EVENTID).
+        /// version gets the same placement (BANDIT.RANK … EVENTID; default:
+        /// none, the module draws its own randomness).
         #[arg(long)]
         event_id: Option<String>,
     },
