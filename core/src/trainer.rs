@@ -330,8 +330,13 @@ impl Trainer {
                 .map(|(id, arm)| arm.accumulator.to_payload(id, work, None))
                 .collect()
         };
+        // Below a few hundred arms a thread costs more than it saves; and
+        // asking for the cores is itself a system call (a cgroup read), too
+        // costly for small flushes.
+        if self.dirty.len() < 2 * 256 {
+            return invert(&self.dirty, &mut self.work);
+        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8);
-        // Below a few hundred arms a thread costs more than it saves.
         let threads = cores.min(self.dirty.len() / 256).max(1);
         if threads == 1 {
             return invert(&self.dirty, &mut self.work);
