@@ -43,7 +43,10 @@ fn command_docs_describe_every_command() {
     };
     assert_eq!(
         arguments("bandit.rank"),
-        ["key", "context", "context.x", "context.blob", "arms", "arms.numarms", "arms.id", "top", "alpha", "withscores"]
+        [
+            "key", "context", "context.x", "context.blob", "arms", "arms.numarms", "arms.id", "top", "alpha", "policy", "policy.ucb",
+            "policy.epsilon", "policy.temperature", "policy.ts", "eventid", "withscores", "withprobs"
+        ]
     );
     assert_eq!(arguments("bandit.create"), ["key", "dim", "alpha", "lambda", "decay"]);
     assert_eq!(arguments("bandit.export"), ["key", "arms", "arms.numarms", "arms.id", "format", "format.binary", "format.json"]);

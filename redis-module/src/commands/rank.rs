@@ -55,16 +55,11 @@ pub const SPEC: CommandSpec = CommandSpec {
             ]),
             ArgDoc::new(c"top", ArgKind::Integer).token(c"TOP").optional(),
             ArgDoc::new(c"alpha", ArgKind::Double).token(c"ALPHA").optional(),
+            // As SET's `EX seconds`: a token followed by its value.
             ArgDoc::new(c"policy", ArgKind::OneOf).token(c"POLICY").optional().with(&[
                 ArgDoc::new(c"ucb", ArgKind::PureToken).token(c"UCB"),
-                ArgDoc::new(c"egreedy", ArgKind::Block).with(&[
-                    ArgDoc::new(c"egreedy", ArgKind::PureToken).token(c"EGREEDY"),
-                    ArgDoc::new(c"epsilon", ArgKind::Double),
-                ]),
-                ArgDoc::new(c"softmax", ArgKind::Block).with(&[
-                    ArgDoc::new(c"softmax", ArgKind::PureToken).token(c"SOFTMAX"),
-                    ArgDoc::new(c"temperature", ArgKind::Double),
-                ]),
+                ArgDoc::new(c"epsilon", ArgKind::Double).token(c"EGREEDY"),
+                ArgDoc::new(c"temperature", ArgKind::Double).token(c"SOFTMAX"),
                 ArgDoc::new(c"ts", ArgKind::PureToken).token(c"TS"),
             ]),
             ArgDoc::new(c"eventid", ArgKind::String).token(c"EVENTID").optional(),
