@@ -328,6 +328,53 @@ fn render(value: &redis::Value) -> String {
     }
 }
 
+/// BANDIT.RANK key CONTEXTBLOB … [ARMS …] [TOP k] [ALPHA a].
+fn rank_command(model: &str, context: &[f64], options: &RankOptions<'_>) -> redis::Cmd {
+    let mut command = redis::cmd("BANDIT.RANK");
+    // The binary context is exact and cheaper to parse than text.
+    let blob: Vec<u8> = context.iter().flat_map(|v| v.to_le_bytes()).collect();
+    command.arg(model).arg("CONTEXTBLOB").arg(blob);
+    if let Some(candidates) = options.candidates {
+        command.arg("ARMS").arg(candidates.len()).arg(candidates);
+    }
+    if let Some(k) = options.top_k {
+        command.arg("TOP").arg(k);
+    }
+    if let Some(alpha) = options.alpha {
+        command.arg("ALPHA").arg(alpha);
+    }
+    command
+}
+
+/// {version, items: [[id, score, probability], …]}, as a RESP2 flat array
+/// of pairs or a RESP3 map.
+fn parse_decision(reply: redis::Value) -> Result<Decided> {
+    let pairs: Vec<(redis::Value, redis::Value)> = match reply {
+        redis::Value::Map(pairs) => pairs,
+        redis::Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
+        }
+        other => return Err(ClientError::Protocol(format!("RANK decision reply is {other:?}"))),
+    };
+    let mut version = None;
+    let mut items = None;
+    for (name, value) in pairs {
+        match redis::from_redis_value::<String>(&name)?.as_str() {
+            "version" => version = Some(redis::from_redis_value::<u64>(&value)?),
+            "items" => {
+                let rows: Vec<(String, f64, f64)> = redis::from_redis_value(&value)?;
+                items = Some(rows.into_iter().map(|(id, score, probability)| Placement { id, score, probability }).collect());
+            }
+            _ => {}
+        }
+    }
+    match (version, items) {
+        (Some(version), Some(items)) => Ok(Decided { version, items }),
+        _ => Err(ClientError::Protocol("RANK decision reply lacks version or items".into())),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -375,52 +422,5 @@ mod tests {
         assert_eq!(number_text("123456789012345678"), "123456789012345678");
         assert_eq!(number_text("p4"), "p4");
         assert_eq!(number_text(""), "");
-    }
-}
-
-/// BANDIT.RANK key CONTEXTBLOB … [ARMS …] [TOP k] [ALPHA a].
-fn rank_command(model: &str, context: &[f64], options: &RankOptions<'_>) -> redis::Cmd {
-    let mut command = redis::cmd("BANDIT.RANK");
-    // The binary context is exact and cheaper to parse than text.
-    let blob: Vec<u8> = context.iter().flat_map(|v| v.to_le_bytes()).collect();
-    command.arg(model).arg("CONTEXTBLOB").arg(blob);
-    if let Some(candidates) = options.candidates {
-        command.arg("ARMS").arg(candidates.len()).arg(candidates);
-    }
-    if let Some(k) = options.top_k {
-        command.arg("TOP").arg(k);
-    }
-    if let Some(alpha) = options.alpha {
-        command.arg("ALPHA").arg(alpha);
-    }
-    command
-}
-
-/// {version, items: [[id, score, probability], …]}, as a RESP2 flat array
-/// of pairs or a RESP3 map.
-fn parse_decision(reply: redis::Value) -> Result<Decided> {
-    let pairs: Vec<(redis::Value, redis::Value)> = match reply {
-        redis::Value::Map(pairs) => pairs,
-        redis::Value::Array(flat) => {
-            let mut flat = flat.into_iter();
-            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
-        }
-        other => return Err(ClientError::Protocol(format!("RANK decision reply is {other:?}"))),
-    };
-    let mut version = None;
-    let mut items = None;
-    for (name, value) in pairs {
-        match redis::from_redis_value::<String>(&name)?.as_str() {
-            "version" => version = Some(redis::from_redis_value::<u64>(&value)?),
-            "items" => {
-                let rows: Vec<(String, f64, f64)> = redis::from_redis_value(&value)?;
-                items = Some(rows.into_iter().map(|(id, score, probability)| Placement { id, score, probability }).collect());
-            }
-            _ => {}
-        }
-    }
-    match (version, items) {
-        (Some(version), Some(items)) => Ok(Decided { version, items }),
-        _ => Err(ClientError::Protocol("RANK decision reply lacks version or items".into())),
     }
 }

@@ -296,8 +296,8 @@ fn select_top(keyed: &mut [(f64, u32)], k: usize) {
 /// more than 8.3 of its widths below s (Φ = 1 in double precision) costs
 /// no Φ: the rivals come best first, so most nodes stop early.
 fn probability_of_max((mean, sd): (f64, f64), rivals: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
-    if !(sd > 0.0) {
-        // A point mass: it wins when it is above every rival's draw.
+    if sd.partial_cmp(&0.0) != Some(Ordering::Greater) {
+        // A point mass (or no width at all): it wins when it is above every rival's draw.
         return rivals.map(|(m, s)| normal_cdf_scaled(mean - m, s)).product();
     }
     let low = mean - TS_SPAN * sd;

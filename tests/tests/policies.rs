@@ -66,7 +66,7 @@ fn the_decision_reply_has_the_version_and_the_items_in_both_protocols() {
     let fields: BTreeMap<String, Reply> = reply.pairs().into_iter().collect();
     assert_eq!(fields["items"].array()[0].array().len(), 1);
 
-    assert_eq!(conn.cmd("HELLO 3").is_error(), false);
+    assert!(!conn.cmd("HELLO 3").is_error());
     let reply = rank(&mut conn, &x, &["TOP", "3", "POLICY", "SOFTMAX", "0.5", "EVENTID", "e1", "WITHSCORES", "WITHPROBS"]);
     let Reply::Map(entries) = &reply else { panic!("RESP3 decision is a map: {reply:?}") };
     assert_eq!(entries[0].0.text(), "version");
