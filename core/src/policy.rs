@@ -217,9 +217,8 @@ pub fn place(
         Policy::Softmax { temperature } => {
             scratch.keyed.clear();
             for (c, position) in candidates.iter().zip(0u32..) {
-                // Uniform in the open interval (0, 1), so both logarithms are finite.
-                let unit = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-                let gumbel = -(-unit.ln()).ln();
+                // Open interval, so both logarithms are finite.
+                let gumbel = -(-rng.open_unit().ln()).ln();
                 scratch.keyed.push((ucb(c) / temperature + gumbel, position));
             }
             select_top(&mut scratch.keyed, k);
