@@ -194,6 +194,7 @@ impl FeedbackProducer {
                 reward: row.response,
                 context_vector: row.context.clone(),
                 timestamp: 0,
+                ..Default::default()
             })?;
         }
         self.flush(timeout)
@@ -249,7 +250,7 @@ mod tests {
     #[test]
     fn an_undelivered_event_names_the_brokers_and_the_topic() {
         let producer = nowhere();
-        let event = FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward: 1.0, context_vector: vec![0.5], timestamp: 0 };
+        let event = FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward: 1.0, context_vector: vec![0.5], timestamp: 0, ..Default::default() };
         producer.send(&event).unwrap();
         let error = producer.flush(Duration::from_millis(300)).unwrap_err().to_string();
         assert!(error.contains("127.0.0.1:1") && error.contains("'clicks'"), "{error}");

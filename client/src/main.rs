@@ -127,7 +127,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Feedback { product, reward, context, event_id, delivery_timeout, encoding } => {
             let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             let event_id = event_id.unwrap_or_else(|| format!("cli-{timestamp}"));
-            let event = FeedbackEvent { event_id, product_id: product, reward, context_vector: context, timestamp };
+            let event = FeedbackEvent { event_id, product_id: product, reward, context_vector: context, timestamp, ..Default::default() };
             let check = cli::feedback::check_dim(&c.redis, &c.model, event.context_vector.len());
             cli::feedback::validate(&event, &check)?;
             let producer = encoding_producer(c, &encoding)?;

@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// `{"event_id": "e1", "product_id": "42", "reward": 1, "context_vector": [..], "timestamp": 1767225600000}`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The join (`bandit-join`) adds where the item was shown, with what
+/// probability, and `source`: the decisions partition and the example's
+/// sequence number there, which the trainer fences so that an example the
+/// join emits again after a crash is folded once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackEvent {
     pub event_id: String,
     pub product_id: String,
@@ -15,6 +20,27 @@ pub struct FeedbackEvent {
     /// Unix milliseconds when the feedback happened.
     #[serde(default)]
     pub timestamp: i64,
+    /// The shown item's position (0 is the top), when the join emitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// The probability that the item was placed at `position`, given the
+    /// items above it, when the join emitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Where the join read the decision, when it emitted this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+/// A joined example's origin: `{"partition": 3, "seq": 196608}`. `seq` grows
+/// with every example the join closes from that decisions partition (see
+/// [`crate::join::Example::seq`]); the same decision always gets the same
+/// numbers, so the trainer drops a sequence number it has already folded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The decisions partition.
+    pub partition: i32,
+    pub seq: u64,
 }
 
 impl FeedbackEvent {

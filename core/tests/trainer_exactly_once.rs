@@ -60,6 +60,7 @@ fn log(seed: u64) -> Vec<Vec<Record>> {
                     reward,
                     context_vector,
                     timestamp: i as i64,
+                    ..Default::default()
                 },
             });
         }

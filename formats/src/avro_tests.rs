@@ -14,7 +14,7 @@ fn with_session_field() -> String {
 }
 
 fn event() -> FeedbackEvent {
-    FeedbackEvent { event_id: "e1".into(), product_id: "p".into(), reward: 1.5, context_vector: vec![0.25, -2.0], timestamp: 1000 }
+    FeedbackEvent { event_id: "e1".into(), product_id: "p".into(), reward: 1.5, context_vector: vec![0.25, -2.0], timestamp: 1000, ..Default::default() }
 }
 
 /// `event()` in Avro binary, written out by hand from the specification:
@@ -28,6 +28,7 @@ fn event_body() -> Vec<u8> {
     out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0xC0]); // -2.0
     out.push(0); // end of the array
     out.extend_from_slice(&[0xD0, 0x0F]); // 1000 → zig-zag 2000
+    out.extend_from_slice(&[0, 0, 0]); // position, probability, source: the null branch of each union
     out
 }
 
@@ -50,7 +51,7 @@ fn a_newer_writer_with_an_optional_field_is_read_by_the_older_reader() {
     assert!(!writer.is_reader);
     // The body with the session id "s9" (union branch 1) before the timestamp.
     let mut body = event_body();
-    let timestamp = body.split_off(body.len() - 2);
+    let timestamp = body.split_off(body.len() - 5); // the timestamp and the three null unions after it
     body.extend_from_slice(&[2, 4, b's', b'9']);
     body.extend(timestamp);
     assert_eq!(writer.decode(&reader, &body).unwrap(), event());

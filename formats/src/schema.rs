@@ -43,7 +43,7 @@ mod tests {
         let Schema::Record(record) = &schema else { panic!("not a record: {schema:?}") };
         assert_eq!(record.name.fullname(None), "bandit.FeedbackEvent");
         let fields: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(fields, ["event_id", "product_id", "reward", "context_vector", "timestamp"]);
+        assert_eq!(fields, ["event_id", "product_id", "reward", "context_vector", "timestamp", "position", "probability", "source"]);
         assert_eq!(value_subject("feedback"), "feedback-value");
     }
 }

@@ -233,6 +233,7 @@ pub fn feedback_events(count: usize, products: usize, dim: usize, seed: u64) -> 
                 reward,
                 context_vector,
                 timestamp: 1_767_225_600_000 + i as i64,
+                ..Default::default()
             }
         })
         .collect()

@@ -259,7 +259,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("12.avsc"), schema::FEEDBACK_SCHEMA).unwrap();
         let mut decoder = Decoder::new(&avro(None, dir.to_str())).unwrap();
-        let event = FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward: 0.5, context_vector: vec![1.0], timestamp: 3 };
+        let event = FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward: 0.5, context_vector: vec![1.0], timestamp: 3, ..Default::default() };
         let encoder = bandit_formats::avro::AvroEncoder::new(12, schema::feedback_schema().unwrap());
         assert_eq!(decoder.decode(Some(&encoder.encode(&event).unwrap())).unwrap().unwrap(), event);
         let unknown = bandit_formats::avro::AvroEncoder::new(13, schema::feedback_schema().unwrap());

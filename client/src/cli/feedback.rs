@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     fn event(context: Vec<f64>, reward: f64) -> FeedbackEvent {
-        FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward, context_vector: context, timestamp: 0 }
+        FeedbackEvent { event_id: "e".into(), product_id: "p".into(), reward, context_vector: context, timestamp: 0, ..Default::default() }
     }
 
     #[test]

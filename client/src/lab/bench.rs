@@ -120,7 +120,7 @@ pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed:
         for _ in 0..events {
             let context_vector = (0..dim).map(|_| rng.unit()).collect();
             let reward = if rng.unit() < 0.3 { 1.0 } else { 0.0 };
-            local.fold(&FeedbackEvent { event_id: String::new(), product_id: format!("p{k}"), reward, context_vector, timestamp: 0 })?;
+            local.fold(&FeedbackEvent { event_id: String::new(), product_id: format!("p{k}"), reward, context_vector, timestamp: 0, ..Default::default() })?;
         }
     }
     let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![], version: None });
@@ -313,6 +313,7 @@ pub fn fold_rate(dim: usize, events: usize) -> FoldRates {
             reward: if rng.unit() < 0.3 { 1.0 } else { 0.0 },
             context_vector: (0..dim).map(|_| (rng.unit() * 1e4).round() / 1e4).collect(),
             timestamp: 1_767_225_600_000,
+            ..Default::default()
         })
         .collect();
     let learning = Learning::ridge(1.0);
@@ -458,6 +459,7 @@ impl FlushTrainer {
                     reward: if self.rng.unit() < 0.3 { 1.0 } else { 0.0 },
                     context_vector: (0..self.dim).map(|_| self.rng.unit()).collect(),
                     timestamp: 0,
+                    ..Default::default()
                 };
                 while let Handled::NeedArm(id) = self.trainer.handle(0, self.offset, Ok(&event)) {
                     // A new arm: the model has none, so it starts from the prior.

@@ -154,7 +154,7 @@ pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, probabilities: boo
         let read = clicked.map_or(shown.len(), |position| position + 1);
         for (position, product) in shown.iter().enumerate().take(read) {
             let reward = step.reward(position);
-            model.fold(&FeedbackEvent { event_id: event_id.clone(), product_id: product.id.clone(), reward, context_vector: context.to_vec(), timestamp })?;
+            model.fold(&FeedbackEvent { event_id: event_id.clone(), product_id: product.id.clone(), reward, context_vector: context.to_vec(), timestamp, ..Default::default() })?;
         }
         if (index + 1).is_multiple_of(publish_every) {
             model.publish()?;

@@ -142,7 +142,7 @@ mod tests {
     use super::*;
 
     fn event(id: &str, x: &[f64], reward: f64) -> FeedbackEvent {
-        FeedbackEvent { event_id: "e".into(), product_id: id.into(), reward, context_vector: x.to_vec(), timestamp: 0 }
+        FeedbackEvent { event_id: "e".into(), product_id: id.into(), reward, context_vector: x.to_vec(), timestamp: 0, ..Default::default() }
     }
 
     /// By hand, as in the core's fold test: λ = 1, x = [1, 2], r = 1 gives

@@ -140,6 +140,7 @@ pub fn run(
                 reward,
                 context_vector: context.to_vec(),
                 timestamp: step as i64,
+                ..Default::default()
             })?;
         }
 

@@ -107,6 +107,7 @@ fn main() {
             reward: 1.0,
             context_vector: vec![0.5; dim],
             timestamp: 0,
+            ..Default::default()
         };
         let payload = serde_json::to_vec(&event).expect("json");
         let sent = Instant::now();

@@ -86,6 +86,7 @@ impl<'a> Training<'a> {
             reward: 0.0,
             context_vector: Vec::with_capacity(dim),
             timestamp: 0,
+            ..Default::default()
         };
         for (row, arm) in self.rows.iter().zip(&self.arm_of) {
             if arm.is_none() || row.context.len() != dim {

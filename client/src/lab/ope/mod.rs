@@ -224,6 +224,7 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
                 reward: s.reward,
                 context_vector: d.context.clone(),
                 timestamp: d.timestamp,
+                ..Default::default()
             })
             .collect();
         let mut qhat = vec![0.0; actions.len()];
@@ -276,6 +277,7 @@ fn example(d: &LoggedDecision) -> Result<(FeedbackEvent, f64)> {
         reward: top.reward,
         context_vector: d.context.clone(),
         timestamp: d.timestamp,
+        ..Default::default()
     };
     Ok((event, top.reward))
 }
