@@ -13,13 +13,19 @@
 //! offsets as a u64 count of (i32 partition, i64 offset) pairs when flagged,
 //! the version as a u64 when flagged, then the version-1 body. Version 3 is
 //! also what a payload with a model version (an AOF rewrite's, see
-//! [`Payload::version`]) is written as.
+//! [`Payload::version`]) is written as, and one with sequence fences
+//! ([`Payload::fences`]): flag 8, after the version, a u64 count of
+//! (i32 partition, i32 source partition, u64 seq) entries. Builds that
+//! predate a flag refuse a payload that sets it (unknown flags) rather than
+//! drop what it carries.
 //! Compact and exact.
 //!
 //! JSON: `{"dim": 3, "alpha": 0.5, "lambda": 2, "arms": [{"id": "42",
 //! "a_inv": [[..],..], "b": [..], "a": [[..],..], "n": 10, "reward_sum": 3.0,
-//! "updated_ms": ..}], "offsets": {"0": 1234}}`, with full matrices for
-//! readability; `alpha` and `lambda` are optional and go together. Floats are
+//! "updated_ms": ..}], "offsets": {"0": 1234}, "fences": {"0": {"2": 196608}}}`,
+//! with full matrices for readability; `alpha` and `lambda` are optional
+//! and go together; `fences` (partition → source partition → seq) is
+//! optional and left out when empty, as are `base_offsets` and `version`. Floats are
 //! written in their shortest round-tripping form, so JSON is exact too.
 //!
 //! [`decode`] tells the two apart by the first byte (`{` is JSON) and always
@@ -46,6 +52,7 @@ pub const BINARY_VERSION_WITH_BASE: u16 = 3;
 const FLAG_SETTINGS: u8 = 1;
 const FLAG_BASE: u8 = 2;
 const FLAG_VERSION: u8 = 4;
+const FLAG_FENCES: u8 = 8;
 #[cfg(test)]
 const HEADER_LEN: usize = MAGIC.len() + 2;
 
@@ -104,7 +111,8 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
             out.extend_from_slice(&value.to_le_bytes());
         }
     };
-    match (payload.settings, payload.base_offsets.is_empty() && payload.version.is_none()) {
+    let plain = payload.base_offsets.is_empty() && payload.version.is_none() && payload.fences.is_empty();
+    match (payload.settings, plain) {
         (None, true) => out.extend_from_slice(&BINARY_VERSION.to_le_bytes()),
         (Some(settings), true) => {
             out.extend_from_slice(&BINARY_VERSION_WITH_SETTINGS.to_le_bytes());
@@ -116,7 +124,8 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
             out.push(
                 flag(settings.is_some(), FLAG_SETTINGS)
                     | flag(!payload.base_offsets.is_empty(), FLAG_BASE)
-                    | flag(payload.version.is_some(), FLAG_VERSION),
+                    | flag(payload.version.is_some(), FLAG_VERSION)
+                    | flag(!payload.fences.is_empty(), FLAG_FENCES),
             );
             if let Some(settings) = settings {
                 put_settings(&mut out, settings);
@@ -126,6 +135,9 @@ pub fn encode_binary(payload: &Payload) -> Result<Vec<u8>> {
             }
             if let Some(version) = payload.version {
                 out.extend_from_slice(&version.to_le_bytes());
+            }
+            if !payload.fences.is_empty() {
+                crate::wire::put_fences(&mut out, payload.fences.iter().copied());
             }
         }
     }
@@ -156,16 +168,18 @@ fn decode_binary(bytes: &[u8]) -> Result<Payload> {
         BINARY_VERSION_WITH_BASE => {
             let mut header = Reader::new(body, "binary payload header");
             let flags = header.u8()?;
-            if flags & !(FLAG_SETTINGS | FLAG_BASE | FLAG_VERSION) != 0 {
+            if flags & !(FLAG_SETTINGS | FLAG_BASE | FLAG_VERSION | FLAG_FENCES) != 0 {
                 return Err(Error::InvalidPayload(format!("binary payload: unknown flags {flags:#04x}")));
             }
             let settings = if flags & FLAG_SETTINGS != 0 { Some(read_settings(&mut header)?) } else { None };
             let base_offsets = if flags & FLAG_BASE != 0 { header.offsets()? } else { Vec::new() };
             let version = if flags & FLAG_VERSION != 0 { Some(header.u64()?) } else { None };
+            let fences = if flags & FLAG_FENCES != 0 { header.fences()? } else { Vec::new() };
             let mut payload = crate::wire::decode_body(header.rest())?;
             payload.settings = settings;
             payload.base_offsets = base_offsets;
             payload.version = version;
+            payload.fences = fences;
             Ok(payload)
         }
         other => Err(Error::InvalidPayload(format!(
@@ -201,6 +215,9 @@ struct JsonPayload {
     base_offsets: BTreeMap<i32, i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
+    /// Partition → source partition → seq.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    fences: BTreeMap<i32, BTreeMap<i32, u64>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -246,6 +263,10 @@ pub fn encode_json(payload: &Payload) -> Result<Vec<u8>> {
         offsets: payload.offsets.iter().copied().collect(),
         base_offsets: payload.base_offsets.iter().copied().collect(),
         version: payload.version,
+        fences: payload.fences.iter().fold(BTreeMap::new(), |mut fences, &(partition, source, seq)| {
+            fences.entry(partition).or_insert_with(BTreeMap::new).insert(source, seq);
+            fences
+        }),
     };
     serde_json::to_vec(&json).map_err(|e| Error::InvalidPayload(format!("cannot encode: {e}")))
 }
@@ -287,6 +308,11 @@ fn decode_json(bytes: &[u8]) -> Result<Payload> {
         settings,
         base_offsets: json.base_offsets.into_iter().collect(),
         version: json.version,
+        fences: json
+            .fences
+            .into_iter()
+            .flat_map(|(partition, sources)| sources.into_iter().map(move |(source, seq)| (partition, source, seq)))
+            .collect(),
     })
 }
 
@@ -335,6 +361,7 @@ mod tests {
             settings: None,
             base_offsets: vec![],
             version: None,
+            fences: vec![],
         }
     }
 
@@ -401,6 +428,53 @@ mod tests {
     }
 
     #[test]
+    fn fences_round_trip_in_both_formats() {
+        let payload = Payload { fences: vec![(0, 1, 196_608), (0, 7, 2), (3, 0, u64::MAX)], ..sample() };
+        let binary = encode_binary(&payload).unwrap();
+        // Version 3, flags: fences (8) only; then the count and one
+        // (i32 partition, i32 source partition, u64 seq) per fence; then
+        // exactly the version-1 body.
+        assert_eq!(&binary[4..7], &[3, 0, 8]);
+        let mut fences = 3u64.to_le_bytes().to_vec();
+        for (partition, source, seq) in [(0i32, 1i32, 196_608u64), (0, 7, 2), (3, 0, u64::MAX)] {
+            fences.extend(partition.to_le_bytes());
+            fences.extend(source.to_le_bytes());
+            fences.extend(seq.to_le_bytes());
+        }
+        assert_eq!(&binary[7..7 + fences.len()], fences.as_slice());
+        assert_eq!(&binary[7 + fences.len()..], &encode_binary(&sample()).unwrap()[HEADER_LEN..]);
+        assert_eq!(decode(&binary, &Limits::default()).unwrap(), payload);
+        for cut in 0..binary.len() {
+            assert!(decode(&binary[..cut], &Limits::default()).is_err(), "cut at {cut}");
+        }
+        let json = encode_json(&payload).unwrap();
+        assert!(
+            String::from_utf8_lossy(&json).ends_with(r#""offsets":{"0":10,"3":99},"fences":{"0":{"1":196608,"7":2},"3":{"0":18446744073709551615}}}"#),
+            "{}",
+            String::from_utf8_lossy(&json)
+        );
+        assert_eq!(decode(&json, &Limits::default()).unwrap(), payload);
+        // With everything else the header holds: settings, base offsets,
+        // version, then the fences, in that order (flags 1 | 2 | 4 | 8).
+        let full = Payload { base_offsets: vec![(0, 4)], version: Some(12), ..Payload { settings: with_settings().settings, ..payload } };
+        let binary = encode_binary(&full).unwrap();
+        assert_eq!(&binary[4..7], &[3, 0, 15]);
+        let fences_at = 7 + 24 + (8 + 12) + 8;
+        assert_eq!(&binary[fences_at - 8..fences_at], &12u64.to_le_bytes());
+        assert_eq!(&binary[fences_at..fences_at + fences.len()], fences.as_slice());
+        assert_eq!(decode(&binary, &Limits::default()).unwrap(), full);
+        assert_eq!(decode(&encode_json(&full).unwrap(), &Limits::default()).unwrap(), full);
+        // Payloads without fences are written as before (and old ones read).
+        assert_eq!(&encode_binary(&sample()).unwrap()[4..6], &[1, 0]);
+        assert!(!String::from_utf8_lossy(&encode_json(&sample()).unwrap()).contains("fences"));
+        assert_eq!(decode(&encode_binary(&sample()).unwrap(), &Limits::default()).unwrap().fences, vec![]);
+        // Bounded.
+        let limits = Limits { max_fences: 2, ..Limits::default() };
+        let error = decode(&encode_binary(&full).unwrap(), &limits).unwrap_err();
+        assert!(matches!(error, Error::TooLarge { what: "number of fences", got: 3, limit: 2 }), "{error:?}");
+    }
+
+    #[test]
     fn settings_are_validated() {
         let limits = Limits::default();
         let cases: &[(&[u8], &str)] = &[
@@ -435,6 +509,7 @@ mod tests {
             settings: None,
             base_offsets: vec![],
             version: None,
+            fences: vec![],
         };
         let mut want: Vec<u8> = b"BNDT".to_vec();
         want.extend([1, 0]);
@@ -502,7 +577,11 @@ mod tests {
             (b"", "expected JSON"),
             (b"BNDT\x09\x00", "version 9"),
             (b"BNDT\x02\x00\x00", "binary payload settings: truncated"),
-            (b"BNDT\x03\x00\x08", "unknown flags 0x08"),
+            (b"BNDT\x03\x00\x10", "unknown flags 0x10"),
+            (b"BNDT\x03\x00\x08", "binary payload header: truncated"),
+            (br#"{"dim": 2, "arms": [], "offsets": {"0": 3}, "fences": {"1": {"0": 4}}}"#, "fences: partition 1 has a fence (source partition 0 at seq 4) but no offset"),
+            (br#"{"dim": 2, "arms": [], "offsets": {"0": 3}, "fences": {"0": {"-1": 4}}}"#, "fences: partition 0, source partition -1 is out of range"),
+            (br#"{"dim": 2, "arms": [], "offsets": {"0": 3}, "fences": {"0": {"1": -4}}}"#, "JSON"),
             (b"BNDT\x03\x00\x04", "binary payload header: truncated"),
             (b"XXXX\x01\x00", "expected JSON"),
             (br#"{"dim": 2, "arms": [{"id": "a", "a_inv": [[1, 2], [0, 1]], "b": [0, 0]}]}"#, "not symmetric"),

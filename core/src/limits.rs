@@ -15,6 +15,9 @@ pub struct Limits {
     pub max_id_bytes: usize,
     /// Largest TOP a RANK may ask for.
     pub max_top: usize,
+    /// Most sequence fences (feedback partition, source partition) one
+    /// model, and one payload, may hold (see [`crate::Payload::fences`]).
+    pub max_fences: usize,
 }
 
 impl Default for Limits {
@@ -25,6 +28,8 @@ impl Default for Limits {
             max_payload_bytes: 256 * 1024 * 1024,
             max_id_bytes: 1024,
             max_top: 100_000,
+            // Feedback partitions × decisions partitions: 1024 × 1024.
+            max_fences: 1 << 20,
         }
     }
 }
@@ -35,6 +40,13 @@ impl Limits {
     /// Everything else a decoder checks still applies.
     #[must_use]
     pub fn unbounded() -> Self {
-        Self { max_dim: usize::MAX, max_arms: usize::MAX, max_payload_bytes: usize::MAX, max_id_bytes: usize::MAX, max_top: usize::MAX }
+        Self {
+            max_dim: usize::MAX,
+            max_arms: usize::MAX,
+            max_payload_bytes: usize::MAX,
+            max_id_bytes: usize::MAX,
+            max_top: usize::MAX,
+            max_fences: usize::MAX,
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! One LinUCB model: its settings, the arm table and the trainer's offset
-//! fence.
+//! and sequence fences.
 //!
 //! The arm table is column-oriented: every per-arm quantity ranking reads
 //! lives in one contiguous vector indexed by row, and the two things ranking
@@ -106,6 +106,10 @@ pub struct Model {
     pub(crate) reward_sum: Vec<f64>,
     pub(crate) updated_ms: Vec<i64>,
     pub(crate) offsets: BTreeMap<i32, i64>,
+    /// (partition, source partition) → highest seq folded: the trainer's
+    /// sequence fences, written with the partition's offset (see
+    /// [`Payload::fences`]).
+    pub(crate) fences: BTreeMap<(i32, i32), u64>,
     pub(crate) loads: u64,
     pub(crate) last_load_ms: i64,
 }
@@ -115,7 +119,7 @@ pub struct Model {
 pub struct Applied {
     /// Arms whose stored values changed (new arms included).
     pub arms_changed: usize,
-    /// Whether any partition offset moved.
+    /// Whether any partition offset or sequence fence moved.
     pub offsets_changed: bool,
     /// Set by callers that created the model for this payload.
     pub created: bool,
@@ -158,6 +162,7 @@ impl Model {
             reward_sum: Vec::new(),
             updated_ms: Vec::new(),
             offsets: BTreeMap::new(),
+            fences: BTreeMap::new(),
             loads: 0,
             last_load_ms: 0,
         }
@@ -187,6 +192,13 @@ impl Model {
     #[must_use]
     pub fn offsets(&self) -> &BTreeMap<i32, i64> {
         &self.offsets
+    }
+
+    /// The trainer's sequence fences: (partition, source partition) →
+    /// highest seq folded.
+    #[must_use]
+    pub fn fences(&self) -> &BTreeMap<(i32, i32), u64> {
+        &self.fences
     }
 
     /// Row of an arm id, if the model has it.
@@ -266,7 +278,7 @@ impl Model {
             + vec(&self.n)
             + vec(&self.reward_sum)
             + vec(&self.updated_ms)
-            + self.offsets.len() * 48
+            + (self.offsets.len() + self.fences.len()) * 48
     }
 
     /// Applies a validated payload atomically: either every arm and offset is
@@ -276,7 +288,8 @@ impl Model {
     /// # Errors
     /// [`Error::DimMismatch`] for another dim, [`Error::Stale`] when the model
     /// holds a later offset for a listed partition, [`Error::TooLarge`] when
-    /// the new arms would pass `limits.max_arms`.
+    /// the new arms would pass `limits.max_arms` (or the new fences
+    /// `limits.max_fences`).
     pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
         let new_arms = self.check(payload, limits)?;
         let mut prepared = Prepared::new(payload);
@@ -335,6 +348,14 @@ impl Model {
                 limit: limits.max_arms,
             });
         }
+        let new_fences = payload.fences.iter().filter(|&&(p, s, _)| !self.fences.contains_key(&(p, s))).count();
+        if self.fences.len() + new_fences > limits.max_fences {
+            return Err(Error::TooLarge {
+                what: "number of fences in the model",
+                got: self.fences.len() + new_fences,
+                limit: limits.max_fences,
+            });
+        }
         Ok(new_arms)
     }
 
@@ -356,6 +377,11 @@ impl Model {
         }
         for &(partition, given) in &payload.offsets {
             applied.offsets_changed |= self.offsets.insert(partition, given) != Some(given);
+        }
+        // Validation put every fence's partition among the offsets just
+        // written (or refused with them as STALE in `check`).
+        for &(partition, source, seq) in &payload.fences {
+            applied.offsets_changed |= self.fences.insert((partition, source), seq) != Some(seq);
         }
         if applied.changed() {
             self.loads += 1;
@@ -449,7 +475,7 @@ impl Model {
     }
 
     /// The arms at the given rows (all when `rows` is None) and every stored
-    /// offset, as a payload that [`Model::apply`] restores exactly.
+    /// offset and fence, as a payload that [`Model::apply`] restores exactly.
     #[must_use]
     pub fn export(&self, rows: Option<&[usize]>) -> Payload {
         let to_payload = |view: ArmView<'_>| ArmPayload {
@@ -472,6 +498,7 @@ impl Model {
             settings: Some(PayloadSettings::of(&self.settings)),
             base_offsets: Vec::new(),
             version: None,
+            fences: self.fences.iter().map(|(&(partition, source), &seq)| (partition, source, seq)).collect(),
         }
     }
 
@@ -612,7 +639,7 @@ mod tests {
     #[test]
     fn apply_computes_theta_and_keeps_everything() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![], version: None };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         assert_eq!(model.apply(&payload, 1000, &Limits::default()).unwrap().arms_changed, 1);
         let view = model.arm(0).unwrap();
         assert_eq!(view.theta, &[0.5, 0.5]);
@@ -626,7 +653,7 @@ mod tests {
     #[test]
     fn an_identical_load_changes_nothing() {
         let mut model = Model::new(settings(2));
-        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![], version: None };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5)], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         assert!(model.apply(&payload, 1000, &Limits::default()).unwrap().changed());
         assert!(!model.apply(&payload, 2000, &Limits::default()).unwrap().changed());
         assert_eq!(model.arm(0).unwrap().updated_ms, 1000);
@@ -636,10 +663,10 @@ mod tests {
     #[test]
     fn stale_offsets_reject_the_whole_payload() {
         let mut model = Model::new(settings(2));
-        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None, base_offsets: vec![], version: None };
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         let before = model.clone();
-        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None, base_offsets: vec![], version: None };
+        let stale = Payload { dim: 2, arms: vec![arm("b", [1.0, 0.0], 1)], offsets: vec![(0, 6), (1, 6)], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         let error = model.apply(&stale, 2000, &Limits::default()).unwrap_err();
         assert_eq!(error, Error::Stale { partition: 1, stored: 7, given: 6 });
         assert_eq!(model, before);
@@ -649,7 +676,7 @@ mod tests {
     fn arm_limit_is_checked_before_writing() {
         let mut model = Model::new(settings(2));
         let limits = Limits { max_arms: 1, ..Limits::default() };
-        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None, base_offsets: vec![], version: None };
+        let payload = Payload { dim: 2, arms: vec![arm("a", [0.0, 0.0], 0), arm("b", [0.0, 0.0], 0)], offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         assert!(matches!(model.apply(&payload, 0, &limits), Err(Error::TooLarge { .. })));
         assert!(model.is_empty());
     }
@@ -664,6 +691,7 @@ mod tests {
             settings: None,
             base_offsets: vec![],
             version: None,
+            fences: vec![],
         };
         model.apply(&payload, 1234, &Limits::default()).unwrap();
         let mut copy = Model::new(settings(2));
@@ -675,7 +703,7 @@ mod tests {
     #[test]
     fn export_carries_the_settings_and_other_settings_are_refused() {
         let mut model = Model::new(ModelSettings { dim: 2, alpha: 0.3, lambda: 2.0, decay: 0.99 });
-        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![], version: None }, 5, &Limits::default()).unwrap();
+        model.apply(&Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] }, 5, &Limits::default()).unwrap();
         let export = model.export(None);
         assert_eq!(export.settings, Some(PayloadSettings { alpha: 0.3, lambda: 2.0, decay: 0.99 }));
         let before = model.clone();
@@ -728,14 +756,55 @@ mod tests {
     }
 
     #[test]
+    fn fences_are_written_with_their_offsets_and_exported() {
+        let mut model = Model::new(settings(2));
+        let limits = Limits::default();
+        let first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![(0, 5), (1, 7)], fences: vec![(0, 2, 40), (1, 0, 9)], ..Payload::default() };
+        assert!(model.apply(&first, 1, &limits).unwrap().offsets_changed);
+        assert_eq!(model.fences(), &BTreeMap::from([((0, 2), 40), ((1, 0), 9)]));
+        // Listed pairs take the given seq, the others keep theirs.
+        let second = Payload { dim: 2, offsets: vec![(0, 8)], fences: vec![(0, 2, 41), (0, 3, 1)], ..Payload::default() };
+        model.apply(&second, 2, &limits).unwrap();
+        assert_eq!(model.fences(), &BTreeMap::from([((0, 2), 41), ((0, 3), 1), ((1, 0), 9)]));
+        // A fence alone is a change (the model's version moves), an identical one is not.
+        let loads = model.stats().loads;
+        let moved = Payload { dim: 2, offsets: vec![(0, 8)], fences: vec![(0, 3, 2)], ..Payload::default() };
+        assert!(model.apply(&moved, 3, &limits).unwrap().changed());
+        assert!(!model.apply(&moved, 4, &limits).unwrap().changed());
+        assert_eq!(model.stats().loads, loads + 1);
+        // STALE on the offset: the fences are not written either.
+        let before = model.clone();
+        let stale = Payload { dim: 2, offsets: vec![(0, 9), (1, 6)], fences: vec![(0, 2, 99), (1, 0, 99)], ..Payload::default() };
+        assert_eq!(model.apply(&stale, 5, &limits).unwrap_err(), Error::Stale { partition: 1, stored: 7, given: 6 });
+        let moved_under = Payload { base_offsets: vec![(0, 5)], ..stale.clone() };
+        assert!(matches!(model.apply(&moved_under, 5, &limits), Err(Error::Moved { partition: 0, .. })));
+        assert_eq!(model, before);
+        // Bounded across payloads: one more pair than the model may hold.
+        let bounded = Limits { max_fences: 4, ..limits };
+        let more = Payload { dim: 2, offsets: vec![(1, 8)], fences: vec![(1, 0, 10), (1, 1, 1), (1, 2, 1)], ..Payload::default() };
+        let error = model.apply(&more, 6, &bounded).unwrap_err();
+        assert_eq!(error, Error::TooLarge { what: "number of fences in the model", got: 5, limit: 4 });
+        assert_eq!(model, before);
+        // Every fence is in every export (an arm's too, which the trainer
+        // restores from), and an export restores them exactly.
+        let export = model.export(Some(&[]));
+        assert_eq!(export.fences, vec![(0, 2, 41), (0, 3, 2), (1, 0, 9)]);
+        assert_eq!(model.export(Some(&[0])).fences, export.fences);
+        export.validate(&limits).unwrap();
+        let mut copy = Model::new(settings(2));
+        copy.apply(&model.export(None), 7, &limits).unwrap();
+        assert_eq!(copy.fences(), model.fences());
+    }
+
+    #[test]
     fn stamp_states_what_the_model_stored() {
         let mut model = Model::new(settings(2));
-        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![], version: None };
+        let mut first = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4)], offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         model.apply(&first, 1000, &Limits::default()).unwrap();
         assert!(model.stamp(&mut first));
         assert_eq!(first.arms[0].updated_ms, Some(1000));
         // An unchanged arm keeps its time; a changed one takes the new time.
-        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None, base_offsets: vec![], version: None };
+        let mut second = Payload { dim: 2, arms: vec![arm("a", [1.0, 2.0], 4), arm("b", [0.0, 1.0], 1)], offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         model.apply(&second, 2000, &Limits::default()).unwrap();
         assert!(model.stamp(&mut second));
         assert_eq!(second.arms.iter().map(|a| a.updated_ms).collect::<Vec<_>>(), vec![Some(1000), Some(2000)]);

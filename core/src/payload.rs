@@ -101,6 +101,17 @@ pub struct Payload {
     /// the module takes it from the AOF and the primary's stream only.
     #[serde(skip)]
     pub version: Option<u64>,
+    /// The trainer's sequence fences: (feedback partition, source partition,
+    /// highest `source.seq` folded from that source partition into that
+    /// feedback partition's events, see [`crate::event::Source`]), sorted
+    /// by (feedback partition, source partition), each pair once. They
+    /// describe the stream up to the feedback partition's offset, so each
+    /// feedback partition must have its offset in the same payload: the
+    /// model writes them with the offsets, and refuses both as STALE
+    /// together. A listed pair takes the given seq; pairs not listed keep
+    /// theirs. Not part of the version-1 body (see [`crate::codec`]).
+    #[serde(skip)]
+    pub fences: Vec<(i32, i32, u64)>,
 }
 
 impl Payload {
@@ -136,6 +147,37 @@ impl Payload {
         }
         check_partitions(&self.offsets, 0, "offsets")?;
         check_partitions(&self.base_offsets, -1, "base_offsets")?;
+        self.check_fences(limits)
+    }
+
+    /// Fences listed once each, in (feedback partition, source partition)
+    /// order, non-negative, each for a feedback partition whose offset this
+    /// payload sets: a fence states where the stream is at that offset, so
+    /// without it the two could be applied apart (and a STALE offset would
+    /// not hold back its fence).
+    fn check_fences(&self, limits: &Limits) -> Result<()> {
+        if self.fences.len() > limits.max_fences {
+            return Err(Error::TooLarge { what: "number of fences", got: self.fences.len(), limit: limits.max_fences });
+        }
+        let mut previous: Option<(i32, i32)> = None;
+        for &(partition, source, seq) in &self.fences {
+            if partition < 0 || source < 0 {
+                return Err(Error::InvalidPayload(format!(
+                    "fences: partition {partition}, source partition {source} is out of range"
+                )));
+            }
+            if previous.is_some_and(|p| p >= (partition, source)) {
+                return Err(Error::InvalidPayload(
+                    "fences must list each (partition, source partition) once, in ascending order".into(),
+                ));
+            }
+            if self.offsets.binary_search_by_key(&partition, |&(p, _)| p).is_err() {
+                return Err(Error::InvalidPayload(format!(
+                    "fences: partition {partition} has a fence (source partition {source} at seq {seq}) but no offset in the payload"
+                )));
+            }
+            previous = Some((partition, source));
+        }
         Ok(())
     }
 }
@@ -208,5 +250,37 @@ impl ArmPayload {
         } else {
             Err(Error::NotFinite { field: format!("{field} of arm '{}'", self.id) })
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with_fences(fences: Vec<(i32, i32, u64)>) -> Payload {
+        Payload { dim: 1, offsets: vec![(0, 5), (2, 9)], fences, ..Payload::default() }
+    }
+
+    #[test]
+    fn fences_are_validated() {
+        let limits = Limits::default();
+        with_fences(vec![(0, 0, 1), (0, 3, 0), (2, 0, u64::MAX)]).validate(&limits).unwrap();
+        with_fences(vec![]).validate(&limits).unwrap();
+        let cases = [
+            (vec![(0, 3, 1), (0, 0, 1)], "once, in ascending order"),
+            (vec![(2, 0, 1), (0, 0, 1)], "once, in ascending order"),
+            (vec![(0, 3, 1), (0, 3, 2)], "once, in ascending order"),
+            (vec![(1, 0, 1)], "partition 1 has a fence (source partition 0 at seq 1) but no offset"),
+            (vec![(0, -1, 1)], "partition 0, source partition -1 is out of range"),
+            (vec![(-1, 0, 1)], "partition -1, source partition 0 is out of range"),
+        ];
+        for (fences, expected) in cases {
+            let error = with_fences(fences.clone()).validate(&limits).unwrap_err().to_string();
+            assert!(error.contains(expected), "{fences:?}: {error}");
+        }
+        let limits = Limits { max_fences: 1, ..Limits::default() };
+        let error = with_fences(vec![(0, 0, 1), (2, 0, 1)]).validate(&limits).unwrap_err();
+        assert_eq!(error, Error::TooLarge { what: "number of fences", got: 2, limit: 1 });
     }
 }

@@ -9,7 +9,9 @@
 //! dim, alpha, lambda, ids, params, b, gram, has_gram, n, reward_sum,
 //! updated_ms, offsets (partition, offset pairs), loads, last_load_ms.
 //! Version 2 adds the model's decay after lambda; version 1 models have none
-//! (decay 1).
+//! (decay 1). Version 3 adds the trainer's sequence fences at the end, after
+//! last_load_ms: a u64 count, then (i32 partition, i32 source partition,
+//! u64 seq) per fence; version 1 and 2 models have none.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::model::{ArmView, Model, ModelSettings};
 use crate::packed;
-use crate::wire::{put_f64, put_f64s, put_offsets, put_str, put_u64, Reader};
+use crate::wire::{put_f64, put_f64s, put_fences, put_offsets, put_str, put_u64, Reader};
 
 /// Values without a count (a column written arm by arm after its count).
 fn put_values<'v>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'v f64>) {
@@ -29,7 +31,7 @@ fn put_values<'v>(out: &mut Vec<u8>, values: impl IntoIterator<Item = &'v f64>) 
 }
 
 /// The version [`encode`] writes.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// Encodes a model at [`VERSION`].
 ///
@@ -75,6 +77,7 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
     put_offsets(&mut out, model.offsets.iter().map(|(&partition, &offset)| (partition, offset)));
     put_u64(&mut out, model.loads);
     out.extend_from_slice(&model.last_load_ms.to_le_bytes());
+    put_fences(&mut out, model.fences.iter().map(|(&(partition, source), &seq)| (partition, source, seq)));
     Ok(out)
 }
 
@@ -87,10 +90,18 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
 /// [`Error::InvalidPayload`] for damaged bytes.
 pub fn decode(version: i32, bytes: &[u8], limits: &Limits) -> Result<Model> {
     match version {
-        1 => decode_columns(read_columns(bytes, false)?, limits),
-        2 => decode_columns(read_columns(bytes, true)?, limits),
+        1 => decode_columns(read_columns(bytes, Layout { decay: false, fences: false })?, limits),
+        2 => decode_columns(read_columns(bytes, Layout { decay: true, fences: false })?, limits),
+        3 => decode_columns(read_columns(bytes, Layout { decay: true, fences: true })?, limits),
         other => Err(Error::UnsupportedSnapshot(other)),
     }
+}
+
+/// What a snapshot version holds beyond version 1.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    decay: bool,
+    fences: bool,
 }
 
 /// The columns of a snapshot, as read.
@@ -110,14 +121,15 @@ struct Columns {
     offsets: BTreeMap<i32, i64>,
     loads: u64,
     last_load_ms: i64,
+    fences: Vec<(i32, i32, u64)>,
 }
 
-fn read_columns(bytes: &[u8], with_decay: bool) -> Result<Columns> {
+fn read_columns(bytes: &[u8], layout: Layout) -> Result<Columns> {
     let mut r = Reader::new(bytes, "model snapshot");
     let dim = r.usize()?;
     let alpha = r.f64()?;
     let lambda = r.f64()?;
-    let decay = if with_decay { r.f64()? } else { 1.0 };
+    let decay = if layout.decay { r.f64()? } else { 1.0 };
     let count = r.len(8)?;
     let ids = (0..count).map(|_| r.str().map(Box::from)).collect::<Result<Vec<Box<str>>>>()?;
     let params = r.f64s()?;
@@ -134,8 +146,9 @@ fn read_columns(bytes: &[u8], with_decay: bool) -> Result<Columns> {
     let offsets: BTreeMap<i32, i64> = r.offsets()?.into_iter().collect();
     let loads = r.u64()?;
     let last_load_ms = r.i64()?;
+    let fences = if layout.fences { r.fences()? } else { Vec::new() };
     r.finish()?;
-    Ok(Columns { dim, alpha, lambda, decay, ids, params, b, gram, has_gram, n, reward_sum, updated_ms, offsets, loads, last_load_ms })
+    Ok(Columns { dim, alpha, lambda, decay, ids, params, b, gram, has_gram, n, reward_sum, updated_ms, offsets, loads, last_load_ms, fences })
 }
 
 fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
@@ -157,6 +170,18 @@ fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
         && columns.updated_ms.len() == arms;
     if !lengths_ok {
         return Err(damaged("column lengths"));
+    }
+    // Fences as the encoder writes them: ascending pairs, each for a
+    // partition with an offset (the model only ever writes them together).
+    let mut fences = BTreeMap::new();
+    for &(partition, source, seq) in &columns.fences {
+        let ascending = fences.last_key_value().is_none_or(|(&last, _)| last < (partition, source));
+        if !ascending || !columns.offsets.contains_key(&partition) {
+            return Err(Error::InvalidPayload(format!(
+                "model snapshot: the fence of partition {partition}, source partition {source} is out of order or has no offset"
+            )));
+        }
+        fences.insert((partition, source), seq);
     }
     let mut index = FxHashMap::default();
     index.reserve(arms);
@@ -181,6 +206,7 @@ fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
     model.reward_sum = columns.reward_sum;
     model.updated_ms = columns.updated_ms;
     model.offsets = columns.offsets;
+    model.fences = fences;
     model.loads = columns.loads;
     model.last_load_ms = columns.last_load_ms;
     Ok(model)
@@ -211,6 +237,7 @@ mod tests {
             settings: None,
             base_offsets: vec![],
             version: None,
+            fences: vec![],
         };
         model.apply(&payload, 5, &Limits::default()).unwrap();
         model.apply(&Payload { arms: vec![arm("x", 4.0, false, Some(78))], offsets: vec![], ..payload.clone() }, 6, &Limits::default()).unwrap();
@@ -225,12 +252,56 @@ mod tests {
         assert_eq!(decoded.arm(1).unwrap().updated_ms, 5);
         assert_eq!(decoded.arm(0).unwrap().a, None, "x was replaced by a version without A");
         assert_eq!(decoded.stats().loads, 2);
-        assert_eq!(decode(3, &bytes, &Limits::default()).unwrap_err(), Error::UnsupportedSnapshot(3));
+        assert_eq!(decode(4, &bytes, &Limits::default()).unwrap_err(), Error::UnsupportedSnapshot(4));
+        // Version 2 is version 3 without the fence list (here empty: a u64 0).
+        let (v2, fences) = bytes.split_at(bytes.len() - 8);
+        assert_eq!(fences, 0u64.to_le_bytes());
+        let v2_model = decode(2, v2, &Limits::default()).unwrap();
+        assert_eq!(v2_model, model);
+        assert!(decode(2, &bytes, &Limits::default()).is_err(), "version 2 has no fence list");
         // Version 1 is version 2 without the decay.
-        let v1 = [&bytes[..24], &bytes[32..]].concat();
+        let v1 = [&v2[..24], &v2[32..]].concat();
         let old = decode(1, &v1, &Limits::default()).unwrap();
         assert_eq!(old.settings().decay, 1.0);
         assert_eq!(old.export(None).arms, model.export(None).arms);
+        assert!(old.fences().is_empty());
         assert!(decode(VERSION, &bytes[..bytes.len() - 3], &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn fences_round_trip_at_the_end_of_version_3() {
+        let mut model = Model::new(ModelSettings { dim: 1, alpha: 0.5, lambda: 1.5, decay: 1.0 });
+        let payload = Payload {
+            dim: 1,
+            offsets: vec![(0, 3), (2, 9)],
+            fences: vec![(0, 1, 196_609), (0, 4, 7), (2, 1, u64::MAX)],
+            ..Payload::default()
+        };
+        model.apply(&payload, 5, &Limits::default()).unwrap();
+        let before_fences = encode(&Model::new(*model.settings())).unwrap().len();
+        let bytes = encode(&model).unwrap();
+        // Written out by hand: the count, then (i32, i32, u64) per fence in
+        // (partition, source partition) order, after last_load_ms.
+        let mut want = 3u64.to_le_bytes().to_vec();
+        for (partition, source, seq) in [(0i32, 1i32, 196_609u64), (0, 4, 7), (2, 1, u64::MAX)] {
+            want.extend(partition.to_le_bytes());
+            want.extend(source.to_le_bytes());
+            want.extend(seq.to_le_bytes());
+        }
+        assert_eq!(&bytes[bytes.len() - want.len()..], want.as_slice());
+        assert!(bytes.len() > before_fences);
+        let decoded = decode(VERSION, &bytes, &Limits::default()).unwrap();
+        assert_eq!(decoded, model);
+        assert_eq!(decoded.fences().iter().map(|(&(p, s), &q)| (p, s, q)).collect::<Vec<_>>(), payload.fences);
+        assert_eq!(decoded.export(None).fences, payload.fences);
+        for cut in 1..=want.len() {
+            assert!(decode(VERSION, &bytes[..bytes.len() - cut], &Limits::default()).is_err(), "cut {cut}");
+        }
+        // A fence for a partition with no offset cannot come from a model.
+        let mut damaged = bytes.clone();
+        let at = bytes.len() - want.len() + 8;
+        damaged[at..at + 4].copy_from_slice(&1i32.to_le_bytes());
+        let error = decode(VERSION, &damaged, &Limits::default()).unwrap_err();
+        assert!(error.to_string().contains("fence of partition 1, source partition 1"), "{error}");
     }
 }

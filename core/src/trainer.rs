@@ -5,36 +5,46 @@
 //! and a second writer (see the property tests beside this file).
 //!
 //! Per assigned partition it tracks `published` (the offset the model holds
-//! for it, as of the last restore or publish) and `next` (the offset after the
-//! last record handled). Per arm it keeps the accumulator and the partition
-//! that owns the arm.
+//! for it, as of the last restore or publish), `next` (the offset after the
+//! last record handled) and its sequence fences: per source partition, the
+//! highest `source.seq` folded (see [`crate::event::Source`]). Per arm it
+//! keeps the accumulator and the partition that owns the arm.
 //!
 //! The invariant that makes delivery exactly once: an arm's accumulator
 //! always equals the model's copy at its partition's `published` offset plus
-//! every event of that partition from there to `next`. Hence:
+//! every event of that partition from there to `next`, and so do the
+//! partition's fences (the model's at `published`, raised by the events
+//! folded since). Hence:
 //! - records below `next` are skipped, so redeliveries are never counted twice;
+//! - an event whose source seq is at or below its fence is a duplicate (the
+//!   join emitted the example again after a crash, at a later offset): it is
+//!   not folded, and its offset counts as handled ([`Handled::Duplicate`]).
+//!   Events without `source` are never duplicates. The fence check comes
+//!   before validation, so an invalid example emitted again is dropped, not
+//!   dead-lettered twice; but a rejected event does not raise the fence;
 //! - an arm is restored from the model on its first event ([`Handled::NeedArm`]
 //!   then [`Trainer::restored`]), and only while the model's offset for the
 //!   partition is still `published`; if another writer moved it, the partition
 //!   is reset to the model (its arms dropped, `next` = the model's offset) and
 //!   the caller seeks there;
 //! - a publish carries every changed arm and, for every partition that moved,
-//!   its `next`, and the offsets it was built on: the model
+//!   its `next` and all its fences, and the offsets it was built on: the model
 //!   ([`crate::Model::apply`]) refuses it as STALE when another writer is
 //!   ahead or the model is not where the trainer left it (it went back), and
 //!   [`Trainer::reconcile`] resets the partitions that moved.
 //!
 //! The calls, in the order the I/O loop makes them:
-//! 1. [`Trainer::assign`] with the model's offsets: where to start each partition.
+//! 1. [`Trainer::assign`] with the model's export (its offsets and fences;
+//!    no arms needed): where to start each partition.
 //! 2. [`Trainer::handle`] per record; on `NeedArm`, export that arm (and the
-//!    offsets) from the model, [`Trainer::restored`], then handle it again.
+//!    offsets and fences) from the model, [`Trainer::restored`], then handle it again.
 //!    On `Rejected`, dead-letter it and [`Trainer::advance`], or stop.
 //! 3. [`Trainer::flush`]: the payload to LOAD (built on the offsets the model
 //!    had, which it checks: [`crate::Payload::base_offsets`]); then
 //!    [`Trainer::published`] (commit the returned offsets) or, on STALE,
-//!    [`Trainer::reconcile`] with the model's offsets (seek the returned
+//!    [`Trainer::reconcile`] with the model's export (seek the returned
 //!    partitions) and flush again. With nothing to publish, reconcile with
-//!    the model's offsets anyway: that is how a failover that lost the last
+//!    the model's export anyway: that is how a failover that lost the last
 //!    LOAD is noticed on a quiet partition.
 //! 4. [`Trainer::revoke`] after a final flush when partitions go away.
 
@@ -55,6 +65,9 @@ pub enum Handled {
     Folded,
     /// Already in the model (a redelivery), or for a partition not held.
     Skipped,
+    /// An example the join emitted again: its source seq is at or below the
+    /// fence of its source partition. Not folded; its offset is handled.
+    Duplicate,
     /// Cannot be folded; `next` does not move until the caller decides
     /// (dead-letter then [`Trainer::advance`], or stop before it).
     Rejected(String),
@@ -81,11 +94,21 @@ struct PartitionState {
     /// Records handled since `published` (folded, skipped past or advanced
     /// over): what a reset of this partition gives up.
     unflushed: u64,
+    /// Source partition → highest seq folded, as of `next`.
+    fences: BTreeMap<i32, u64>,
 }
 
 impl PartitionState {
-    fn at(offset: Option<i64>) -> Self {
-        Self { published: offset, next: offset, unflushed: 0 }
+    /// The partition as `model` (an export: offsets and fences) holds it.
+    fn at(partition: i32, model: &Payload) -> Self {
+        let offset = offset_of(&model.offsets, partition);
+        let fences = model
+            .fences
+            .iter()
+            .filter(|&&(p, _, _)| p == partition)
+            .map(|&(_, source, seq)| (source, seq))
+            .collect();
+        Self { published: offset, next: offset, unflushed: 0, fences }
     }
 }
 
@@ -145,18 +168,23 @@ impl Trainer {
         self.partitions.keys().copied().collect()
     }
 
-    /// Takes partitions over at the model's offsets (`model_offsets`: every
-    /// offset the model holds). Returns where to start each: the model's
-    /// offset, or None for the beginning.
-    pub fn assign(&mut self, partitions: &[i32], model_offsets: &[(i32, i64)]) -> Vec<(i32, Option<i64>)> {
+    /// Takes partitions over at the model's offsets and fences (`model`: an
+    /// export of the model; its arms are not used). Returns where to start
+    /// each: the model's offset, or None for the beginning.
+    pub fn assign(&mut self, partitions: &[i32], model: &Payload) -> Vec<(i32, Option<i64>)> {
         partitions
             .iter()
             .map(|&partition| {
-                let stored = offset_of(model_offsets, partition);
-                self.reset(partition, stored);
-                (partition, stored)
+                self.reset(partition, model);
+                (partition, offset_of(&model.offsets, partition))
             })
             .collect()
+    }
+
+    /// Sequence fences held, over the partitions held.
+    #[must_use]
+    pub fn fences(&self) -> usize {
+        self.partitions.values().map(|state| state.fences.len()).sum()
     }
 
     /// Gives partitions up (after the caller's final flush): their arms may
@@ -180,6 +208,12 @@ impl Trainer {
             Ok(event) => event,
             Err(reason) => return Handled::Rejected(reason.to_owned()),
         };
+        if let Some(source) = event.source {
+            if state.fences.get(&source.partition).is_some_and(|&fence| source.seq <= fence) {
+                self.advance(partition, offset);
+                return Handled::Duplicate;
+            }
+        }
         if let Err(error) = event.validate(self.dim) {
             return Handled::Rejected(error.to_string());
         }
@@ -197,6 +231,10 @@ impl Trainer {
             arm.dirty = true;
             self.dirty.push(event.product_id.clone());
         }
+        if let (Some(source), Some(state)) = (event.source, self.partitions.get_mut(&partition)) {
+            let fence = state.fences.entry(source.partition).or_insert(source.seq);
+            *fence = (*fence).max(source.seq);
+        }
         self.advance(partition, offset);
         Handled::Folded
     }
@@ -210,7 +248,7 @@ impl Trainer {
     }
 
     /// Takes the model's export of arm `id` (absent when the model lacks it)
-    /// with every offset the model holds, for a record of `partition`.
+    /// with every offset and fence the model holds, for a record of `partition`.
     ///
     /// # Errors
     /// [`Error::InvalidPayload`] when the model's arm cannot be trained on
@@ -219,7 +257,7 @@ impl Trainer {
         let stored = offset_of(&export.offsets, partition);
         let published = self.partitions.get(&partition).and_then(|state| state.published);
         if stored != published {
-            self.reset(partition, stored);
+            self.reset(partition, export);
             return Ok(Restored::Reset { partition, offset: stored.unwrap_or(0) });
         }
         let accumulator = match export.arms.iter().find(|arm| arm.id == id) {
@@ -233,9 +271,9 @@ impl Trainer {
         Ok(Restored::Ready)
     }
 
-    /// The payload that publishes every changed arm with the next offset of
-    /// every partition that moved, or None when nothing moved (records below
-    /// the model's offsets only; they count as published).
+    /// The payload that publishes every changed arm with the next offset and
+    /// the fences of every partition that moved, or None when nothing moved
+    /// (records below the model's offsets only; they count as published).
     ///
     /// # Errors
     /// [`Error::NotPositiveDefinite`] if an arm's A lost definiteness, which
@@ -253,6 +291,13 @@ impl Trainer {
             self.partitions.values_mut().for_each(|state| state.unflushed = 0);
             return Ok(None);
         }
+        // Fences change only with a fold, which moves `next`: those of the
+        // partitions that moved are all that can differ from the model's.
+        let fences = offsets
+            .iter()
+            .filter_map(|(partition, _)| self.partitions.get(partition).map(|state| (partition, state)))
+            .flat_map(|(&partition, state)| state.fences.iter().map(move |(&source, &seq)| (partition, source, seq)))
+            .collect();
         let arms = self.invert_dirty()?;
         // What this trainer built on, for every partition it holds (moved or
         // not): the model must still hold exactly it, so a LOAD a failover
@@ -262,7 +307,7 @@ impl Trainer {
             .iter()
             .map(|(&partition, state)| (partition, state.published.unwrap_or(-1)))
             .collect();
-        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets, version: None }))
+        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets, version: None, fences }))
     }
 
     /// The model accepted the payload of the last [`Trainer::flush`]: its
@@ -281,34 +326,37 @@ impl Trainer {
         }
     }
 
-    /// Aligns the trainer with the model's offsets now (`model_offsets`):
+    /// Aligns the trainer with the model's offsets now (`model`, an export
+    /// of it; its arms are not used):
     /// after a payload was refused as STALE, and whenever there was nothing to
     /// publish, so that a model that went back (a failover that lost the last
     /// LOAD) or that another writer moved is noticed even on a quiet
     /// partition. Every partition whose model offset is not the one this
-    /// trainer published is reset to the model; returns (partition, offset)
+    /// trainer published is reset to the model (its offset and fences);
+    /// returns (partition, offset)
     /// for the consumer to seek, which replays what the model lacks. After a
     /// STALE, flush again: the rest is still waiting.
-    pub fn reconcile(&mut self, model_offsets: &[(i32, i64)]) -> Vec<(i32, i64)> {
+    pub fn reconcile(&mut self, model: &Payload) -> Vec<(i32, i64)> {
         let moved: Vec<(i32, Option<i64>)> = self
             .partitions
             .iter()
-            .map(|(&partition, state)| (partition, state.published, offset_of(model_offsets, partition)))
+            .map(|(&partition, state)| (partition, state.published, offset_of(&model.offsets, partition)))
             .filter(|(_, published, stored)| published != stored)
             .map(|(partition, _, stored)| (partition, stored))
             .collect();
         moved
             .into_iter()
             .map(|(partition, stored)| {
-                self.reset(partition, stored);
+                self.reset(partition, model);
                 (partition, stored.unwrap_or(0))
             })
             .collect()
     }
 
-    fn reset(&mut self, partition: i32, stored: Option<i64>) {
+    /// Drops the partition's arms and takes its offset and fences from `model`.
+    fn reset(&mut self, partition: i32, model: &Payload) {
         self.drop_arms_of(partition);
-        self.partitions.insert(partition, PartitionState::at(stored));
+        self.partitions.insert(partition, PartitionState::at(partition, model));
     }
 
     fn drop_arms_of(&mut self, partition: i32) {

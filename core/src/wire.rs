@@ -43,6 +43,17 @@ pub(crate) fn put_offsets(out: &mut Vec<u8>, offsets: impl ExactSizeIterator<Ite
     }
 }
 
+/// A fence list: u64 count, then i32 partition, i32 source partition and
+/// u64 seq per entry (payload header and snapshot).
+pub(crate) fn put_fences(out: &mut Vec<u8>, fences: impl ExactSizeIterator<Item = (i32, i32, u64)>) {
+    put_u64(out, fences.len() as u64);
+    for (partition, source, seq) in fences {
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&source.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+    }
+}
+
 pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
     put_u64(out, text.len() as u64);
     out.extend_from_slice(text.as_bytes());
@@ -167,6 +178,12 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| Ok((self.i32()?, self.i64()?))).collect()
     }
 
+    /// A list written by [`put_fences`].
+    pub(crate) fn fences(&mut self) -> Result<Vec<(i32, i32, u64)>> {
+        let count = self.len(16)?;
+        (0..count).map(|_| Ok((self.i32()?, self.i32()?, self.u64()?))).collect()
+    }
+
     /// The bytes not read yet.
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.rest
@@ -204,5 +221,5 @@ pub fn decode_body(bytes: &[u8]) -> Result<Payload> {
     }
     let offsets = reader.offsets()?;
     reader.finish()?;
-    Ok(Payload { dim, arms, offsets, settings: None, base_offsets: vec![], version: None })
+    Ok(Payload { dim, arms, offsets, ..Payload::default() })
 }

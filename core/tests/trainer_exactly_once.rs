@@ -7,17 +7,28 @@
 //! partition (which causes STALE) and failovers that lose the last LOADs (the
 //! model goes back to an earlier state, as a promoted replica that had not
 //! received them). After every step the model must equal the exact fold of
-//! each partition's events below the model's offset for it.
+//! each partition's events below the model's offset for it, with the join's
+//! re-emitted examples dropped, and hold the sequence fences of that prefix.
+//!
+//! The log is what the join writes: most events carry a source (decisions
+//! partition, seq) whose seqs grow per source partition, and now and then
+//! the join "crashes" and emits its last few examples of the partition again
+//! at later offsets, some with another reward (a replay may join a late
+//! reward the first emission missed): the first emission is the one that
+//! counts. Some events have no source (never duplicates), some are invalid.
 //!
 //! The reference fold is written here, independently of the core's
 //! accumulator: A = λI + Σ xxᵀ (upper triangle), b = Σ r·x, in log order,
 //! with forgetting (A ← γA + (1−γ)λI + xxᵀ, b ← γb + r·x) in half the cases.
+//! So is the de-duplication: per partition, an event whose source seq is at
+//! or below the highest seq of its source partition folded before it is
+//! left out; invalid events are left out and raise nothing.
 
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic, clippy::needless_range_loop)]
 
 use std::collections::BTreeMap;
 
-use bandit_core::event::FeedbackEvent;
+use bandit_core::event::{FeedbackEvent, Source};
 use bandit_core::fold::Learning;
 use bandit_core::trainer::{Handled, Restored, Trainer};
 use bandit_core::{Error, Limits, Model, ModelSettings, Payload};
@@ -29,6 +40,8 @@ const PARTITIONS: i32 = 3;
 const PRODUCTS: u64 = 7;
 const RECORDS_PER_PARTITION: usize = 24;
 const INSTANCES: usize = 3;
+/// Decisions partitions the join reads (the sources of the examples).
+const SOURCES: u64 = 2;
 
 /// One record of the log: a valid event or one of the wrong dimension
 /// (which the trainer rejects and the consumer dead-letters).
@@ -39,30 +52,61 @@ struct Record {
 
 /// The log: products are keyed to partitions (product k on k % PARTITIONS),
 /// contexts and rewards from a small generator so values are reproducible.
+/// Three events in four carry a source, whose seq grows per source partition
+/// across the whole log; one step in six (once the partition has some)
+/// emits the partition's last 1 to 4 sourced events again, as a join
+/// restarted from an earlier checkpoint does, half of them with another
+/// reward.
 fn log(seed: u64) -> Vec<Vec<Record>> {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = move || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         state >> 33
     };
+    let mut seqs = [0u64; SOURCES as usize];
     let mut partitions = vec![Vec::new(); PARTITIONS as usize];
     for partition in 0..PARTITIONS {
-        for i in 0..RECORDS_PER_PARTITION {
+        let records: &mut Vec<Record> = &mut partitions[partition as usize];
+        let mut sourced: Vec<FeedbackEvent> = Vec::new();
+        let mut i = 0;
+        while records.len() < RECORDS_PER_PARTITION {
+            if !sourced.is_empty() && next() % 6 == 0 {
+                let again = (1 + next() as usize % 4).min(sourced.len());
+                for event in &sourced[sourced.len() - again..] {
+                    let mut event = event.clone();
+                    if next() % 2 == 0 {
+                        event.reward += 0.5;
+                    }
+                    records.push(Record { event });
+                }
+                records.truncate(RECORDS_PER_PARTITION);
+                continue;
+            }
             let product = (next() % (PRODUCTS / 2 + 1)) * PARTITIONS as u64 + partition as u64;
             let bad = next() % 11 == 0;
             let dim = if bad { DIM + 1 } else { DIM };
             let context_vector = (0..dim).map(|_| (next() % 1000) as f64 / 997.0).collect();
             let reward = if next() % 3 == 0 { 1.0 } else { (next() % 5) as f64 / 8.0 };
-            partitions[partition as usize].push(Record {
-                event: FeedbackEvent {
-                    event_id: format!("{partition}-{i}"),
-                    product_id: format!("p{product}"),
-                    reward,
-                    context_vector,
-                    timestamp: i as i64,
-                    ..Default::default()
-                },
+            let source = (next() % 4 != 0).then(|| {
+                let source = next() % SOURCES;
+                // Other partitions' examples take seqs in between.
+                seqs[source as usize] += 1 + next() % 3;
+                Source { partition: source as i32, seq: seqs[source as usize] }
             });
+            let event = FeedbackEvent {
+                event_id: format!("{partition}-{i}"),
+                product_id: format!("p{product}"),
+                reward,
+                context_vector,
+                timestamp: i as i64,
+                source,
+                ..Default::default()
+            };
+            if source.is_some() {
+                sourced.push(event.clone());
+            }
+            records.push(Record { event });
+            i += 1;
         }
     }
     partitions
@@ -116,6 +160,8 @@ struct World {
     instances: Vec<Instance>,
     stale_refusals: usize,
     reverts: usize,
+    /// Records the trainers called duplicates.
+    duplicates: usize,
 }
 
 impl World {
@@ -129,6 +175,7 @@ impl World {
             instances: (0..INSTANCES).map(|_| Instance { trainer: Trainer::new(DIM, learning), positions: BTreeMap::new() }).collect(),
             stale_refusals: 0,
             reverts: 0,
+            duplicates: 0,
         };
         // Partition p starts on instance p % INSTANCES.
         for partition in 0..PARTITIONS {
@@ -137,14 +184,15 @@ impl World {
         world
     }
 
-    fn model_offsets(&self) -> Vec<(i32, i64)> {
-        self.model.offsets().iter().map(|(&p, &o)| (p, o)).collect()
+    /// The model's answer to BANDIT.EXPORT key ARMS 0: offsets and fences.
+    fn model_state(&self) -> Payload {
+        self.model.export(Some(&[]))
     }
 
     fn assign(&mut self, instance: usize, partition: i32) {
-        let offsets = self.model_offsets();
+        let state = self.model_state();
         let target = &mut self.instances[instance];
-        for (partition, start) in target.trainer.assign(&[partition], &offsets) {
+        for (partition, start) in target.trainer.assign(&[partition], &state) {
             target.positions.insert(partition, start.unwrap_or(0));
         }
     }
@@ -165,6 +213,7 @@ impl World {
                     let handled = self.instances[instance].trainer.handle(partition, position, Ok(&record.event));
                     match handled {
                         Handled::Folded | Handled::Skipped => {}
+                        Handled::Duplicate => self.duplicates += 1,
                         Handled::Rejected(_) => self.instances[instance].trainer.advance(partition, position),
                         Handled::NeedArm(id) => {
                             let export = self.export(&id);
@@ -190,9 +239,9 @@ impl World {
         // where this trainer left it.
         for _ in 0..2 {
             let Some(payload) = self.instances[instance].trainer.flush().unwrap() else {
-                let offsets = self.model_offsets();
+                let state = self.model_state();
                 let target = &mut self.instances[instance];
-                for (partition, offset) in target.trainer.reconcile(&offsets) {
+                for (partition, offset) in target.trainer.reconcile(&state) {
                     target.positions.insert(partition, offset);
                 }
                 return;
@@ -206,9 +255,9 @@ impl World {
                 }
                 Err(Error::Stale { .. } | Error::Moved { .. }) => {
                     self.stale_refusals += 1;
-                    let offsets = self.model_offsets();
+                    let state = self.model_state();
                     let target = &mut self.instances[instance];
-                    for (partition, offset) in target.trainer.reconcile(&offsets) {
+                    for (partition, offset) in target.trainer.reconcile(&state) {
                         target.positions.insert(partition, offset);
                     }
                 }
@@ -264,18 +313,29 @@ impl World {
     }
 
     /// The model equals the exact fold, below its offset, of every
-    /// partition's events; products with no such event are absent.
+    /// partition's events without the re-emitted ones; products with no
+    /// such event are absent; its fences are the highest seq folded per
+    /// (partition, source partition) there.
     fn check(&self) -> Result<(), TestCaseError> {
         let exported = self.model.export(None);
         let mut expected: BTreeMap<String, ReferenceArm> = BTreeMap::new();
+        let mut expected_fences: BTreeMap<(i32, i32), u64> = BTreeMap::new();
         for (partition, records) in self.log.iter().enumerate() {
-            let below = self.model.offsets().get(&(partition as i32)).copied().unwrap_or(0);
+            let partition = partition as i32;
+            let below = self.model.offsets().get(&partition).copied().unwrap_or(0);
             for record in records.iter().take(below as usize) {
-                if record.event.context_vector.len() == DIM {
-                    expected.entry(record.event.product_id.clone()).or_insert_with(ReferenceArm::prior).fold(&record.event, self.learning.decay);
+                let event = &record.event;
+                let seen = |source: &Source| expected_fences.get(&(partition, source.partition)).is_some_and(|&top| source.seq <= top);
+                if event.source.as_ref().is_some_and(seen) || event.context_vector.len() != DIM {
+                    continue;
+                }
+                expected.entry(event.product_id.clone()).or_insert_with(ReferenceArm::prior).fold(event, self.learning.decay);
+                if let Some(source) = event.source {
+                    expected_fences.insert((partition, source.partition), source.seq);
                 }
             }
         }
+        prop_assert_eq!(self.model.fences(), &expected_fences, "fences");
         let got: BTreeMap<&str, _> = exported.arms.iter().map(|arm| (arm.id.as_str(), arm)).collect();
         prop_assert_eq!(got.keys().copied().collect::<Vec<_>>(), expected.keys().map(String::as_str).collect::<Vec<_>>());
         for (id, want) in &expected {
@@ -404,4 +464,31 @@ fn a_model_that_went_back_is_replayed_not_overwritten() {
     let world = run(11, 1.0, &actions).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(world.reverts, 1);
     assert!(world.stale_refusals >= 1, "the trainer was not told the model went back");
+}
+
+/// The log really has re-emitted examples that matter (folding them would
+/// change the model), and a trainer rebuilt after a crash, which knows the
+/// fences only from the model, still drops them.
+#[test]
+fn re_emitted_examples_are_dropped_after_a_crash_too() {
+    let seed = 5;
+    let log = log(seed);
+    let mut repeated = 0;
+    for records in &log {
+        let mut seen = std::collections::BTreeSet::new();
+        repeated += records.iter().filter_map(|r| r.event.source).filter(|s| !seen.insert((s.partition, s.seq))).count();
+    }
+    assert!(repeated >= 6, "only {repeated} re-emitted examples in the log");
+    let actions = [
+        Action::Deliver { instance: 0, count: 12 },
+        Action::Flush { instance: 0 },
+        Action::Deliver { instance: 0, count: 3 },
+        Action::Crash { instance: 0 },
+        Action::Move { partition: 1, to: 0, graceful: true },
+        Action::Deliver { instance: 0, count: 24 },
+        Action::Flush { instance: 0 },
+    ];
+    let world = run(seed, 1.0, &actions).unwrap_or_else(|e| panic!("{e}"));
+    assert!(world.duplicates >= repeated, "{} duplicates dropped, {repeated} in the log", world.duplicates);
+    assert_eq!(world.model.fences().keys().map(|&(p, _)| p).collect::<std::collections::BTreeSet<_>>().len(), PARTITIONS as usize);
 }

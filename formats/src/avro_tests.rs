@@ -106,3 +106,43 @@ fn a_huge_declared_array_is_refused_not_allocated() {
         assert!(matches!(writer.decode(&reader, &body), Err(Error::Undecodable { .. })));
     }
 }
+
+/// A joined example: position, probability and source (the union's record
+/// branch), with its seq as Avro's long. Written out by hand, decoded back
+/// through both paths (our schema, and an evolved writer's through
+/// resolution). A seq above 2⁶³ − 1 has no long: refused at encoding.
+#[test]
+fn a_joined_example_with_its_source_round_trips() {
+    use bandit_core::event::Source;
+    let reader = feedback_schema().unwrap();
+    let joined = FeedbackEvent {
+        position: Some(2),
+        probability: Some(0.25),
+        source: Some(Source { partition: 3, seq: 196_609 }),
+        ..event()
+    };
+    let mut body = event_body();
+    body.truncate(body.len() - 3);
+    body.extend_from_slice(&[2, 4]); // position: branch 1, int 2
+    body.push(2); // probability: branch 1
+    body.extend_from_slice(&0.25f64.to_le_bytes());
+    body.extend_from_slice(&[2, 6]); // source: branch 1, partition 3
+    body.extend_from_slice(&[0x82, 0x80, 0x18]); // seq 196609 → zig-zag 393218 as a varint
+    let framed = AvroEncoder::new(7, reader.clone()).encode(&joined).unwrap();
+    assert_eq!(&framed[5..], body.as_slice());
+    let ours = WriterSchema::prepare(7, FEEDBACK_SCHEMA, &reader).unwrap();
+    assert_eq!(ours.decode(&reader, &body).unwrap(), joined);
+    let evolved = WriterSchema::prepare(8, &with_session_field(), &reader).unwrap();
+    let mut with_session = body.clone();
+    let tail = with_session.split_off(event_body().len() - 5);
+    with_session.push(0); // session id: null
+    with_session.extend(tail);
+    assert_eq!(evolved.decode(&reader, &with_session).unwrap(), joined);
+    // The largest seq a long holds round trips; one more is refused.
+    let largest = FeedbackEvent { source: Some(Source { partition: 0, seq: i64::MAX as u64 }), ..joined.clone() };
+    let framed = AvroEncoder::new(7, reader.clone()).encode(&largest).unwrap();
+    assert_eq!(ours.decode(&reader, &framed[5..]).unwrap(), largest);
+    let beyond = FeedbackEvent { source: Some(Source { partition: 0, seq: 1 << 63 }), ..joined };
+    let error = AvroEncoder::new(7, reader).encode(&beyond).unwrap_err();
+    assert!(error.to_string().contains("above 2^63 - 1"), "{error}");
+}

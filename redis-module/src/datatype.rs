@@ -4,7 +4,8 @@
 //! - RDB: the model's snapshot bytes from `bandit_core::snapshot`, one string,
 //!   written at the snapshot encoding version; load matches on that version.
 //! - AOF rewrite: `BANDIT.CREATE` with the model's settings, then
-//!   `BANDIT.LOAD` in chunks that each fit the payload limit.
+//!   `BANDIT.LOAD` in chunks that each fit the payload limit (each chunk an
+//!   export: it restates every offset and sequence fence).
 //! - COPY, MEMORY USAGE, lazy free effort, and free.
 //!
 //! Callbacks are `extern "C"` entry points from Redis: each catches panics so

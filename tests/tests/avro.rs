@@ -81,6 +81,8 @@ fn framed(id: u32, event: &FeedbackEvent, session: Option<Option<&str>>) -> Vec<
         }
     }
     long(&mut out, event.timestamp);
+    // position, probability, source: the null branch of each union.
+    out.extend_from_slice(&[0, 0, 0]);
     out
 }
 
@@ -228,7 +230,7 @@ fn each_bad_avro_record_is_dead_lettered_with_its_class_and_an_outage_waits_then
     let short = FeedbackEvent { context_vector: vec![1.0, 2.0, 3.0], ..sample.clone() };
     let mut incompatible = vec![0];
     incompatible.extend_from_slice(&without_context.to_be_bytes());
-    incompatible.extend_from_slice(&good[5..good.len() - 2 - 4 * 8 - 2]); // event_id, product_id, reward
+    incompatible.extend_from_slice(&good[5..good.len() - 3 - 2 - 4 * 8 - 2]); // event_id, product_id, reward
     let bad = [
         Bad { bytes: framed(999, sample, None), class: "bandit.UnknownSchema", stage: "VALUE_CONVERTER", says: "unknown schema id 999" },
         Bad { bytes: good[..good.len() - 3].to_vec(), class: "bandit.UndecodableAvro", stage: "VALUE_CONVERTER", says: "does not decode" },

@@ -1,7 +1,8 @@
 //! Models survive DEBUG RELOAD, an RDB restart and an AOF restart bit for
 //! bit — compared as users see them: every arm's score and statistics, not
 //! only the exported bytes — replicate to replicas only on real change, and
-//! obey ACLs. Damaged or unknown RDB data is refused, never half-loaded.
+//! obey ACLs. The trainer's sequence fences go everywhere the offsets go.
+//! Damaged or unknown RDB data is refused, never half-loaded.
 
 use std::time::Duration;
 
@@ -86,9 +87,34 @@ fn fixture(dim: usize, arms: usize, seed: u64) -> bandit_core::Payload {
 }
 
 fn load(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>) -> Reply {
+    load_fenced(conn, key, dim, arms, seed, offsets, vec![])
+}
+
+/// As the sink writes the fences of the partitions a flush moves.
+fn load_fenced(conn: &mut Connection, key: &str, dim: usize, arms: usize, seed: u64, offsets: Vec<(i32, i64)>, fences: Vec<(i32, i32, u64)>) -> Reply {
     let mut payload = fixture(dim, arms, seed);
     payload.offsets = offsets;
+    payload.fences = fences;
     conn.call(&[b"BANDIT.LOAD".as_slice(), key.as_bytes(), &encode_binary(&payload).unwrap()]).unwrap()
+}
+
+/// The fences `populate` writes, by key.
+fn populated_fences(key: &str) -> Vec<(i32, i32, u64)> {
+    match key {
+        "m" => vec![(0, 0, 196_608), (0, 3, 7), (1, 2, u64::MAX)],
+        "fresh" => vec![(3, 1, 5)],
+        _ => vec![],
+    }
+}
+
+/// Every model holds exactly the fences `populate` wrote (the export
+/// comparisons would not notice fences lost on both sides).
+fn assert_populated_fences(conn: &mut Connection) {
+    for key in KEYS {
+        let export = conn.call(&["BANDIT.EXPORT", key]).unwrap().bytes();
+        let payload = bandit_core::codec::decode(&export, &bandit_core::Limits::default()).unwrap();
+        assert_eq!(payload.fences, populated_fences(key), "{key}: fences");
+    }
 }
 
 /// As the sink writes: no update times, so the module stamps them.
@@ -106,11 +132,19 @@ fn populate(conn: &mut Connection) {
     // Small batches, so each stays under the AOF test's payload limit.
     load(conn, "m", 6, 10, 1, vec![(0, 10), (1, 20)]);
     load_unstamped(conn, "m", 6, 10, 2, vec![(0, 15)]);
-    load(conn, "m", 6, 10, 5, vec![(0, 16)]);
+    load_fenced(conn, "m", 6, 10, 5, vec![(0, 16), (1, 20)], vec![(0, 0, 196_607), (0, 3, 7), (1, 2, u64::MAX)]);
+    // A later flush of partition 0 raises one of its fences.
+    load_fenced(conn, "m", 6, 0, 5, vec![(0, 17)], vec![(0, 0, 196_608)]);
     load(conn, "other", 3, 5, 3, vec![]);
     conn.cmd("BANDIT.CREATE empty DIM 4 ALPHA 0.7 LAMBDA 0.5");
     // Created by a LOAD, with the module's defaults.
-    load_unstamped(conn, "fresh", 2, 4, 6, vec![(3, 1)]);
+    let mut created = fixture(2, 4, 6);
+    for arm in &mut created.arms {
+        arm.updated_ms = None;
+    }
+    created.offsets = vec![(3, 1)];
+    created.fences = populated_fences("fresh");
+    conn.call(&[b"BANDIT.LOAD".as_slice(), b"fresh", &encode_binary(&created).unwrap()]).unwrap();
 }
 
 #[test]
@@ -122,6 +156,7 @@ fn debug_reload_keeps_models_exactly() {
     assert_eq!(conn.cmd("DEBUG RELOAD"), Reply::Status("OK".into()));
     assert!(before == observe_all(&mut conn), "DEBUG RELOAD changed a model");
     assert_m_scores_as_the_reference(&mut conn);
+    assert_populated_fences(&mut conn);
     assert_eq!(conn.cmd("BANDIT.STATS m").field("alpha").number(), 0.25);
 }
 
@@ -136,6 +171,7 @@ fn rdb_restart_keeps_models_exactly() {
     let mut conn = server.connect();
     assert!(before == observe_all(&mut conn), "RDB restart changed a model");
     assert_m_scores_as_the_reference(&mut conn);
+    assert_populated_fences(&mut conn);
 }
 
 /// The 64-bit id Redis writes before each value of a module type: the nine
@@ -272,6 +308,7 @@ fn aof_restart_keeps_models_exactly_even_in_chunks() {
         }
     }
     assert!(!server.log().contains("Bad file format"), "AOF replay error:\n{}", server.log());
+    assert_populated_fences(&mut conn);
     // Only the AOF states a version; a client cannot set one.
     let mut stated = fixture(3, 1, 9);
     stated.version = Some(99);
@@ -298,6 +335,7 @@ fn replicas_receive_real_changes_only_and_rank_read_only() {
     conn.cmd("BANDIT.CREATE m DIM 4");
     load(&mut conn, "m", 4, 12, 9, vec![(0, 3)]);
     load_unstamped(&mut conn, "m", 4, 5, 11, vec![(1, 1)]);
+    load_fenced(&mut conn, "m", 4, 0, 11, vec![(1, 2)], vec![(1, 0, 44), (1, 5, 1 << 40)]);
     load_unstamped(&mut conn, "created", 2, 3, 12, vec![]);
     let expected = conn.cmd("BANDIT.EXPORT created").bytes();
     wait_until("the models on the replica", Duration::from_secs(10), || {
@@ -314,6 +352,8 @@ fn replicas_receive_real_changes_only_and_rank_read_only() {
     }
     let rank = "BANDIT.RANK m CONTEXT 0.1 0.2 0.3 0.4 TOP 5 WITHSCORES";
     assert_eq!(replica_conn.cmd(rank), conn.cmd(rank));
+    let replicated = bandit_core::codec::decode(&replica_conn.cmd("BANDIT.EXPORT m").bytes(), &bandit_core::Limits::default()).unwrap();
+    assert_eq!(replicated.fences, vec![(1, 0, 44), (1, 5, 1 << 40)]);
     assert_eq!(replica_conn.cmd("BANDIT.STATS m").field("arms"), Reply::Integer(17));
     let refused = replica_conn.cmd("BANDIT.CREATE x DIM 2");
     assert!(refused.text().starts_with("READONLY"), "{refused:?}");

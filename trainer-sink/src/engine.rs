@@ -1,6 +1,6 @@
 //! The sink's training loop around the core's exactly-once state machine
 //! ([`bandit_core::trainer::Trainer`]): this file does the I/O the trainer
-//! asks for — reads the model's offsets and arms from Redis, publishes its
+//! asks for — reads the model's offsets, fences and arms from Redis, publishes its
 //! payloads with `BANDIT.LOAD`, reads the model again after a STALE — and
 //! counts events, flushes and resets where they happen (its gauges are read
 //! with [`Engine::gauges`]). How events are folded, which records are skipped,
@@ -23,7 +23,8 @@ use crate::store::{LoadOutcome, ModelStore};
 pub enum Verdict {
     /// Folded into its arm.
     Folded,
-    /// Already in the model (a redelivery), or for a partition not held.
+    /// Already in the model (a redelivery, or an example the join emitted
+    /// again, which the sequence fence dropped), or for a partition not held.
     Skipped,
     /// Cannot be folded; `next` is not advanced until the caller decides
     /// (dead-letter then [`Engine::advance`], or stop).
@@ -86,6 +87,7 @@ impl Engine {
             dirty_arms: self.trainer.dirty_arms(),
             arms_in_memory: self.trainer.arms_in_memory(),
             unflushed_events: self.trainer.unflushed(),
+            fences: self.trainer.fences(),
         }
     }
 
@@ -93,14 +95,14 @@ impl Engine {
         self.trainer.assigned()
     }
 
-    /// Takes ownership of partitions: reads the model's offsets and returns
-    /// where to start each (None: from the beginning).
+    /// Takes ownership of partitions: reads the model's offsets and sequence
+    /// fences and returns where to start each (None: from the beginning).
     ///
     /// # Errors
     /// When Redis cannot be read; the caller retries.
     pub fn assign(&mut self, partitions: &[i32]) -> Result<Vec<(i32, Option<i64>)>> {
         let model = self.store.export(&[])?;
-        Ok(self.trainer.assign(partitions, &model.offsets))
+        Ok(self.trainer.assign(partitions, &model))
     }
 
     /// Gives partitions up (after the caller flushed): their arms may change
@@ -125,6 +127,10 @@ impl Engine {
                 }
                 Handled::Skipped => {
                     self.metrics.event_skipped();
+                    return Ok(Verdict::Skipped);
+                }
+                Handled::Duplicate => {
+                    self.metrics.event_duplicate();
                     return Ok(Verdict::Skipped);
                 }
                 Handled::Rejected(reason) => {
@@ -187,12 +193,12 @@ impl Engine {
         Err(SinkError::Model("publish stayed STALE after resetting the moved partitions".into()))
     }
 
-    /// Reads the model's offsets and resets every partition the model holds
-    /// elsewhere than this instance left it, adding them to `resets` for the
-    /// consumer to seek.
+    /// Reads the model's offsets (and fences) and resets every partition the
+    /// model holds elsewhere than this instance left it, to the model's
+    /// offset and fences, adding them to `resets` for the consumer to seek.
     fn reconcile(&mut self, resets: &mut Vec<(i32, i64)>, cause: &str) -> Result<()> {
         let model = self.store.export(&[])?;
-        for (partition, offset) in self.trainer.reconcile(&model.offsets) {
+        for (partition, offset) in self.trainer.reconcile(&model) {
             self.reset(partition, offset, cause);
             resets.push((partition, offset));
         }

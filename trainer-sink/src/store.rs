@@ -1,5 +1,6 @@
-//! The model in Redis, as the sink sees it: create it, read its offsets and
-//! arms (BANDIT.EXPORT) and publish batches (BANDIT.LOAD), optionally
+//! The model in Redis, as the sink sees it: create it, read its offsets,
+//! sequence fences and arms (BANDIT.EXPORT) and publish batches
+//! (BANDIT.LOAD, which carry the fences of the partitions they move), optionally
 //! followed by WAIT. The connection (any topology of `bandit_connect`:
 //! one server, TLS, cluster, sentinel) is re-opened after any transient
 //! error, so a Redis restart costs a retry, not a crash, and under Sentinel
@@ -233,8 +234,8 @@ impl ModelStore {
         }
     }
 
-    /// The arms with these ids (those the model has) and every stored offset,
-    /// read atomically.
+    /// The arms with these ids (those the model has) and every stored offset
+    /// and sequence fence, read atomically (what the trainer restores from).
     ///
     /// # Errors
     /// [`SinkError::RedisUnavailable`], [`SinkError::RedisRefused`] or

@@ -103,7 +103,7 @@ fn measure(target: &Target, primary: &Target, writer: &mut Connection, config: &
     let payload = trained_payload(config.dim, config.arms, 20, 7)?;
     // Chunks within the module's default payload limit, as `bench rank` loads.
     for chunk in payload.arms.chunks(2000) {
-        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![], version: None };
+        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         let _: u64 = redis::cmd("BANDIT.LOAD").arg(MODEL_KEY).arg(encode_binary(&part)?).query(writer)?;
     }
     let replicas = match &target.topology {

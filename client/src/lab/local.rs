@@ -37,7 +37,7 @@ impl LocalModel {
         let limits = Limits { max_dim: usize::MAX, max_arms: usize::MAX, ..Limits::default() };
         settings.validate(&limits)?;
         let mut trainer = Trainer::new(settings.dim, Learning { lambda: settings.lambda, decay: settings.decay });
-        trainer.assign(&[PARTITION], &[]);
+        trainer.assign(&[PARTITION], &bandit_core::Payload::default());
         Ok(Self { trainer, model: Model::new(settings), limits, next_offset: 0, scratch: RankScratch::default() })
     }
 
@@ -67,6 +67,8 @@ impl LocalModel {
                 }
                 Handled::Rejected(reason) => return Err(ClientError::Input(format!("event {}: {reason}", event.event_id))),
                 Handled::Skipped => return Err(ClientError::Simulation("the in-process trainer skipped an event".into())),
+                // An example the join emitted again (its source seq was folded): dropped, as the sink does.
+                Handled::Duplicate => break,
             }
         }
         self.next_offset += 1;
