@@ -150,26 +150,42 @@ impl QueryBound {
     /// the arms.
     #[inline(always)]
     pub fn block_bounds(&self, block: &BoundBlock, codes: &[i8], x: &[f32], alpha: f64, spread: &mut [f64; BLOCK], score: &mut [f64; BLOCK]) {
-        let mut dots = [0.0f32; BLOCK];
+        // Four accumulators per arm, so the adds of consecutive features do
+        // not wait on each other; the slack covers any summation order.
+        let [mut s0, mut s1, mut s2, mut s3] = [[0.0f32; BLOCK]; 4];
         let (features, _) = codes.as_chunks::<BLOCK>();
-        for (feature, &value) in features.iter().zip(x) {
-            for (dot, &code) in dots.iter_mut().zip(feature) {
-                *dot += f32::from(code) * value;
+        let mut groups = features.chunks_exact(4).zip(x.chunks_exact(4));
+        for (group, values) in &mut groups {
+            if let ([f0, f1, f2, f3], [v0, v1, v2, v3]) = (group, values) {
+                add_codes(&mut s0, f0, *v0);
+                add_codes(&mut s1, f1, *v1);
+                add_codes(&mut s2, f2, *v2);
+                add_codes(&mut s3, f3, *v3);
             }
         }
-        for lane in 0..BLOCK {
-            let at = |field: &[f32; BLOCK]| f64::from(field.get(lane).copied().unwrap_or(f32::INFINITY));
-            let variance = self.along * at(&block.along)
-                + self.cross * at(&block.cross)
-                + self.across * at(&block.across)
-                + self.rounding * at(&block.rounding);
-            let s = alpha * variance.sqrt();
-            let dot = f64::from(dots.get(lane).copied().unwrap_or(0.0));
-            let mean = f64::from(block.scale.get(lane).copied().unwrap_or(0.0)) * dot + self.norm * at(&block.mean_slack);
-            if let (Some(spread), Some(score)) = (spread.get_mut(lane), score.get_mut(lane)) {
-                *spread = s;
-                *score = mean + s;
-            }
+        let done = features.len() / 4 * 4;
+        for (feature, &value) in features.iter().zip(x).skip(done) {
+            add_codes(&mut s0, feature, value);
+        }
+        let mut dots = [0.0f32; BLOCK];
+        for ((((dot, a), b), c), d) in dots.iter_mut().zip(s0).zip(s1).zip(s2).zip(s3) {
+            *dot = (a + b) + (c + d);
+        }
+        // Field by field over the eight lanes, so each line vectorises.
+        let mut variance = [0.0f64; BLOCK];
+        let fields = block.along.iter().zip(&block.cross).zip(&block.across).zip(&block.rounding);
+        for (v, (((&along, &cross), &across), &rounding)) in variance.iter_mut().zip(fields) {
+            *v = self.along * f64::from(along)
+                + self.cross * f64::from(cross)
+                + self.across * f64::from(across)
+                + self.rounding * f64::from(rounding);
+        }
+        for (s, v) in spread.iter_mut().zip(variance) {
+            *s = alpha * v.sqrt();
+        }
+        let means = block.scale.iter().zip(&dots).zip(&block.mean_slack);
+        for ((out, &s), ((&scale, &dot), &slack)) in score.iter_mut().zip(spread.iter()).zip(means) {
+            *out = (f64::from(scale) * f64::from(dot) + self.norm * f64::from(slack)) + s;
         }
     }
 
@@ -182,6 +198,14 @@ impl QueryBound {
             + self.rounding * f64::from(bound.rounding)
     }
 
+}
+
+/// Adds one feature's codes of eight arms, times the feature's value.
+#[inline(always)]
+fn add_codes(sums: &mut [f32; BLOCK], codes: &[i8; BLOCK], value: f32) {
+    for (sum, &code) in sums.iter_mut().zip(codes) {
+        *sum += f32::from(code) * value;
+    }
 }
 
 /// Relative error bound of an f32 sum of `n` products (any order), with room.

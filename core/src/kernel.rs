@@ -218,6 +218,13 @@ fn top_k_pruned_generic(
     let bound_of = pruning.query;
     let mut spread = [0.0; BLOCK];
     let mut bound = [0.0; BLOCK];
+    let mut pending = Pending::new(capacity);
+    // Rows of a small model stay in cache; prefetching them only costs.
+    let far = rows.len() >= PREFETCH_MIN_VALUES;
+    // Where the last candidate's row ended: a candidate right after it is
+    // part of a run the hardware prefetcher already streams (an untrained
+    // model, where every arm is a candidate).
+    let mut next_row = std::ptr::null::<f32>();
     let blocks = rows
         .chunks(layout.stride * BLOCK)
         .zip(pruning.codes.chunks(layout.dim * BLOCK))
@@ -239,19 +246,113 @@ fn top_k_pruned_generic(
                 stats.by_codes += 1;
                 continue;
             }
-            let mean = mean_of(layout, row, query);
-            if mean + spread < threshold {
-                stats.by_mean += 1;
-                continue;
+            if far && row.as_ptr() != next_row {
+                prefetch(row);
             }
-            let index = start.wrapping_add(lane as u32);
-            entries.push(Ranked { index, score: combine(mean, variance_of(layout, row, query), alpha) });
-            if entries.len() >= capacity {
-                threshold = shrink(entries);
+            next_row = row.as_ptr_range().end;
+            // Without prefetching there is nothing to wait for: score at once.
+            if pending.push(Candidate { row, index: start.wrapping_add(lane as u32), spread, bound }) || !far {
+                pending.score(layout, query, alpha, entries, shrink, &mut threshold, &mut stats);
             }
         }
     }
+    pending.score(layout, query, alpha, entries, shrink, &mut threshold, &mut stats);
     stats
+}
+
+/// Candidates a pruned scan holds back until their rows, prefetched when
+/// they were found, have arrived: a row is a cache miss on a large model,
+/// and waiting for each in turn was a third of the scan.
+const PENDING: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Candidate<'r> {
+    row: &'r [f32],
+    index: u32,
+    spread: f64,
+    bound: f64,
+}
+
+struct Pending<'r> {
+    held: [Option<Candidate<'r>>; PENDING],
+    len: usize,
+    /// Entries at which the threshold is recomputed. It grows (to at most
+    /// eight times its start) each time that does not raise the threshold:
+    /// where many arms tie (an untrained model) it never rises, and
+    /// selecting among few entries each time would cost more than it saves.
+    capacity: usize,
+    max_capacity: usize,
+}
+
+impl<'r> Pending<'r> {
+    fn new(capacity: usize) -> Self {
+        Self { held: [None; PENDING], len: 0, capacity, max_capacity: capacity.saturating_mul(8) }
+    }
+
+    /// Holds a candidate; true when full.
+    #[inline(always)]
+    fn push(&mut self, candidate: Candidate<'r>) -> bool {
+        if let Some(slot) = self.held.get_mut(self.len) {
+            *slot = Some(candidate);
+            self.len += 1;
+        }
+        self.len >= PENDING
+    }
+
+    /// Scores the held candidates in order, checking each against the
+    /// threshold as it is now (it only rises while they wait, so a
+    /// candidate skipped here would have been skipped at once too).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn score(
+        &mut self,
+        layout: &Layout,
+        query: &[f32],
+        alpha: f64,
+        entries: &mut Vec<Ranked>,
+        shrink: &mut Shrink<'_>,
+        threshold: &mut f64,
+        stats: &mut PruneStats,
+    ) {
+        for candidate in self.held.iter_mut().take(self.len) {
+            let Some(Candidate { row, index, spread, bound }) = candidate.take() else { continue };
+            if bound < *threshold {
+                stats.by_codes += 1;
+                continue;
+            }
+            let mean = mean_of(layout, row, query);
+            if mean + spread < *threshold {
+                stats.by_mean += 1;
+                continue;
+            }
+            entries.push(Ranked { index, score: combine(mean, variance_of(layout, row, query), alpha) });
+            if entries.len() >= self.capacity {
+                let raised = shrink(entries);
+                if raised > *threshold {
+                    *threshold = raised;
+                } else {
+                    self.capacity = self.capacity.saturating_mul(2).min(self.max_capacity);
+                }
+            }
+        }
+        self.len = 0;
+    }
+}
+
+/// Rows (in values) above which a pruned scan prefetches the rows it will
+/// read: beyond what the caches hold (4 MB of f32).
+const PREFETCH_MIN_VALUES: usize = 1 << 20;
+
+/// Asks for a row's cache lines ahead of reading it.
+#[inline(always)]
+fn prefetch(row: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(16) {
+        // SAFETY: SSE is part of x86-64, and a prefetch never faults.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -274,7 +375,8 @@ fn top_k_pruned_avx2(
 /// Scores `rows` (numbered from `first`, a multiple of eight, with the
 /// bound blocks and codes of the same arms) into `entries`, skipping every arm
 /// whose score bound is below the current threshold: the k-th best score so
-/// far, which `shrink` returns each time `entries` reaches `capacity`. An
+/// far, which `shrink` returns each time `entries` reaches `capacity` (which
+/// grows, up to eight times, while that does not raise the threshold). An
 /// arm of the true top k is never skipped (its bound is at least its score,
 /// which is at least the final k-th score, which is at least any threshold),
 /// and every arm kept was scored exactly as [`score_all`] scores it, so the

@@ -147,7 +147,7 @@ impl Model {
         let RankScratch { threads, query, entries, bound, parts, stats, .. } = scratch;
         let layout = &self.layout;
         let pruning = Pruning { codes: &self.codes, blocks: &self.bounds, query: bound };
-        let capacity = 2 * k + 64;
+        let capacity = k + 8;
         let alpha = request.alpha;
         let count = self.len();
         let threads = if self.scoring.len() >= kernel::PARALLEL_MIN_VALUES { (*threads).clamp(1, 16).min(count) } else { 1 };
@@ -283,6 +283,7 @@ mod tests {
             settings: None,
             base_offsets: vec![],
             version: None,
+            fences: vec![],
         };
         model.apply(&payload, 0, &Limits::default()).unwrap();
         model

@@ -72,6 +72,9 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("max_top", limits.max_top.to_string())?
         .field("rank_threads", config.rank_threads.to_string())?
         .build_section()?
+        .add_section("loads")
+        .field("loads_preparing", crate::commands::load::preparing().to_string())?
+        .build_section()?
         .build_info()?;
     Ok(())
 }

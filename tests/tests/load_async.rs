@@ -82,3 +82,46 @@ fn other_clients_are_served_while_a_load_is_prepared() {
     assert_eq!(handle.join().unwrap().integer(), 3000);
     assert_eq!(other.call(&["BANDIT.STATS", "m"]).unwrap().field("arms").integer(), 3000);
 }
+
+/// `field` of an INFO reply, as an integer (0 when absent).
+fn info_integer(info: &str, field: &str) -> i64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The preparation really runs off the main thread: while a large LOAD is
+/// prepared, another connection's INFO is answered and reports the LOAD's
+/// client blocked and its preparation in progress (`bandit_loads_preparing`,
+/// raised and lowered by the worker around the preparation, without the
+/// lock), before the LOAD replies. Checked by order, not time: were the
+/// preparation on the main thread, or under the lock, no command could run
+/// while it did, and every INFO would see nothing in preparation (before the
+/// LOAD, its key absent; after it, present).
+#[test]
+fn a_load_is_prepared_while_the_main_thread_serves_others() {
+    let server = RedisServer::start();
+    // About 35 MB: its decoding and derivation take far longer than an INFO.
+    let mut payload = trained_payload(32, 4000, 2, 11);
+    payload.offsets = vec![(0, 7)];
+    let bytes = encode_binary(&payload).unwrap();
+    let mut loader = server.connect();
+    let mut other = server.connect();
+    let handle = thread::spawn(move || loader.call(&[b"BANDIT.LOAD".as_slice(), b"big", &bytes]).unwrap());
+    let seen_preparing = loop {
+        let info = other.call(&["INFO", "everything"]).unwrap().text();
+        if info_integer(&info, "bandit_loads_preparing") == 1 {
+            assert_eq!(info_integer(&info, "blocked_clients"), 1, "the LOAD's client waits, blocked");
+            break true;
+        }
+        if other.call(&["EXISTS", "big"]).unwrap().integer() == 1 {
+            break false;
+        }
+    };
+    assert!(seen_preparing, "the LOAD was applied before any other command saw it in preparation: prepared on the main thread");
+    assert_eq!(handle.join().unwrap().integer(), 4000);
+    let info = other.call(&["INFO", "everything"]).unwrap().text();
+    assert_eq!(info_integer(&info, "bandit_loads_preparing"), 0, "{info}");
+    assert_eq!(info_integer(&info, "blocked_clients"), 0, "the client is unblocked after its reply");
+}

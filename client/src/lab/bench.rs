@@ -123,7 +123,7 @@ pub fn trained_payload_with_lambda(dim: usize, arms: usize, events: usize, seed:
             local.fold(&FeedbackEvent { event_id: String::new(), product_id: format!("p{k}"), reward, context_vector, timestamp: 0, ..Default::default() })?;
         }
     }
-    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![], version: None });
+    let mut payload = local.publish()?.unwrap_or(Payload { dim, arms: vec![], offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] });
     payload.offsets.clear();
     payload.base_offsets.clear();
     Ok(payload)
@@ -160,7 +160,7 @@ pub fn prepare(url: &str, config: &BenchConfig) -> Result<()> {
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
     let payload = trained_payload(config.dim, config.arms, 20, 7)?;
     for chunk in payload.arms.chunks(2000) {
-        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![], version: None };
+        let part = Payload { dim: payload.dim, arms: chunk.to_vec(), offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] };
         let bytes = encode_binary(&part)?;
         let _: u64 = redis::cmd("BANDIT.LOAD").arg(MODEL_KEY).arg(bytes).query(&mut conn)?;
     }
@@ -396,7 +396,7 @@ pub fn flush_cost(dim: usize, arms: usize) -> (f64, usize) {
         .enumerate()
         .filter_map(|(i, arm)| arm.to_payload(&format!("p{i}"), &mut work, None).ok())
         .collect();
-    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![], version: None }).map_or(0, |b| b.len());
+    let bytes = encode_binary(&Payload { dim, arms: published, offsets: vec![(0, 1)], settings: None, base_offsets: vec![], version: None, fences: vec![] }).map_or(0, |b| b.len());
     (start.elapsed().as_secs_f64() * 1e3, bytes)
 }
 
@@ -488,7 +488,7 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
     let _: u64 = redis::cmd("DEL").arg(FLUSH_KEY).query(&mut conn)?;
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
     let mut trainer = FlushTrainer { trainer: Trainer::new(dim, Learning::ridge(1.0)), offset: 0, rng: Rng::new(9), dim };
-    trainer.trainer.assign(&[0], &[]);
+    trainer.trainer.assign(&[0], &Payload::default());
     trainer.fold(arms, dim * 2)?;
     let (first, _) = trainer.flush()?;
     let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(first).query(&mut conn)?;
@@ -635,7 +635,7 @@ fn catalogue_chunk(dim: usize, first: usize, count: usize, events: usize, traine
         }
         arms.push(arm.to_payload(&format!("p{k}"), &mut work, Some(0))?);
     }
-    Ok(Payload { dim, arms, offsets: vec![], settings: None, base_offsets: vec![], version: None })
+    Ok(Payload { dim, arms, offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] })
 }
 
 fn used_memory(conn: &mut redis::Connection) -> Result<f64> {

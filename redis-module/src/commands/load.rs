@@ -27,6 +27,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bandit_core::codec::{self, Format};
 use bandit_core::{Applied, Limits, Model, Payload, PayloadSettings, Prepared};
@@ -188,6 +189,17 @@ fn propagates(ctx: &Context) -> bool {
     }
 }
 
+/// LOADs whose preparation is running on a worker thread now (INFO
+/// `bandit_loads_preparing`): raised and lowered by the worker around its
+/// preparation, without the lock, so a command that sees it raised ran
+/// while a payload was being prepared.
+static PREPARING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many LOADs are being prepared off the main thread now.
+pub fn preparing() -> usize {
+    PREPARING.load(Ordering::Relaxed)
+}
+
 /// A LOAD running in the background.
 struct Job {
     blocked: Blocked,
@@ -261,8 +273,10 @@ fn start_in_background(call: &mut Invocation<'_>) -> bool {
 
 /// The worker thread: prepare without the GIL, apply with it, reply, unblock.
 fn run(job: Job) {
+    PREPARING.fetch_add(1, Ordering::Relaxed);
     let prepared = catch_unwind(AssertUnwindSafe(|| prepare(&job)))
         .unwrap_or_else(|_| Err(CommandError::Other(format!("internal error in '{}', see the server log", SPEC.name))));
+    PREPARING.fetch_sub(1, Ordering::Relaxed);
     let Job { blocked, key, payload, terms, key_was_empty, .. } = job;
     let leftovers = blocked.with_lock(|ctx| {
         let reply = Reply::new(ctx);
