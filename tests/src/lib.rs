@@ -8,12 +8,15 @@
 //! - [`fixtures`]: deterministic models built with the trainer's own fold.
 //! - [`registry`]: an in-memory Confluent Schema Registry (the endpoints
 //!   our clients use).
+//! - [`join`]: bandit-join as a process, decisions and rewards, and an
+//!   independent computation of their join.
 //! - [`reference`]: a textbook dense LinUCB, independent of `bandit_core`,
 //!   that the model, the sink and the persistence tests are compared with.
 //! - `src/bin/bench_sink.rs`: the sink's end-to-end rate and freshness.
 //! - `tests/*.rs`: the integration tests.
 
 pub mod fixtures;
+pub mod join;
 pub mod kafka;
 pub mod reference;
 pub mod registry;

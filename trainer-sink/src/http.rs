@@ -17,19 +17,19 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::Render;
 
 /// The Prometheus text format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
 #[derive(Debug, Clone)]
 struct Shared {
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn Render>,
     health: Arc<Health>,
 }
 
 /// The endpoint's routes.
-pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+pub fn router(metrics: Arc<dyn Render>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/health", get(health_report))
@@ -38,7 +38,7 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<dyn Render>, health: Arc<Health>) {
     // axum's serve only returns on a shutdown signal, which is not set here;
     // were that to change, the error must not pass silently.
     if let Err(e) = axum::serve(listener, router(metrics, health)).await {
@@ -71,6 +71,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
+    use crate::metrics::Metrics;
 
     /// A running endpoint on a free loopback port.
     async fn start(metrics: Arc<Metrics>, health: Arc<Health>) -> SocketAddr {

@@ -19,6 +19,9 @@
 //!   /health (consumer, Redis and Kafka).
 //! - [`error`]: this crate's error type, transient vs permanent failures.
 //!
+//! - [`join`]: `bandit-join`, the learning loop's join of decisions and
+//!   rewards into feedback events (its own binary, this library's parts).
+//!
 //! [`run`] is the whole service, for the binary and for in-process tests.
 
 pub mod backoff;
@@ -31,6 +34,7 @@ pub mod error;
 pub mod format;
 pub mod health;
 pub mod http;
+pub mod join;
 pub mod kafka_config;
 pub mod metrics;
 pub mod store;

@@ -24,12 +24,15 @@ pub struct EngineGauges {
     pub arms_in_memory: usize,
     /// Events folded (or skipped past) and not yet published.
     pub unflushed_events: u64,
+    /// Sequence fences (partition, source partition) held.
+    pub fences: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     events_folded: AtomicU64,
     events_skipped: AtomicU64,
+    events_duplicate: AtomicU64,
     events_rejected: AtomicU64,
     events_dead_lettered: AtomicU64,
     flushes_ok: AtomicU64,
@@ -41,6 +44,7 @@ pub struct Metrics {
     dirty_arms: AtomicU64,
     arms_in_memory: AtomicU64,
     unflushed_events: AtomicU64,
+    fences: AtomicU64,
     paused: AtomicU64,
     last_flush_unix_ms: AtomicU64,
     /// Cumulative: a flush counts in every bucket whose bound it is under.
@@ -73,6 +77,11 @@ impl Metrics {
 
     pub fn event_skipped(&self) {
         add(&self.events_skipped, 1);
+    }
+
+    /// An example the join emitted again, dropped by the sequence fence.
+    pub fn event_duplicate(&self) {
+        add(&self.events_duplicate, 1);
     }
 
     pub fn event_rejected(&self) {
@@ -125,6 +134,7 @@ impl Metrics {
         set(&self.dirty_arms, saturating(gauges.dirty_arms));
         set(&self.arms_in_memory, saturating(gauges.arms_in_memory));
         set(&self.unflushed_events, gauges.unflushed_events);
+        set(&self.fences, saturating(gauges.fences));
     }
 
     /// Replaces the consumer lag per partition (from librdkafka statistics).
@@ -138,6 +148,11 @@ impl Metrics {
         let counters = [
             ("bandit_sink_events_folded_total", "Events folded into arms.", &self.events_folded),
             ("bandit_sink_events_skipped_total", "Redelivered events the model already holds.", &self.events_skipped),
+            (
+                "bandit_sink_events_duplicate_total",
+                "Examples the join emitted again (source seq at or below the fence), not folded.",
+                &self.events_duplicate,
+            ),
             ("bandit_sink_events_rejected_total", "Invalid events.", &self.events_rejected),
             ("bandit_sink_events_dead_lettered_total", "Invalid events sent to the dead-letter topic.", &self.events_dead_lettered),
             ("bandit_sink_arms_published_total", "Arms written by BANDIT.LOAD.", &self.arms_published),
@@ -178,6 +193,7 @@ impl Metrics {
             ("bandit_sink_dirty_arms", "Arms changed since the last flush.", &self.dirty_arms),
             ("bandit_sink_arms_in_memory", "Arms held by this instance.", &self.arms_in_memory),
             ("bandit_sink_unflushed_events", "Events folded but not yet published.", &self.unflushed_events),
+            ("bandit_sink_fences", "Sequence fences (partition, source partition) held for the partitions assigned.", &self.fences),
             ("bandit_sink_paused", "1 while consumption is paused (Redis unavailable).", &self.paused),
         ];
         for (name, help, value) in gauges {
@@ -197,18 +213,35 @@ impl Metrics {
     }
 }
 
+/// Anything served as Prometheus text on /metrics: the sink's metrics, and
+/// the joiner's (`crate::join::metrics`), through the same endpoint.
+pub trait Render: std::fmt::Debug + Send + Sync + 'static {
+    fn render(&self) -> String;
+}
+
+impl Render for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
+}
+
 /// The text format's two kinds of line.
-#[derive(Default)]
-struct Exposition(String);
+#[derive(Debug, Default)]
+pub struct Exposition(String);
 
 impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.0
+    }
+
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         // Writing to a String cannot fail.
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
     /// `labels`: `key="value"` pairs, comma-separated, or empty.
-    fn sample(&mut self, name: &str, labels: &str, value: impl Display) {
+    pub fn sample(&mut self, name: &str, labels: &str, value: impl Display) {
         let _ = if labels.is_empty() {
             writeln!(self.0, "{name} {value}")
         } else {
@@ -249,6 +282,24 @@ mod tests {
     }
 
     #[test]
+    fn renders_duplicates() {
+        let metrics = Metrics::default();
+        metrics.event_duplicate();
+        metrics.event_skipped();
+        metrics.event_duplicate();
+        let text = metrics.render();
+        assert_eq!(
+            family(&text, "bandit_sink_events_duplicate_total"),
+            [
+                "# HELP bandit_sink_events_duplicate_total Examples the join emitted again (source seq at or below the fence), not folded.",
+                "# TYPE bandit_sink_events_duplicate_total counter",
+                "bandit_sink_events_duplicate_total 2",
+            ]
+        );
+        assert!(text.contains("\nbandit_sink_events_skipped_total 1\n"), "{text}");
+    }
+
+    #[test]
     fn renders_short_waits() {
         let metrics = Metrics::default();
         assert!(metrics.render().contains("\nbandit_sink_wait_short_total 0\n"));
@@ -266,7 +317,7 @@ mod tests {
     #[test]
     fn renders_the_engine_gauges_and_paused() {
         let metrics = Metrics::default();
-        metrics.set_engine(EngineGauges { dirty_arms: 3, arms_in_memory: 7, unflushed_events: 11 });
+        metrics.set_engine(EngineGauges { dirty_arms: 3, arms_in_memory: 7, unflushed_events: 11, fences: 5 });
         metrics.set_paused(true);
         let text = metrics.render();
         assert_eq!(
@@ -275,6 +326,7 @@ mod tests {
         );
         assert!(text.contains("\nbandit_sink_arms_in_memory 7\n"), "{text}");
         assert!(text.contains("\nbandit_sink_unflushed_events 11\n"), "{text}");
+        assert!(text.contains("\nbandit_sink_fences 5\n"), "{text}");
         assert!(text.contains("\nbandit_sink_paused 1\n"), "{text}");
         metrics.set_paused(false);
         assert!(metrics.render().contains("\nbandit_sink_paused 0\n"));

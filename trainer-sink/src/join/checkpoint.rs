@@ -1,0 +1,131 @@
+//! Where a restarted joiner starts: the [`Position`] of each partition pair,
+//! committed only after every example before it was acknowledged.
+//!
+//! Kafka's standard place for it is the offset commit: the two offsets, and
+//! the rest (the rewards' running maximum timestamp, how far rewards were
+//! reported) in the commit's metadata string. The joiner commits that way
+//! (so lag tools and Kafka's own tooling see its progress), but tansu 0.6
+//! stores the offsets and drops the metadata (its storage engines keep
+//! `committed_offset` alone). So the whole position is also written, as
+//! JSON, to partition p of the state topic (a plain produce, any broker),
+//! and that record is what an assignment reads back: the last record of the
+//! partition. Any acknowledged checkpoint is a valid start (everything
+//! before it was acknowledged); a newer one only re-emits less.
+
+use std::time::{Duration, Instant};
+
+use bandit_core::join::Position;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SinkError};
+use crate::join::config::JoinConfig;
+use crate::join::output::Output;
+use crate::kafka_config::client_config;
+
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state topic's record (and the offset commit's metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The decisions (and rewards) partition.
+    pub partition: i32,
+    pub decisions: i64,
+    pub rewards: i64,
+    pub rewards_time: i64,
+    pub rewards_seen: i64,
+}
+
+impl Checkpoint {
+    pub fn new(partition: i32, position: Position) -> Self {
+        let Position { decisions, rewards, rewards_time, rewards_seen } = position;
+        Self { partition, decisions, rewards, rewards_time, rewards_seen }
+    }
+
+    pub fn position(&self) -> Position {
+        Position { decisions: self.decisions, rewards: self.rewards, rewards_time: self.rewards_time, rewards_seen: self.rewards_seen }
+    }
+
+    pub fn to_json(self) -> String {
+        serde_json::to_string(&self).unwrap_or_default()
+    }
+}
+
+/// Reads and writes checkpoints.
+pub struct Checkpoints {
+    topic: String,
+    reader: BaseConsumer,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints").field("topic", &self.topic).finish()
+    }
+}
+
+impl Checkpoints {
+    /// # Errors
+    /// When librdkafka refuses the configuration.
+    pub fn new(config: &JoinConfig) -> Result<Self> {
+        // A reader outside the group: it is assigned one partition at a
+        // time and never commits.
+        let reader = client_config(&config.kafka_part(), false)
+            .set("group.id", format!("{}-checkpoint-reader", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        Ok(Self { topic: config.state_topic.clone(), reader })
+    }
+
+    /// Queues partition `partition`'s checkpoint on `output` (the caller
+    /// flushes it before it counts).
+    ///
+    /// # Errors
+    /// When the producer refuses the record.
+    pub fn write(&self, output: &Output, partition: i32, position: Position) -> Result<()> {
+        let record = Checkpoint::new(partition, position).to_json();
+        output.send(&self.topic, Some(partition), partition.to_string().as_bytes(), record.as_bytes())
+    }
+
+    /// The last checkpoint of a partition pair, `None` for a pair never
+    /// committed.
+    ///
+    /// # Errors
+    /// Kafka failures, a checkpoint that does not read back, or one for
+    /// another partition (the state topic is shared with something else).
+    pub fn read(&self, partition: i32) -> Result<Option<Position>> {
+        let (low, high) = self.reader.fetch_watermarks(&self.topic, partition, READ_TIMEOUT)?;
+        if high <= low {
+            return Ok(None);
+        }
+        let last = high - 1;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(last))?;
+        self.reader.assign(&tpl)?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let found = loop {
+            match self.reader.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) if message.partition() == partition && message.offset() == last => {
+                    break serde_json::from_slice::<Checkpoint>(message.payload().unwrap_or_default())
+                        .map_err(|e| SinkError::Config(format!("{}/{partition}@{last} is not a checkpoint: {e}", self.topic)));
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "reading a checkpoint"),
+            }
+            if Instant::now() >= deadline {
+                break Err(SinkError::Config(format!("cannot read the checkpoint {}/{partition}@{last}", self.topic)));
+            }
+        };
+        self.reader.unassign()?;
+        let checkpoint = found?;
+        if checkpoint.partition != partition {
+            return Err(SinkError::Config(format!(
+                "{}/{partition} holds a checkpoint of partition {}: the state topic must be this join's alone",
+                self.topic, checkpoint.partition
+            )));
+        }
+        Ok(Some(checkpoint.position()))
+    }
+}
