@@ -18,7 +18,7 @@ use bandit_core::ModelSettings;
 
 use crate::error::{ClientError, Result};
 use crate::lab::local::LocalModel;
-use crate::lab::ope::candidates::{Choice, Decider};
+use crate::lab::ope::candidates::{Choice, Decider, Features};
 use crate::lab::ope::log::{LoggedDecision, ShownReward};
 use crate::lab::rng::Rng;
 use crate::lab::shop::{Catalogue, Category, Product, Tastes, Visit, DIM, FEATURE_NAMES};
@@ -95,6 +95,9 @@ pub struct Step<'a> {
     pub placed: &'a [Placed],
     /// π(·|x) of the policy's first position (see [`crate::lab::ope::candidates`]).
     pub probabilities: &'a [f64],
+    /// The marginal probability of each placed item at its position
+    /// ([`Decider::marginals`]): with `probabilities` on slates, else empty.
+    pub marginals: &'a [f64],
     pub products: &'a [&'a Product],
     /// The position clicked, if any.
     pub clicked: Option<usize>,
@@ -122,14 +125,22 @@ const START_MS: i64 = END_UNIX_SECONDS * 1000;
 /// items at or above the click (all when none) are folded into the policy's
 /// model. `each` sees every step before it is learned from; the placements
 /// carry their probabilities when `probabilities` asks (see [`Choice`]).
+/// The policy's model sees `features` of the visitor's context (the
+/// context itself, or the popularity candidate's constant).
 ///
 /// # Errors
 /// More arms than the catalogue has; the model's errors; `each`'s.
-pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, probabilities: bool, mut each: impl FnMut(&Step<'_>) -> Result<()>) -> Result<()> {
+pub fn walk_shop(
+    walk: &ShopWalk,
+    (policy, alpha, features): (Policy, f64, Features),
+    probabilities: bool,
+    mut each: impl FnMut(&Step<'_>) -> Result<()>,
+) -> Result<()> {
     let catalogue = Catalogue::generate(walk.seed);
     let products = spread(&catalogue, walk.arms)?;
     let ids: Vec<String> = products.iter().map(|p| p.id.clone()).collect();
-    let mut model = LocalModel::new(ModelSettings { dim: DIM, alpha, lambda: LAMBDA, decay: 1.0 })?;
+    let mut model = LocalModel::new(ModelSettings { dim: features.dim(DIM), alpha, lambda: LAMBDA, decay: 1.0 })?;
+    let (mut slate, mut marginals) = (Vec::with_capacity(walk.top), Vec::with_capacity(walk.top));
     let mut visits = Rng::new(walk.seed);
     let mut clicks = Rng::new(walk.seed.wrapping_add(2));
     let mut decider = Decider::default();
@@ -141,20 +152,26 @@ pub fn walk_shop(walk: &ShopWalk, policy: Policy, alpha: f64, probabilities: boo
         let event_id = format!("e{}", index + 1);
         let version = model.model().version();
         let mut rng = Rng::new(policy::seed(event_id.as_bytes(), version));
-        decider.decide(model.model(), Choice { policy, alpha, top: walk.top, probabilities }, &context, &ids, &mut rng)?;
+        decider.decide(model.model(), Choice { policy, alpha, top: walk.top, probabilities }, features.input(&context), &ids, &mut rng)?;
         let placed = decider.placed();
+        marginals.clear();
+        if probabilities && walk.top > 1 {
+            slate.clear();
+            slate.extend(placed.iter().map(|p| p.index as usize));
+            decider.marginals(policy, alpha, &slate, &mut marginals);
+        }
         shown.clear();
         for p in placed {
             shown.push(products.get(p.index as usize).ok_or_else(|| ClientError::Simulation("placed an unknown action".into()))?);
         }
         let clicked = Tastes::Usual.react(&mut clicks, &visit, &shown);
-        let step = Step { index, event_id: &event_id, visit: &visit, context: &context, version, placed, probabilities: &decider.probabilities, products: &products, clicked };
+        let step = Step { index, event_id: &event_id, visit: &visit, context: &context, version, placed, probabilities: &decider.probabilities, marginals: &marginals, products: &products, clicked };
         each(&step)?;
         let timestamp = START_MS + index as i64 * 1000;
         let read = clicked.map_or(shown.len(), |position| position + 1);
         for (position, product) in shown.iter().enumerate().take(read) {
             let reward = step.reward(position);
-            model.fold(&FeedbackEvent { event_id: event_id.clone(), product_id: product.id.clone(), reward, context_vector: context.to_vec(), timestamp, ..Default::default() })?;
+            model.fold(&FeedbackEvent { event_id: event_id.clone(), product_id: product.id.clone(), reward, context_vector: features.input(&context).to_vec(), timestamp, ..Default::default() })?;
         }
         if (index + 1).is_multiple_of(publish_every) {
             model.publish()?;
@@ -190,14 +207,15 @@ fn spread(catalogue: &Catalogue, arms: usize) -> Result<Vec<&Product>> {
 pub fn generate_decisions(walk: &ShopWalk, policy: Policy, alpha: f64, out: &mut impl std::io::Write) -> Result<f64> {
     let spelled = crate::lab::ope::candidates::spelled(policy);
     let mut clicks = 0.0;
-    walk_shop(walk, policy, alpha, true, |step| {
+    walk_shop(walk, (policy, alpha, Features::Context), true, |step| {
         let shown = step
             .placed
             .iter()
             .zip(0u32..)
             .map(|(p, position)| {
                 let product_id = step.products.get(p.index as usize).map(|p| p.id.clone()).unwrap_or_default();
-                ShownReward { shown: Shown { product_id, position, probability: p.probability }, reward: step.reward(position as usize) }
+                let marginal = step.marginals.get(position as usize).copied();
+                ShownReward { shown: Shown { product_id, position, probability: p.probability }, reward: step.reward(position as usize), marginal }
             })
             .collect();
         let line = LoggedDecision {

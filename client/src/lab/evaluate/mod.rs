@@ -237,7 +237,7 @@ mod tests {
         let mut work = bandit_core::cholesky::Workspace::default();
         let published = accumulators.iter().map(|(id, a)| a.to_payload(id, &mut work, None).unwrap()).collect();
         let mut model = Model::new(ModelSettings { dim: 15, alpha: 1.0, lambda: 1.0, decay: 1.0 });
-        model.apply(&bandit_core::Payload { dim: 15, arms: published, offsets: vec![], settings: None, base_offsets: vec![], version: None }, 0, &Limits::default()).unwrap();
+        model.apply(&bandit_core::Payload { dim: 15, arms: published, offsets: vec![], settings: None, base_offsets: vec![], version: None, fences: vec![] }, 0, &Limits::default()).unwrap();
         let mut scratch = RankScratch::default();
         let mut list = Vec::new();
         for row in test.iter().take(50) {

@@ -11,6 +11,8 @@
 //! `probability` is the probability that the logging policy placed the item
 //! at its position given the items above it (BANDIT.RANK … WITHPROBS);
 //! `reward` is the joined reward (the join's default reward when none came).
+//! An optional `marginal` (the logger's probability of the item at its
+//! position, whatever is above) serves position-wise IPS on slates.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -26,6 +28,25 @@ pub struct ShownReward {
     #[serde(flatten)]
     pub shown: Shown,
     pub reward: f64,
+    /// The probability that the logging policy placed this item at this
+    /// position whatever it placed above (`probability` is given the items
+    /// above). Optional: the simulator writes it for slates; BANDIT.RANK
+    /// does not return it, so logs from the topics lack it. Position-wise
+    /// IPS needs it below the top (at the top it is `probability`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginal: Option<f64>,
+}
+
+impl ShownReward {
+    /// The logged marginal probability of the item at its position, when known.
+    #[must_use]
+    pub fn marginal(&self) -> Option<f64> {
+        if self.shown.position == 0 {
+            Some(self.shown.probability)
+        } else {
+            self.marginal.filter(|m| *m > 0.0 && *m <= 1.0)
+        }
+    }
 }
 
 /// One line of the joined log: the decision contract plus rewards.

@@ -7,11 +7,14 @@
 //! ([`estimators`]) sum their terms. [`report`] prints the table and JSON;
 //! [`truth`] runs each candidate on-policy in the simulated shop.
 //!
-//! The learning protocol ("learn on the log"): every candidate has its own
-//! core model ([`LocalModel`], the production training core), and after each
-//! decision it is scored on, it folds the logged (context, action, reward),
-//! whatever it would have chosen itself; the model is published every
-//! `publish_every` events, as a sink flush would. The estimators are then
+//! The learning protocol ("learn on the log"): every candidate decides with
+//! a core model ([`LocalModel`], the production training core), and after
+//! each decision it is scored on, the model folds the logged (context,
+//! action, reward), whatever the candidate would have chosen itself; the
+//! model is published every `publish_every` events, as a sink flush would.
+//! Since every candidate learns the same data the same way, candidates fed
+//! the same features share one model per thread ([`Lane`]): the same numbers
+//! as one model each, without repeating the folds and publishes. The estimators are then
 //! unbiased for the mean over the log of the value of the candidate *as it
 //! stood at each event*. That candidate learned from the logging policy's
 //! data, not from its own: a candidate that explores less than the logger
@@ -24,7 +27,10 @@
 //! logged probability is then the marginal one). Slates (k > 1) are scored
 //! as a whole by the cascade estimator RIPS ([`estimators::Cascade`]): the
 //! candidates' conditional probabilities of the logged items come from
-//! [`Decider::conditional`]; Thompson sampling has none (n/a). Candidates
+//! [`Decider::conditional`]; Thompson sampling has none (n/a). And by
+//! position-wise IPS ([`estimators::Independent`]) when the log has the
+//! logger's marginal probabilities (the simulator writes them), with the
+//! candidates' marginals from [`Decider::marginals`]. Candidates
 //! learn from the items at or above the lowest rewarded one (all when none
 //! is), the join's cascade impressions.
 
@@ -42,8 +48,8 @@ use bandit_core::{ModelSettings, RankRequest, RankScratch};
 use crate::error::{ClientError, Result};
 use crate::lab::local::LocalModel;
 use crate::lab::rng::Rng;
-use candidates::{CandidateSpec, Choice, Decider};
-use estimators::{Accumulator, Cascade, Estimate, Mean};
+use candidates::{CandidateSpec, Choice, Decider, Features};
+use estimators::{Accumulator, Cascade, Estimate, Independent, Mean};
 use log::{LogSource, LoggedDecision};
 
 /// How to evaluate.
@@ -70,7 +76,8 @@ impl Default for OpeConfig {
 pub struct CandidateResult {
     pub spec: CandidateSpec,
     /// In [`estimators::NAMES`] order, then RIPS where the candidate has
-    /// conditional probabilities.
+    /// conditional probabilities, then PIPS where the log and the candidate
+    /// have marginal ones (slates only).
     pub estimates: Vec<Estimate>,
     /// The true on-policy CTR of the top position, when asked for.
     pub truth: Option<f64>,
@@ -116,12 +123,28 @@ pub const RANKED_BY: &str = "DR";
 /// A candidate walking the log.
 struct Runner {
     spec: CandidateSpec,
-    model: LocalModel,
     decider: Decider,
     rng: Rng,
     accumulator: Accumulator,
     cascade: Option<Cascade>,
+    /// Position-wise IPS, on slates whose every item has a logged marginal.
+    independent: Option<Independent>,
     conditional: Vec<f64>,
+    marginals: Vec<f64>,
+}
+
+/// The candidates one thread walks through the log, and their models.
+///
+/// Every candidate learns the same thing (the logged impressions, with the
+/// same λ, no forgetting and the same publish cadence), so the candidates
+/// fed the same features have the same model at every event: a lane keeps
+/// one [`LocalModel`] per kind of features and every candidate decides on it
+/// with its own α and its own random stream. The numbers are those of one
+/// model per candidate; the folds and publishes (most of the cost) are not
+/// repeated per candidate.
+struct Lane {
+    runners: Vec<Runner>,
+    models: Vec<(Features, LocalModel)>,
 }
 
 /// One decision as the candidates need it.
@@ -130,6 +153,8 @@ struct Row {
     /// The slate (action indices), its logged probabilities and rewards, top first.
     slate: Vec<usize>,
     mu: Vec<f64>,
+    /// The logged marginal probabilities, when every item has one.
+    marginal: Option<Vec<f64>>,
     rewards: Vec<f64>,
     qhat: Vec<f64>,
     /// The cascade impressions, to learn from.
@@ -185,34 +210,54 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
     actions.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
     let position: HashMap<String, usize> = actions.iter().enumerate().map(|(i, a)| (a.clone(), i)).collect();
     // The candidates learn as the generated logger does (λ and no forgetting).
-    let settings = |alpha: f64| ModelSettings { dim: dim.unwrap_or(0), alpha, lambda: crate::lab::generate::LAMBDA, decay: 1.0 };
-    let mut runners = grid
+    let settings = |features: Features| ModelSettings {
+        dim: features.dim(dim.unwrap_or(0)),
+        alpha: candidates::DEFAULT_ALPHA,
+        lambda: crate::lab::generate::LAMBDA,
+        decay: 1.0,
+    };
+    let runners = grid
         .iter()
         .zip(1u64..)
         .map(|(spec, k)| {
             Ok(Runner {
                 spec: spec.clone(),
-                model: LocalModel::new(settings(spec.alpha))?,
                 decider: Decider::default(),
                 rng: Rng::new(config.seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 accumulator: Accumulator::new(config.tau),
                 cascade: Some(Cascade::default()),
+                independent: (top > 1).then(Independent::default),
                 conditional: Vec::new(),
+                marginals: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(runners.len()).max(1);
+    let per_thread = runners.len().div_ceil(threads).max(1);
+    let mut lanes: Vec<Lane> = Vec::with_capacity(threads);
+    let mut runners = runners.into_iter().peekable();
+    while runners.peek().is_some() {
+        let lane: Vec<Runner> = runners.by_ref().take(per_thread).collect();
+        let mut models: Vec<(Features, LocalModel)> = Vec::new();
+        for runner in &lane {
+            if !models.iter().any(|(f, _)| *f == runner.spec.features) {
+                models.push((runner.spec.features, LocalModel::new(settings(runner.spec.features))?));
+            }
+        }
+        lanes.push(Lane { runners: lane, models });
+    }
 
     // Pass 2: the candidates, a batch of decisions at a time, on all cores.
     let mut rows: Vec<Row> = Vec::with_capacity(BATCH);
     let mut scratch = RankScratch::default();
     let mut index = 0usize;
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(runners.len()).max(1);
     let mut seen = 0usize;
     source.for_each(|d| {
         let mut ordered: Vec<&log::ShownReward> = d.shown.iter().collect();
         ordered.sort_by_key(|s| s.shown.position);
         let slate = ordered.iter().map(|s| position.get(&s.shown.product_id).copied().unwrap_or(0)).collect();
         let mu = ordered.iter().map(|s| s.shown.probability).collect();
+        let marginal = if top > 1 { ordered.iter().map(|s| s.marginal()).collect::<Option<Vec<f64>>>() } else { None };
         let rewards: Vec<f64> = ordered.iter().map(|s| s.reward).collect();
         let read = rewards.iter().rposition(|r| *r > 0.0).map_or(ordered.len(), |last| last + 1);
         let events = ordered
@@ -236,21 +281,23 @@ pub fn evaluate(source: &LogSource, grid: &[CandidateSpec], config: &OpeConfig) 
                 }
             }
         }
-        rows.push(Row { context: d.context.clone(), slate, mu, rewards, qhat, events });
+        rows.push(Row { context: d.context.clone(), slate, mu, marginal, rewards, qhat, events });
         index += 1;
         if rows.len() == BATCH {
-            seen = run_batch(&mut runners, &rows, &actions, config, threads, seen)?;
+            seen = run_batch(&mut lanes, &rows, &actions, config, seen)?;
             rows.clear();
         }
         Ok(())
     })?;
-    run_batch(&mut runners, &rows, &actions, config, threads, seen)?;
+    run_batch(&mut lanes, &rows, &actions, config, seen)?;
 
-    let mut candidates: Vec<CandidateResult> = runners
+    let mut candidates: Vec<CandidateResult> = lanes
         .into_iter()
+        .flat_map(|lane| lane.runners)
         .map(|r| {
             let mut estimates = r.accumulator.estimates().to_vec();
             estimates.extend(r.cascade.map(|c| c.estimate()));
+            estimates.extend(r.independent.map(|i| i.estimate()));
             CandidateResult { spec: r.spec, estimates, truth: None, truth_slate: None }
         })
         .collect();
@@ -282,49 +329,69 @@ fn example(d: &LoggedDecision) -> Result<(FeedbackEvent, f64)> {
     Ok((event, top.reward))
 }
 
-/// Every runner decides on, is scored on, then learns from every row; the
-/// runners are split over `threads` scoped threads. Returns the number of
-/// rows seen so far.
-fn run_batch(runners: &mut [Runner], rows: &[Row], actions: &[String], config: &OpeConfig, threads: usize, seen: usize) -> Result<usize> {
-    let per_thread = runners.len().div_ceil(threads.max(1)).max(1);
+/// Every lane (one scoped thread each) walks the rows: on each row every
+/// runner of the lane decides and is scored, then the lane's models learn
+/// the row (and publish on the cadence). Returns the number of rows seen so far.
+fn run_batch(lanes: &mut [Lane], rows: &[Row], actions: &[String], config: &OpeConfig, seen: usize) -> Result<usize> {
     let publish_every = config.publish_every.max(1);
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = runners
-            .chunks_mut(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || -> Result<()> {
-                    for runner in chunk {
-                        for (offset, row) in rows.iter().enumerate() {
-                            let (spec, decider) = (&runner.spec, &mut runner.decider);
-                            let choice = Choice { policy: spec.policy, alpha: spec.alpha, top: 1, probabilities: false };
-                            let placed = decider.decide(runner.model.model(), choice, &row.context, actions, &mut runner.rng)?;
-                            let (logged, mu, reward) = (row.slate.first(), row.mu.first(), row.rewards.first());
-                            if let (Some(&logged), Some(&mu), Some(&reward)) = (logged, mu, reward) {
-                                runner.accumulator.add(&decider.probabilities, logged, mu, reward, &row.qhat, placed.index as usize);
-                            }
-                            if decider.conditional(spec.policy, spec.alpha, &row.slate, &mut runner.conditional).is_some() {
-                                if let Some(cascade) = runner.cascade.as_mut() {
-                                    cascade.add(&runner.conditional, &row.mu, &row.rewards);
-                                }
-                            } else {
-                                runner.cascade = None;
-                            }
-                            for event in &row.events {
-                                runner.model.fold(event)?;
-                            }
-                            if (seen + offset + 1).is_multiple_of(publish_every) {
-                                runner.model.publish()?;
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
+        let handles: Vec<_> = lanes.iter_mut().map(|lane| scope.spawn(move || walk_lane(lane, rows, actions, seen, publish_every))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ClientError::Simulation("a candidate thread panicked".into())))).collect()
     });
     results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(seen + rows.len())
+}
+
+fn walk_lane(lane: &mut Lane, rows: &[Row], actions: &[String], seen: usize, publish_every: usize) -> Result<()> {
+    let Lane { runners, models } = lane;
+    for (offset, row) in rows.iter().enumerate() {
+        for runner in runners.iter_mut() {
+            let model = models.iter().find(|(f, _)| *f == runner.spec.features).map(|(_, m)| m.model());
+            let model = model.ok_or_else(|| ClientError::Simulation("a candidate without a model".into()))?;
+            step(runner, model, row, actions)?;
+        }
+        for (features, model) in models.iter_mut() {
+            for event in &row.events {
+                match features {
+                    Features::Context => model.fold(event)?,
+                    Features::Constant => model.fold(&FeedbackEvent { context_vector: features.input(&event.context_vector).to_vec(), ..event.clone() })?,
+                }
+            }
+            if (seen + offset + 1).is_multiple_of(publish_every) {
+                model.publish()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One candidate on one row: its decision, and every estimator's terms.
+fn step(runner: &mut Runner, model: &bandit_core::Model, row: &Row, actions: &[String]) -> Result<()> {
+    let (spec, decider) = (&runner.spec, &mut runner.decider);
+    let choice = Choice { policy: spec.policy, alpha: spec.alpha, top: 1, probabilities: false };
+    let placed = decider.decide(model, choice, spec.features.input(&row.context), actions, &mut runner.rng)?;
+    let (logged, mu, reward) = (row.slate.first(), row.mu.first(), row.rewards.first());
+    if let (Some(&logged), Some(&mu), Some(&reward)) = (logged, mu, reward) {
+        runner.accumulator.add(&decider.probabilities, logged, mu, reward, &row.qhat, placed.index as usize);
+    }
+    if decider.conditional(spec.policy, spec.alpha, &row.slate, &mut runner.conditional).is_some() {
+        if let Some(cascade) = runner.cascade.as_mut() {
+            cascade.add(&runner.conditional, &row.mu, &row.rewards);
+        }
+    } else {
+        runner.cascade = None;
+    }
+    if runner.independent.is_some() {
+        match (&row.marginal, decider.marginals(spec.policy, spec.alpha, &row.slate, &mut runner.marginals)) {
+            (Some(mu), Some(())) => {
+                if let Some(independent) = runner.independent.as_mut() {
+                    independent.add(&runner.marginals, mu, &row.rewards);
+                }
+            }
+            _ => runner.independent = None,
+        }
+    }
+    Ok(())
 }
 
 /// Adds the true on-policy CTR to every candidate: the log must be a
@@ -429,7 +496,10 @@ mod tests {
     /// The same on slates of three: each logged item's conditional
     /// probability under the logger-as-candidate equals the logged one, so
     /// every cascade weight is 1 and RIPS is the mean slate reward (the
-    /// share of slates clicked), with ESS n. Thompson sampling has no RIPS.
+    /// share of slates clicked), with ESS n. So is every position-wise
+    /// weight (the candidate's marginals, summed over the sets above, equal
+    /// the ones the simulator logged), so PIPS is the same mean. Thompson
+    /// sampling has neither.
     #[test]
     fn slates_the_logging_policy_as_a_candidate_has_cascade_weight_one() {
         for policy in ["egreedy:0.3", "softmax:0.2"] {
@@ -443,8 +513,63 @@ mod tests {
             let rips = me.get("RIPS").unwrap();
             assert!((rips.value - ctr).abs() < 1e-9, "{policy}: RIPS {} vs {ctr}", rips.value);
             assert!((rips.ess - 300.0).abs() < 1e-6, "{policy}: ESS {}", rips.ess);
-            assert!(report.candidates.iter().find(|c| c.spec.name == "ts").unwrap().get("RIPS").is_none());
+            let pips = me.get("PIPS").unwrap();
+            assert!((pips.value - ctr).abs() < 1e-9, "{policy}: PIPS {} vs {ctr}", pips.value);
+            assert!((pips.ess - 300.0).abs() < 1e-6, "{policy}: PIPS ESS {}", pips.ess);
+            let ts = report.candidates.iter().find(|c| c.spec.name == "ts").unwrap();
+            assert!(ts.get("RIPS").is_none() && ts.get("PIPS").is_none());
         }
+    }
+
+    /// Without the logger's marginals (a log from the topics) PIPS is n/a;
+    /// RIPS needs only the logged conditional probabilities.
+    #[test]
+    fn slates_without_marginals_have_no_position_wise_ips() {
+        let (text, _) = slates("egreedy:0.3", 100, 5, 3);
+        let mut stripped = String::new();
+        for line in text.lines() {
+            let mut d: LoggedDecision = serde_json::from_str(line).unwrap();
+            assert!(d.shown.iter().all(|s| s.marginal.is_some()));
+            d.shown.iter_mut().for_each(|s| s.marginal = None);
+            stripped.push_str(&serde_json::to_string(&d).unwrap());
+            stripped.push('\n');
+        }
+        let grid = candidates::parse_grid("egreedy:0.1").unwrap();
+        let report = evaluate(&LogSource::Text(stripped), &grid, &OpeConfig::default()).unwrap();
+        assert!(report.candidates[0].get("RIPS").is_some());
+        assert!(report.candidates[0].get("PIPS").is_none());
+    }
+
+    /// Popularity ranks by each action's reward per impression so far,
+    /// θ = Σ r / (λ + n) with λ = 1, whatever the context (which varies
+    /// here and is ignored). Six hand-made decisions over "a" and "b", each
+    /// logged with μ = 0.5, one publish per event; the walk is in the
+    /// comments below.
+    #[test]
+    fn popularity_ranks_by_observed_reward_rate() {
+        let decision = |i: usize, product: &str, mu: f64, reward: f64, context: f64| {
+            format!(
+                r#"{{"event_id":"e{i}","model":"m","model_version":0,"policy":"egreedy:0.5","context":[{context},1.0],"shown":[{{"product_id":"{product}","position":0,"probability":{mu},"reward":{reward}}}],"timestamp":{i}}}"#
+            )
+        };
+        let rows = [("a", 0.5, 1.0), ("b", 0.5, 1.0), ("a", 0.5, 0.0), ("b", 0.5, 1.0), ("b", 0.5, 0.0), ("a", 0.5, 1.0)];
+        let text: Vec<String> = rows.iter().enumerate().map(|(i, (p, mu, r))| decision(i, p, *mu, *r, i as f64 * 0.37)).collect();
+        let grid = candidates::parse_grid("popularity").unwrap();
+        assert_eq!(grid[0].alpha, 0.0);
+        let config = OpeConfig { publish_every: 1, ..OpeConfig::default() };
+        let report = evaluate(&LogSource::Text(text.join("\n")), &grid, &config).unwrap();
+        // π of each event: 1 on the best so far (ties: the first action, "a").
+        // after e0 (a:1/1): a 0.5, b 0      -> e1 picks a; logged b: w 0
+        // after e1 (b:1/1): a 0.5, b 0.5    -> e2 picks a (tie); logged a: w 2, r 0
+        // after e2 (a:1/2): a 1/3, b 0.5    -> e3 picks b; logged b: w 2, r 1
+        // after e3 (b:2/2): a 1/3, b 2/3    -> e4 picks b; logged b: w 2, r 0
+        // after e4 (b:2/3): a 1/3, b 0.5    -> e5 picks b; logged a: w 0
+        // e0: nothing learnt, picks a, logged a: w 2, r 1.
+        // IPS = (2 + 0 + 0 + 2 + 0 + 0) / 6
+        let ips = report.candidates[0].get("IPS").unwrap();
+        assert!((ips.value - 4.0 / 6.0).abs() < 1e-12, "IPS {}", ips.value);
+        let names: Vec<&str> = report.actions.iter().map(String::as_str).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]

@@ -7,9 +7,9 @@ use serde_json::{json, Map, Value};
 use super::estimators::Estimate;
 use super::{OpeReport, RANKED_BY};
 
-/// Columns of the table, after the candidate; RIPS only for slates (on
-/// top-1 decisions it is IPS).
-const COLUMNS: [&str; 8] = ["DR", "IPS", "SNIPS", "SNDR", "Switch-DR", "DM", "Replay", "RIPS"];
+/// Columns of the table, after the candidate; RIPS and PIPS only for
+/// slates (on top-1 decisions both are IPS).
+const COLUMNS: [&str; 9] = ["DR", "IPS", "SNIPS", "SNDR", "Switch-DR", "DM", "Replay", "RIPS", "PIPS"];
 
 fn cell(e: Option<&Estimate>) -> String {
     match e {
@@ -40,7 +40,7 @@ pub fn table(report: &OpeReport) -> String {
     if report.top > 1 {
         let _ = writeln!(
             out,
-            "slates of up to {}: the top-1 estimators score position 0; RIPS (cascade) the whole slate, whose logged value is {}",
+            "slates of up to {}: the top-1 estimators score position 0; RIPS (cascade) and PIPS (position-wise, needs the log's marginals) the whole slate, whose logged value is {}",
             report.top,
             cell(Some(&report.logged_slate))
         );
@@ -51,7 +51,7 @@ pub fn table(report: &OpeReport) -> String {
         report.config.tau, report.config.ridge_lambda, report.config.seed
     );
     let truth = report.candidates.iter().any(|c| c.truth.is_some());
-    let columns = COLUMNS.get(..if report.top > 1 { COLUMNS.len() } else { COLUMNS.len() - 1 }).unwrap_or(&COLUMNS);
+    let columns = COLUMNS.get(..if report.top > 1 { COLUMNS.len() } else { COLUMNS.len() - 2 }).unwrap_or(&COLUMNS);
     let _ = write!(out, "| # | candidate | {} | replay n | ESS |", columns.join(" | "));
     let slates = report.top > 1;
     out.push_str(match (truth, slates) {
@@ -105,7 +105,7 @@ pub fn json(report: &OpeReport) -> String {
             let estimates: Map<String, Value> = c.estimates.iter().map(|e| (e.name.to_owned(), estimate(e))).collect();
             json!({
                 "name": c.spec.name,
-                "policy": super::candidates::spelled(c.spec.policy),
+                "policy": c.spec.policy_name(),
                 "alpha": c.spec.alpha,
                 "estimates": estimates,
                 "true_ctr": c.truth.map_or(Value::Null, number),

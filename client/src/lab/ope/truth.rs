@@ -28,7 +28,7 @@ pub struct Truth {
 /// As [`walk_shop`].
 pub fn true_ctr(walk: &ShopWalk, candidate: &CandidateSpec) -> Result<Truth> {
     let (mut top, mut slate) = (0.0, 0.0);
-    walk_shop(walk, candidate.policy, candidate.alpha, false, |step| {
+    walk_shop(walk, (candidate.policy, candidate.alpha, candidate.features), false, |step| {
         let click = |product| Tastes::Usual.click_probability(step.visit, product);
         top += step.probabilities.iter().zip(step.products).map(|(p, product)| if *p > 0.0 { p * click(product) } else { 0.0 }).sum::<f64>();
         if step.placed.len() > 1 {
