@@ -72,6 +72,8 @@ pub struct FeedbackProducer {
     /// For messages: failures name where events were going.
     brokers: String,
     topic: String,
+    /// What the records are, for messages ("feedback events", "decisions", …).
+    what: &'static str,
     deliveries: Arc<Deliveries>,
 }
 
@@ -98,7 +100,14 @@ impl FeedbackProducer {
             config.set(key, value);
         }
         let producer = config.create_with_context(DeliveryContext(deliveries.clone()))?;
-        Ok(Self { producer, encoding: Encoding::Json, brokers: brokers.to_owned(), topic: topic.to_owned(), deliveries })
+        Ok(Self { producer, encoding: Encoding::Json, brokers: brokers.to_owned(), topic: topic.to_owned(), what: "feedback events", deliveries })
+    }
+
+    /// Names the records in delivery failures ("decisions", "rewards"; feedback events by default).
+    #[must_use]
+    pub fn naming_records(mut self, what: &'static str) -> Self {
+        self.what = what;
+        self
     }
 
     /// Writes Avro from now on: registers the feedback schema under the
@@ -208,8 +217,9 @@ impl FeedbackProducer {
     pub fn flush(&self, timeout: Duration) -> Result<DeliveryReport> {
         if let Err(e) = self.producer.flush(timeout) {
             return Err(ClientError::Kafka(format!(
-                "{} feedback events not delivered to topic '{}' on the brokers {} within {} s ({e})",
+                "{} {} not delivered to topic '{}' on the brokers {} within {} s ({e})",
                 self.producer.in_flight_count(),
+                self.what,
                 self.topic,
                 self.brokers,
                 timeout.as_secs_f64()
@@ -222,8 +232,8 @@ impl FeedbackProducer {
         if report.failed > 0 {
             let last = self.deliveries.last_error.lock().ok().and_then(|slot| slot.clone()).unwrap_or_default();
             return Err(ClientError::Kafka(format!(
-                "{} feedback events were not delivered to topic '{}' on the brokers {}: {last}",
-                report.failed, self.topic, self.brokers
+                "{} {} were not delivered to topic '{}' on the brokers {}: {last}",
+                report.failed, self.what, self.topic, self.brokers
             )));
         }
         Ok(report)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bandit::feedback::FeedbackProducer;
-use bandit::lab::live::LiveStack;
+use bandit::lab::live::{LiveStack, LoopStack};
 use bandit::lab::shop::{Catalogue, DIM};
 use bandit::lab::simulate::{self, LocalLinUcb, LocalSettings, Report, SimulationConfig};
 use bandit::models::{CreateOptions, Models, RankOptions};
@@ -27,6 +27,7 @@ impl From<FeedbackArg> for simulate::FeedbackMode {
         match value {
             FeedbackArg::Cascade => simulate::FeedbackMode::Cascade,
             FeedbackArg::Reference => simulate::FeedbackMode::Reference,
+            FeedbackArg::All => simulate::FeedbackMode::All,
         }
     }
 }
@@ -39,6 +40,32 @@ fn kafka_properties(pairs: &[String]) -> Result<BTreeMap<String, String>> {
             Ok((key.trim().to_owned(), value.trim().to_owned()))
         })
         .collect()
+}
+
+/// `bandit export-log`: the topics, joined, to a file or stdout; the counts to stderr.
+fn export_log(c: &Connection, out: Option<PathBuf>, reward_wait_ms: i64, aggregation: cli::args::AggregationArg, default_reward: f64) -> Result<()> {
+    use bandit_core::join::{Aggregation, Impressions, JoinSettings};
+    if !default_reward.is_finite() {
+        bail!("--default-reward is not a finite number");
+    }
+    let aggregation = match aggregation {
+        cli::args::AggregationArg::Earliest => Aggregation::Earliest,
+        cli::args::AggregationArg::Sum => Aggregation::Sum,
+        cli::args::AggregationArg::Max => Aggregation::Max,
+    };
+    let settings = JoinSettings { reward_wait_ms, aggregation, default_reward, impressions: Impressions::All };
+    let properties = kafka_properties(&c.kafka)?;
+    let topics = bandit::export_log::Topics { brokers: &c.brokers, decisions: &c.decisions_topic, rewards: &c.rewards_topic, properties: &properties };
+    let timeout = Duration::from_secs_f64(c.kafka_timeout);
+    let counts = match out {
+        Some(path) => {
+            let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            bandit::export_log::export(&topics, settings, timeout, &mut std::io::BufWriter::new(file))?
+        }
+        None => bandit::export_log::export(&topics, settings, timeout, &mut std::io::BufWriter::new(std::io::stdout().lock()))?,
+    };
+    eprintln!("{counts}");
+    Ok(())
 }
 
 fn main() {
@@ -65,6 +92,14 @@ fn checked_producer(c: &Connection) -> Result<FeedbackProducer> {
     Ok(producer)
 }
 
+/// The learning loop's producers, once a broker has confirmed both topics
+/// (with the same partition count) within `--kafka-timeout`.
+fn checked_decision_log(c: &Connection) -> Result<bandit::decision_log::DecisionLog> {
+    let log = bandit::decision_log::DecisionLog::new(&c.brokers, &c.decisions_topic, &c.rewards_topic, &kafka_properties(&c.kafka)?)?;
+    log.check_topics(Duration::from_secs_f64(c.kafka_timeout))?;
+    Ok(log)
+}
+
 /// [`checked_producer`] writing the format asked for (Avro registers the
 /// feedback schema first).
 fn encoding_producer(c: &Connection, encoding: &cli::args::EventEncoding) -> Result<FeedbackProducer> {
@@ -87,20 +122,44 @@ fn run(cli: Cli) -> Result<()> {
             models()?.create(&c.model, dim, &CreateOptions { alpha, lambda, decay })?;
             println!("OK");
         }
-        Command::Rank { context, arms, top, alpha, policy: None, event_id: None } => {
+        Command::Rank { context, arms, top, alpha, policy: None, event_id: None, .. } => {
             let options = RankOptions { candidates: arms.as_deref(), top_k: top, alpha };
             for ranked in models()?.rank(&c.model, &context, &options).map_err(cli_error)? {
                 println!("{}\t{}", ranked.id, Shortest(ranked.score));
             }
         }
-        Command::Rank { context, arms, top, alpha, policy, event_id } => {
+        Command::Rank { context, arms, top, alpha, policy, event_id, log, delivery_timeout } => {
             let options = RankOptions { candidates: arms.as_deref(), top_k: top, alpha };
             let policy = policy.unwrap_or(bandit::models::Policy::Ucb);
+            // With --log the topics are checked first: a decision that cannot be logged is not made.
+            let decision_log = if log { Some(checked_decision_log(c)?) } else { None };
             let decided = models()?.decide(&c.model, &context, &options, policy, event_id.as_deref()).map_err(cli_error)?;
             println!("version\t{}", decided.version);
-            for item in decided.items {
+            for item in &decided.items {
                 println!("{}\t{}\t{}", item.id, Shortest(item.score), Shortest(item.probability));
             }
+            if let (Some(decision_log), Some(event_id)) = (decision_log, event_id) {
+                let timestamp = bandit::decision_log::now_ms();
+                let decision = bandit::decision_log::decision_event(&event_id, &c.model, policy, &context, &decided, timestamp)?;
+                decision_log.publish_decision(&decision)?;
+                decision_log.flush(Duration::from_secs_f64(delivery_timeout))?;
+                eprintln!("logged decision {event_id} to topic '{}'", c.decisions_topic);
+            }
+        }
+        Command::Reward { event_id, product, value, delivery_timeout } => {
+            if event_id.is_empty() {
+                bail!("--event-id is empty");
+            }
+            if product.is_empty() {
+                bail!("--product is empty");
+            }
+            if !value.is_finite() {
+                bail!("--value is not a finite number");
+            }
+            let decision_log = checked_decision_log(c)?;
+            decision_log.reward(&event_id, &product, value)?;
+            decision_log.flush(Duration::from_secs_f64(delivery_timeout))?;
+            println!("sent");
         }
         // Numbers come at their shortest round-trip text (Models::stats).
         Command::Stats { arm } => {
@@ -140,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = encoding_producer(c, &encoding)?.publish_log(&history, Duration::from_secs_f64(delivery_timeout))?;
             println!("published {} events ({} features: {})", report.delivered, history.feature_names.len(), history.feature_names.join(", "));
         }
+        Command::ExportLog { out, reward_wait_ms, aggregation, default_reward } => export_log(c, out, reward_wait_ms, aggregation, default_reward)?,
         Command::Bench(bench) => run_bench(c, bench)?,
         Command::Generate { events, seed, out, items_out, format: GenerateFormat::Decisions, policy, alpha, arms, top, publish_every } => {
             let logging = bandit::lab::ope::candidates::parse_policy(&policy)?;
@@ -196,10 +256,13 @@ fn run(cli: Cli) -> Result<()> {
             let per_policy: Vec<String> = results.iter().map(|r| format!("{} {:.2}s", r.name, r.seconds)).collect();
             eprintln!("{} events, {} policies in {:.2} s ({})", history.rows.len(), results.len(), started.elapsed().as_secs_f64(), per_policy.join(", "));
         }
-        Command::Simulate { steps, seed, top_k, window, rate, plot, feedback, local, decay, drift_at, recovery_window } => {
+        Command::Simulate { steps, seed, top_k, window, rate, plot, feedback, local, decay, drift_at, recovery_window, direct, policy } => {
             let window = window.unwrap_or((steps / 10).max(1));
-            let config = SimulationConfig { steps, seed, top_k, window, feedback: feedback.into(), drift_at };
-            let run = SimulateRun { config, rate, plot, decay, recovery_window };
+            let on_loop = !local && !direct;
+            let feedback = if on_loop { simulate::FeedbackMode::Rewards } else { feedback.into() };
+            let config = SimulationConfig { steps, seed, top_k, window, feedback, drift_at };
+            let policy = policy.unwrap_or(if on_loop { SHOP_POLICY } else { bandit::models::Policy::Ucb });
+            let run = SimulateRun { config, rate, plot, decay, recovery_window, policy, on_loop };
             if local {
                 simulate_local(&run)?;
             } else {
@@ -249,7 +312,15 @@ struct SimulateRun {
     plot: PathBuf,
     decay: f64,
     recovery_window: usize,
+    /// How the shop's ranking explores.
+    policy: bandit::models::Policy,
+    /// Decisions and rewards through bandit-join, not feedback events.
+    on_loop: bool,
 }
+
+/// The simulated shop's policy on the learning loop (see the README's
+/// "The learning loop" for the runs that chose it).
+const SHOP_POLICY: bandit::models::Policy = bandit::models::Policy::EpsilonGreedy { epsilon: 0.1 };
 
 /// Prints the learning curve of `report` (and writes its SVG).
 fn print_report(run: &SimulateRun, report: &Report, learner: &str) -> Result<()> {
@@ -286,7 +357,7 @@ fn print_recovery(run: &SimulateRun, learners: &[(&str, String, &Report)]) {
 fn simulate_local(run: &SimulateRun) -> Result<()> {
     let catalogue = Catalogue::generate(run.config.seed);
     let learn = |decay: f64| -> Result<Report> {
-        let mut learner = LocalLinUcb::new(&catalogue, LocalSettings { decay, ..LocalSettings::DEFAULT })?;
+        let mut learner = LocalLinUcb::new(&catalogue, LocalSettings { decay, policy: run.policy, ..LocalSettings::DEFAULT })?;
         Ok(simulate::run(&run.config, &catalogue, &mut learner, |_, _| {})?)
     };
     let report = learn(run.decay)?;
@@ -319,12 +390,40 @@ fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
         }
         None => models.create(&c.model, DIM, &CreateOptions { decay: Some(run.decay), ..CreateOptions::default() })?,
     }
-    let producer = checked_producer(c)?;
-    let mut live = LiveStack { models, producer, model: c.model.clone(), candidates: catalogue.ids() };
+    let report = if run.on_loop {
+        let log = checked_decision_log(c)?;
+        let policy = bandit::decision_log::policy_text(run.policy);
+        let prefix = format!("sim-{}-{}", config.seed, bandit::decision_log::now_ms());
+        let mut shop = LoopStack::new(models, log, c.model.clone(), catalogue.ids(), run.policy, prefix);
+        eprintln!(
+            "simulating {steps} visits to a shop of {} products at {rate} visits/s on the learning loop: RANK POLICY {policy} with event ids, decisions to '{}', clicks to '{}'",
+            catalogue.products.len(),
+            c.decisions_topic,
+            c.rewards_topic
+        );
+        let report = run_visits(config, rate, &catalogue, &mut shop)?;
+        let (decisions, rewards) = shop.log.flush(Duration::from_secs(30))?;
+        eprintln!("logged {} decisions and {} rewards", decisions.delivered, rewards.delivered);
+        report
+    } else {
+        let producer = checked_producer(c)?;
+        let mut live = LiveStack { models, producer, model: c.model.clone(), candidates: catalogue.ids() };
+        eprintln!("simulating {steps} visits to a shop of {} products at {rate} visits/s, feedback straight to '{}'", catalogue.products.len(), c.topic);
+        let report = run_visits(config, rate, &catalogue, &mut live)?;
+        live.producer.flush(Duration::from_secs(30))?;
+        report
+    };
+    print_report(run, &report, "LinUCB")?;
+    print_recovery(run, &[("LinUCB (live)", "linucb".into(), &report)]);
+    Ok(())
+}
+
+/// The visits at `rate` per second (0: at once), with progress on stderr.
+fn run_visits(config: &SimulationConfig, rate: f64, catalogue: &Catalogue, recommender: &mut dyn simulate::Recommender) -> Result<Report> {
+    let steps = config.steps;
     let interactive = std::io::stderr().is_terminal();
     let started = Instant::now();
-    eprintln!("simulating {steps} visits to a shop of {} products at {rate} visits/s", catalogue.products.len());
-    let report = simulate::run(config, &catalogue, &mut live, |done, ctr| {
+    let report = simulate::run(config, catalogue, recommender, |done, ctr| {
         if rate > 0.0 {
             let due = started + Duration::from_secs_f64(done as f64 / rate);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -340,8 +439,5 @@ fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
     if interactive {
         eprintln!();
     }
-    live.producer.flush(Duration::from_secs(30))?;
-    print_report(run, &report, "LinUCB")?;
-    print_recovery(run, &[("LinUCB (live)", "linucb".into(), &report)]);
-    Ok(())
+    Ok(report)
 }

@@ -38,8 +38,22 @@ ensure_rust() {
 # redis-cli (redis-tools) to build test clusters and openssl to make test
 # certificates.
 ensure_build_deps() {
-  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev libssl-dev redis-server redis-tools openssl
+  ensure_packages build-essential pkg-config libclang-dev cmake zlib1g-dev libssl-dev redis-server redis-tools openssl curl
   ensure_rust
+}
+
+# The Python shop of tests/tests/python_shop.rs: redis-py and confluent-kafka
+# in a virtual environment under target/ (made once; BANDIT_PYTHON names it).
+PYTHON_SHOP_PACKAGES=("redis==5.2.1" "confluent-kafka==2.6.1")
+ensure_python_shop() {
+  ensure_packages python3 python3-venv
+  local venv="${CARGO_TARGET_DIR:-$PWD/target}/pyvenv"
+  if ! "$venv/bin/python" -c "import redis, confluent_kafka" >/dev/null 2>&1; then
+    log "creating $venv (${PYTHON_SHOP_PACKAGES[*]})"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "${PYTHON_SHOP_PACKAGES[@]}"
+  fi
+  export BANDIT_PYTHON="$venv/bin/python"
 }
 
 # tansu: the Kafka-protocol broker the tests and the demo run locally.

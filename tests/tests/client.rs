@@ -121,7 +121,7 @@ struct Run {
 /// Runs `bandit` with `args`, none of its settings taken from the environment.
 fn bandit(args: &[&str]) -> Run {
     let mut command = Command::new(bandit_bin());
-    for var in ["BANDIT_REDIS", "BANDIT_BROKERS", "BANDIT_TOPIC", "BANDIT_MODEL", "BANDIT_KAFKA_TIMEOUT"] {
+    for var in ["BANDIT_REDIS", "BANDIT_BROKERS", "BANDIT_TOPIC", "BANDIT_MODEL", "BANDIT_KAFKA_TIMEOUT", "BANDIT_DECISIONS_TOPIC", "BANDIT_REWARDS_TOPIC"] {
         command.env_remove(var);
     }
     let output = command.args(args).stdin(Stdio::null()).output().expect("run bandit");
@@ -376,6 +376,66 @@ fn path_text(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")
 }
 
+/// `bandit rank --log` and `bandit reward` write the README's contract:
+/// the decision as RANK placed it (the lines the command printed), keyed by
+/// the event id, and the reward on the same partition number; bad uses are
+/// refused in the options' own terms.
+#[test]
+fn the_cli_logs_decisions_and_rewards_by_the_contract() {
+    use bandit_core::join::{Decision, Reward};
+    let server = RedisServer::start();
+    let redis = url(&server);
+    let broker = KafkaBroker::start();
+    for (topic, partitions) in [("decisions", 3), ("rewards", 3), ("clicks", 2)] {
+        broker.create_topic(topic, partitions);
+    }
+    let brokers = broker.bootstrap();
+    let common = ["--redis", redis.as_str(), "--brokers", brokers.as_str(), "--model", "shop"];
+    let run = |args: &[&str]| bandit(&[&common[..], args].concat());
+    assert!(run(&["create", "--dim", "3", "--alpha", "0.5"]).success);
+
+    let refused = run(&["rank", "--context", "1,0.5,0", "--arms", "a,b,c", "--log"]);
+    assert!(!refused.success && refused.stderr.contains("--event-id"), "{}", refused.stderr);
+    let refused = run(&["--rewards-topic", "clicks", "rank", "--context", "1,0.5,0", "--arms", "a,b,c", "--event-id", "e0", "--log"]);
+    assert!(!refused.success && refused.stderr.contains("need the same number"), "{}", refused.stderr);
+    assert!(refused.stdout.is_empty(), "no decision is made when it cannot be logged: {}", refused.stdout);
+    let refused = run(&["reward", "--event-id", "e1", "--product", "b", "--value", "inf"]);
+    assert!(!refused.success && refused.stderr.contains("--value is not a finite number"), "{}", refused.stderr);
+
+    let ranked = run(&["rank", "--context", "1,0.5,-0.25", "--arms", "a,b,c", "--top", "2", "--policy", "egreedy:0.2", "--event-id", "e-1001", "--log"]);
+    assert!(ranked.success, "{}", ranked.stderr);
+    let mut lines = ranked.stdout.lines();
+    let version: u64 = lines.next().and_then(|l| l.strip_prefix("version\t")).unwrap().parse().unwrap();
+    let printed: Vec<(String, f64)> = lines
+        .map(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            (fields[0].to_owned(), fields[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(printed.len(), 2);
+    assert!(run(&["reward", "--event-id", "e-1001", "--product", &printed[0].0, "--value", "-0.5"]).success);
+
+    let decisions = bandit_tests::kafka::read_topic(&brokers, "decisions", 3, Duration::from_secs(30));
+    let rewards = bandit_tests::kafka::read_topic(&brokers, "rewards", 3, Duration::from_secs(30));
+    assert_eq!((decisions.len(), rewards.len()), (1, 1));
+    let decision: Decision = serde_json::from_slice(decisions[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(decisions[0].key.as_deref(), Some(&b"e-1001"[..]));
+    assert_eq!((decision.event_id.as_str(), decision.model.as_str(), decision.model_version), ("e-1001", "shop", version));
+    assert_eq!((decision.policy.as_str(), decision.context.clone()), ("egreedy:0.2", vec![1.0, 0.5, -0.25]));
+    let shown: Vec<(String, u32, f64)> = decision.shown.iter().map(|s| (s.product_id.clone(), s.position, s.probability)).collect();
+    let want: Vec<(String, u32, f64)> = printed.iter().zip(0..).map(|((id, p), position)| (id.clone(), position, *p)).collect();
+    assert_eq!(shown, want);
+    // ε-greedy over 3 then 2 candidates: each slot's probability is 1 − ε + ε/n or ε/n.
+    for (s, n) in decision.shown.iter().zip([3.0, 2.0]) {
+        assert!([0.8 + 0.2 / n, 0.2 / n].iter().any(|p| close(s.probability, *p, 1e-12)), "{s:?}");
+    }
+    let reward: Reward = serde_json::from_slice(rewards[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!((reward.event_id.as_str(), reward.product_id.as_str(), reward.reward), ("e-1001", printed[0].0.as_str(), -0.5));
+    assert_eq!(rewards[0].key.as_deref(), Some(&b"e-1001"[..]));
+    assert_eq!(rewards[0].partition, decisions[0].partition, "co-partitioned by event id");
+    assert!(reward.timestamp >= decision.timestamp);
+}
+
 /// The ports the demo announced ("… on port N", in bold: the line ends in
 /// ANSI codes).
 fn announced_ports(stderr: &str) -> Vec<u16> {
@@ -457,10 +517,24 @@ fn the_demo_runs_end_to_end_in_short_form() {
     let (replica, primary) = served.split_once(", by the primary: ").unwrap_or_else(|| panic!("{served}"));
     assert!(replica.trim().parse::<u64>().is_ok_and(|n| n >= 400), "RANKs on the replica: {served}");
     assert_eq!(primary.trim(), "", "no RANK on the primary: {served}");
+    // The shop was on the learning loop: every decision was joined, and
+    // the model learned from the join's examples.
+    let joined = stderr
+        .lines()
+        .map(strip_ansi)
+        .find_map(|line| line.split_once("bandit-join: ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no bandit-join line:\n{stderr}"));
+    assert!(joined.starts_with("400 decisions joined"), "{joined}");
+    let updates = stderr
+        .lines()
+        .map(strip_ansi)
+        .find_map(|line| line.split_once("updates ")?.1.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no model line:\n{stderr}"));
+    assert!(updates >= 400, "the model learned from {updates} examples:\n{stderr}");
     // Every process it started is gone: the ports it announced (Redis, its
-    // replica, the broker, the sink's metrics) are closed.
+    // replica, the broker, the sink's and the join's metrics) are closed.
     let ports = announced_ports(&stderr);
-    assert_eq!(ports.len(), 4, "announced ports:\n{stderr}");
+    assert_eq!(ports.len(), 5, "announced ports:\n{stderr}");
     assert_closed(&ports);
     let curve = stdout.lines().find_map(|l| l.strip_prefix("learning curve: ")).expect("curve path");
     assert!(std::fs::read_to_string(curve).unwrap().contains("<polyline"));

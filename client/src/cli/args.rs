@@ -38,6 +38,12 @@ pub struct Connection {
     /// librdkafka property key=value for the producer (repeatable; none by default).
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
+    /// The learning loop's decisions topic (rank --log, simulate): JSON decisions keyed by event id.
+    #[arg(long, global = true, env = "BANDIT_DECISIONS_TOPIC", default_value = "decisions")]
+    pub decisions_topic: String,
+    /// The learning loop's rewards topic (reward, simulate): JSON rewards keyed by event id; as many partitions as --decisions-topic.
+    #[arg(long, global = true, env = "BANDIT_REWARDS_TOPIC", default_value = "rewards")]
+    pub rewards_topic: String,
 }
 
 /// Which outcomes become feedback events.
@@ -47,6 +53,8 @@ pub enum FeedbackArg {
     Cascade,
     /// The reference design's: 1 for the click, else 0 for the first product.
     Reference,
+    /// 1 for the click, 0 for every other product shown, also below the click (the join's impressions = all).
+    All,
 }
 
 /// How feedback events are written to Kafka (`bandit feedback`, `bandit bootstrap`).
@@ -101,6 +109,15 @@ pub enum EvalMethod {
     Ope,
 }
 
+/// How several rewards for one shown item become one (`bandit export-log`, as the join).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AggregationArg {
+    /// The first by timestamp.
+    Earliest,
+    Sum,
+    Max,
+}
+
 /// The payload encoding of `bandit export`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PayloadFormat {
@@ -152,6 +169,30 @@ pub enum Command {
         /// none, the module draws its own randomness).
         #[arg(long)]
         event_id: Option<String>,
+        /// Publish the decision (model version, policy, context, each item's position and
+        /// probability) to --decisions-topic right after RANK, keyed by --event-id, which
+        /// it needs: the shop names that id again in `bandit reward`.
+        #[arg(long, requires = "event_id")]
+        log: bool,
+        /// Seconds to wait for the broker to confirm delivery of the decision (with --log).
+        #[arg(long, default_value_t = 30.0, value_parser = positive_seconds())]
+        delivery_timeout: f64,
+    },
+    /// Send a reward for a product of a logged decision (`rank --log`) to --rewards-topic,
+    /// keyed by the event id: bandit-join pairs it with the decision and trains on it.
+    Reward {
+        /// The decision's event id (rank --event-id).
+        #[arg(long)]
+        event_id: String,
+        /// The product the reward is for (one the decision showed).
+        #[arg(long)]
+        product: String,
+        /// The reward, e.g. 1 for a click (any finite number).
+        #[arg(long, allow_hyphen_values = true)]
+        value: f64,
+        /// Seconds to wait for the broker to confirm delivery.
+        #[arg(long, default_value_t = 30.0, value_parser = positive_seconds())]
+        delivery_timeout: f64,
     },
     /// Show a model's (or one arm's) statistics (BANDIT.STATS).
     Stats {
@@ -250,8 +291,8 @@ pub enum Command {
         /// replay-topk: the Mab2Rec-style table on --log; ope: off-policy estimators on --decisions (default: ope with --decisions, else replay-topk).
         #[arg(long, value_enum)]
         method: Option<EvalMethod>,
-        /// The candidates of --method ope, separated by ';': ucb, ts, egreedy:<epsilon>, softmax:<temperature>, random, each with an optional :alpha=<a,b,…>.
-        #[arg(long, default_value = "ucb:alpha=0.1,0.3,1;ts;egreedy:0.1;softmax:0.05;random")]
+        /// The candidates of --method ope, separated by ';': ucb, ts, egreedy:<epsilon>, softmax:<temperature>, random, popularity (greedy on each product's reward per impression, context-free), each with an optional :alpha=<a,b,…>.
+        #[arg(long, default_value = "ucb:alpha=0.1,0.3,1;ts;egreedy:0.1;softmax:0.05;random;popularity")]
         policies: String,
         /// With --method ope on a generated log: run each candidate on-policy in the simulated shop (generate's --seed is --seed) and print its true CTR.
         #[arg(long)]
@@ -286,6 +327,24 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
     },
+    /// Write the joined decision log (JSON lines, for `evaluate --decisions`): --decisions-topic
+    /// and --rewards-topic read from their beginning to their current end and joined by event id
+    /// as the join service joins them (reward wait, aggregation, default reward).
+    ExportLog {
+        /// The log (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A reward joins its decision when its timestamp is at most the decision's plus this
+        /// (milliseconds); decisions still inside it are left out.
+        #[arg(long, default_value_t = 600_000, value_parser = clap::value_parser!(i64).range(0..))]
+        reward_wait_ms: i64,
+        /// How several rewards for one shown item become one.
+        #[arg(long, value_enum, default_value = "earliest")]
+        aggregation: AggregationArg,
+        /// The reward of a shown item that got none within the wait.
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        default_reward: f64,
+    },
     /// Benchmarks (see the README's Performance section).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -310,9 +369,21 @@ pub enum Command {
         /// Where to write the learning curve (SVG).
         #[arg(long, default_value = "bandit-simulation.svg")]
         plot: PathBuf,
-        /// Which outcomes of a visit are sent as feedback.
+        /// Which outcomes of a visit are sent as feedback (with --direct or --local; on the
+        /// learning loop the shop sends only clicks and bandit-join's impressions decide).
         #[arg(long, value_enum, default_value = "cascade")]
         feedback: FeedbackArg,
+        /// Send feedback events with the context straight to --topic (the shop before the
+        /// learning loop; no bandit-join needed). Without it the shop ranks with event ids
+        /// under --policy, logs each decision to --decisions-topic and sends only clicks to
+        /// --rewards-topic, and bandit-join makes the feedback.
+        #[arg(long, conflicts_with = "local")]
+        direct: bool,
+        /// The shop's exploration: ucb, ts, egreedy:<epsilon> or softmax:<temperature>
+        /// (default: egreedy:0.1 on the learning loop; ucb, the plain ranking, with --local;
+        /// --direct always ranks plainly).
+        #[arg(long, conflicts_with = "direct")]
+        policy: Option<bandit::models::Policy>,
         /// Learn in process instead of through Redis and Kafka: core's trainer and model,
         /// α = 1, λ = 1, publishing every 50 feedback events. No servers; --rate is ignored.
         #[arg(long)]
@@ -525,11 +596,32 @@ mod tests {
         let (decisions, method, policies, truth, tau, publish_every) = fields.unwrap();
         assert_eq!(decisions, Some(PathBuf::from("d.jsonl")));
         assert_eq!((method, truth, tau, publish_every), (None, true, 10.0, 10));
-        assert_eq!(policies, "ucb:alpha=0.1,0.3,1;ts;egreedy:0.1;softmax:0.05;random");
+        assert_eq!(policies, "ucb:alpha=0.1,0.3,1;ts;egreedy:0.1;softmax:0.05;random;popularity");
         assert!(parse(&["evaluate", "--log", "l.csv", "--method", "replay-topk"]).is_ok());
         assert!(parse(&["evaluate", "--decisions", "d.jsonl", "--method", "ope", "--publish-every", "0"]).is_err());
         assert!(parse(&["generate", "--out", "d.jsonl", "--format", "decisions", "--policy", "softmax:0.1", "--top", "3"]).is_ok());
         assert!(parse(&["generate", "--out", "d.jsonl", "--format", "decisions", "--top", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_learning_loop_commands_parse_with_their_defaults() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["bandit"].iter().chain(args)).map_err(|e| e.to_string());
+        // A logged decision needs the event id the reward will name.
+        let refused = parse(&["rank", "--context", "1,2", "--log"]).unwrap_err();
+        assert!(refused.contains("--event-id"), "{refused}");
+        let cli = parse(&["rank", "--context", "1,2", "--event-id", "e1", "--log", "--policy", "egreedy:0.1"]).unwrap();
+        assert_eq!((cli.connection.decisions_topic.as_str(), cli.connection.rewards_topic.as_str()), ("decisions", "rewards"));
+        assert!(matches!(cli.command, Command::Rank { log: true, event_id: Some(ref e), .. } if e == "e1"));
+        let cli = parse(&["reward", "--event-id", "e1", "--product", "p", "--value", "-0.5", "--rewards-topic", "clicks"]).unwrap();
+        assert_eq!(cli.connection.rewards_topic, "clicks");
+        assert!(matches!(cli.command, Command::Reward { value, .. } if value == -0.5));
+        assert!(parse(&["reward", "--event-id", "e1", "--product", "p"]).is_err(), "--value is required");
+        // The loop is the default; --direct is the old path, --policy belongs to the loop or --local.
+        assert!(matches!(parse(&["simulate"]).unwrap().command, Command::Simulate { direct: false, policy: None, .. }));
+        assert!(parse(&["simulate", "--direct", "--policy", "ts"]).is_err());
+        assert!(parse(&["simulate", "--local", "--direct"]).is_err());
+        assert!(parse(&["simulate", "--local", "--policy", "egreedy:2"]).is_err());
+        assert!(parse(&["simulate", "--local", "--feedback", "all"]).is_ok());
     }
 
     #[test]

@@ -13,10 +13,12 @@
 use std::fmt::Write as _;
 
 use bandit_core::event::FeedbackEvent;
+use bandit_core::policy::{self, Policy};
 use bandit_core::ModelSettings;
 
 use crate::error::{ClientError, Result};
 use crate::lab::local::LocalModel;
+use crate::lab::ope::candidates::{Choice, Decider};
 use crate::lab::rng::Rng;
 use crate::lab::shop::{Catalogue, Product, Tastes, Visit, DIM};
 
@@ -32,6 +34,17 @@ pub trait Recommender {
     /// # Errors
     /// When the feedback cannot be delivered.
     fn feedback(&mut self, event: FeedbackEvent) -> Result<()>;
+    /// Reports a reward for a product of the last recommendation, without a
+    /// context ([`FeedbackMode::Rewards`]: the learning loop, where a join
+    /// pairs it with the logged decision).
+    ///
+    /// # Errors
+    /// When it cannot be delivered; a recommender that learns from feedback
+    /// events only refuses.
+    fn reward(&mut self, product_id: &str, reward: f64) -> Result<()> {
+        let _ = (product_id, reward);
+        Err(ClientError::Simulation("this recommender learns from feedback events, not from rewards of logged decisions".into()))
+    }
 }
 
 /// Which outcomes of a visit become feedback events.
@@ -44,6 +57,14 @@ pub enum FeedbackMode {
     /// The reference design's: 1 for the clicked product, otherwise 0 for the
     /// first product; one event per visit.
     Reference,
+    /// Every product shown: 1 for the click, 0 for all others, also those
+    /// below the click (what the join emits with `impressions = all` and a
+    /// default reward of 0; [`FeedbackMode::Cascade`] is `impressions = cascade`).
+    All,
+    /// The learning loop: only the click, as a reward of 1 for the product
+    /// through [`Recommender::reward`], never a context; the join labels the
+    /// rest with the default reward.
+    Rewards,
 }
 
 /// How to run a simulation.
@@ -132,6 +153,13 @@ pub fn run(
             (FeedbackMode::Cascade, None) => shown.iter().map(|p| (*p, 0.0)).collect(),
             (FeedbackMode::Reference, Some(position)) => shown.get(position).map(|p| (*p, 1.0)).into_iter().collect(),
             (FeedbackMode::Reference, None) => shown.first().map(|p| (*p, 0.0)).into_iter().collect(),
+            (FeedbackMode::All, _) => shown.iter().enumerate().map(|(i, p)| (*p, if clicked == Some(i) { 1.0 } else { 0.0 })).collect(),
+            (FeedbackMode::Rewards, _) => {
+                if let Some(product) = clicked.and_then(|position| shown.get(position)) {
+                    recommender.reward(&product.id, 1.0)?;
+                }
+                Vec::new()
+            }
         };
         for (i, (product, reward)) in rewarded.into_iter().enumerate() {
             recommender.feedback(FeedbackEvent {
@@ -315,18 +343,28 @@ pub struct LocalLinUcb {
     ids: Vec<String>,
     publish_every: usize,
     pending: usize,
+    alpha: f64,
+    policy: Policy,
+    /// Recommendations made: the event id that seeds a randomised policy.
+    decisions: u64,
+    decider: Decider,
 }
 
 impl LocalLinUcb {
     /// # Errors
     /// [`ClientError::Core`] for settings the module would refuse.
     pub fn new(catalogue: &Catalogue, settings: LocalSettings) -> Result<Self> {
-        let LocalSettings { alpha, lambda, decay, publish_every } = settings;
+        let LocalSettings { alpha, lambda, decay, publish_every, policy } = settings;
+        policy.validate()?;
         Ok(Self {
             local: LocalModel::new(ModelSettings { dim: DIM, alpha, lambda, decay })?,
             ids: catalogue.ids(),
             publish_every: publish_every.max(1),
             pending: 0,
+            alpha,
+            policy,
+            decisions: 0,
+            decider: Decider::default(),
         })
     }
 }
@@ -340,19 +378,30 @@ pub struct LocalSettings {
     pub decay: f64,
     /// Feedback events between publishes.
     pub publish_every: usize,
+    /// How the ranking explores (UCB: the plain ranking), each decision
+    /// seeded as RANK … EVENTID seeds it, from its number and the model's version.
+    pub policy: Policy,
 }
 
 impl LocalSettings {
     /// The module's defaults (α = 1, λ = 1), no forgetting, and a publish
     /// every 50 events (a sink flushing about 8 times a second at the
     /// simulator's default 400 visits/s with cascade feedback).
-    pub const DEFAULT: Self = Self { alpha: 1.0, lambda: 1.0, decay: 1.0, publish_every: 50 };
+    pub const DEFAULT: Self = Self { alpha: 1.0, lambda: 1.0, decay: 1.0, publish_every: 50, policy: Policy::Ucb };
 }
 
 impl Recommender for LocalLinUcb {
     fn recommend(&mut self, context: &[f64], k: usize) -> Result<Vec<String>> {
-        let ranked = self.local.rank(context, &self.ids, k)?;
-        Ok(ranked.iter().filter_map(|r| self.ids.get(r.index as usize).cloned()).collect())
+        if self.policy == Policy::Ucb {
+            let ranked = self.local.rank(context, &self.ids, k)?;
+            return Ok(ranked.iter().filter_map(|r| self.ids.get(r.index as usize).cloned()).collect());
+        }
+        self.decisions += 1;
+        let event_id = format!("local-{}", self.decisions);
+        let mut rng = Rng::new(policy::seed(event_id.as_bytes(), self.local.model().version()));
+        let choice = Choice { policy: self.policy, alpha: self.alpha, top: k, probabilities: false };
+        self.decider.decide(self.local.model(), choice, context, &self.ids, &mut rng)?;
+        Ok(self.decider.placed().iter().filter_map(|p| self.ids.get(p.index as usize).cloned()).collect())
     }
 
     fn feedback(&mut self, event: FeedbackEvent) -> Result<()> {
