@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use bandit_core::codec::{decode, encode_binary};
 use bandit_core::Limits;
@@ -109,18 +110,22 @@ fn a_load_is_prepared_while_the_main_thread_serves_others() {
     let mut loader = server.connect();
     let mut other = server.connect();
     let handle = thread::spawn(move || loader.call(&[b"BANDIT.LOAD".as_slice(), b"big", &bytes]).unwrap());
+    // A deadline only against a hang (an error reply ends the loop at once).
+    let deadline = Instant::now() + Duration::from_secs(300);
     let seen_preparing = loop {
         let info = other.call(&["INFO", "everything"]).unwrap().text();
         if info_integer(&info, "bandit_loads_preparing") == 1 {
             assert_eq!(info_integer(&info, "blocked_clients"), 1, "the LOAD's client waits, blocked");
             break true;
         }
-        if other.call(&["EXISTS", "big"]).unwrap().integer() == 1 {
+        if other.call(&["EXISTS", "big"]).unwrap().integer() == 1 || handle.is_finished() {
             break false;
         }
+        assert!(Instant::now() < deadline, "the LOAD neither prepared nor applied within 300 s");
     };
-    assert!(seen_preparing, "the LOAD was applied before any other command saw it in preparation: prepared on the main thread");
-    assert_eq!(handle.join().unwrap().integer(), 4000);
+    let reply = handle.join().unwrap();
+    assert!(seen_preparing, "the LOAD ({reply:?}) was over before any other command saw it in preparation: prepared on the main thread");
+    assert_eq!(reply.integer(), 4000);
     let info = other.call(&["INFO", "everything"]).unwrap().text();
     assert_eq!(info_integer(&info, "bandit_loads_preparing"), 0, "{info}");
     assert_eq!(info_integer(&info, "blocked_clients"), 0, "the client is unblocked after its reply");

@@ -126,6 +126,25 @@ impl DeadLetterQueue {
     /// [`SinkError::DeadLetter`] naming the delivery error.
     pub fn flush(&self) -> Result<()> {
         self.producer.flush(FLUSH_TIMEOUT).map_err(|e| SinkError::DeadLetter(format!("dead letters not acknowledged: {e}")))?;
+        self.check_failed()
+    }
+
+    /// Waits up to `timeout` for every queued dead letter: `Ok(false)` when
+    /// some are still in flight (the broker is away: try again later).
+    ///
+    /// # Errors
+    /// [`SinkError::DeadLetter`] when one was not delivered.
+    pub fn flush_within(&self, timeout: std::time::Duration) -> Result<bool> {
+        let done = match self.producer.flush(timeout) {
+            Ok(()) => true,
+            Err(rdkafka::error::KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => false,
+            Err(e) => return Err(SinkError::DeadLetter(format!("dead letters not acknowledged: {e}"))),
+        };
+        self.check_failed()?;
+        Ok(done)
+    }
+
+    fn check_failed(&self) -> Result<()> {
         if self.state.failed.load(Ordering::Relaxed) > 0 {
             let last = self.state.last_error.lock().ok().and_then(|slot| slot.clone()).unwrap_or_default();
             return Err(SinkError::DeadLetter(format!("an invalid event could not be dead-lettered: {last}")));

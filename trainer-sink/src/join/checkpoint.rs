@@ -53,9 +53,22 @@ impl Checkpoint {
     }
 }
 
+/// The state topic's record: a checkpoint and whose it is.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    #[serde(flatten)]
+    checkpoint: Checkpoint,
+    /// `<group>/<decisions topic>`: a state topic shared by two joins (or
+    /// read after the decisions topic was renamed) is refused rather than
+    /// resumed from another stream's offsets.
+    #[serde(default)]
+    stream: String,
+}
+
 /// Reads and writes checkpoints.
 pub struct Checkpoints {
     topic: String,
+    stream: String,
     reader: BaseConsumer,
 }
 
@@ -71,12 +84,15 @@ impl Checkpoints {
     pub fn new(config: &JoinConfig) -> Result<Self> {
         // A reader outside the group: it is assigned one partition at a
         // time and never commits.
-        let reader = client_config(&config.kafka_part(), false)
+        // A consumer: the user's consumer properties (TLS, SASL, fetch.*)
+        // apply, producer ones (batch.num.messages) do not.
+        let reader = client_config(&config.kafka_part(), true)
+            .set("statistics.interval.ms", "0")
             .set("group.id", format!("{}-checkpoint-reader", config.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()?;
-        Ok(Self { topic: config.state_topic.clone(), reader })
+        Ok(Self { topic: config.state_topic.clone(), stream: format!("{}/{}", config.group_id, config.decisions_topic), reader })
     }
 
     /// Queues partition `partition`'s checkpoint on `output` (the caller
@@ -85,8 +101,9 @@ impl Checkpoints {
     /// # Errors
     /// When the producer refuses the record.
     pub fn write(&self, output: &Output, partition: i32, position: Position) -> Result<()> {
-        let record = Checkpoint::new(partition, position).to_json();
-        output.send(&self.topic, Some(partition), partition.to_string().as_bytes(), record.as_bytes())
+        let record = Record { checkpoint: Checkpoint::new(partition, position), stream: self.stream.clone() };
+        let record = serde_json::to_vec(&record).map_err(|e| SinkError::Config(format!("checkpoint: {e}")))?;
+        output.send(&self.topic, Some(partition), partition.to_string().as_bytes(), &record)
     }
 
     /// The last checkpoint of a partition pair, `None` for a pair never
@@ -108,7 +125,7 @@ impl Checkpoints {
         let found = loop {
             match self.reader.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) if message.partition() == partition && message.offset() == last => {
-                    break serde_json::from_slice::<Checkpoint>(message.payload().unwrap_or_default())
+                    break serde_json::from_slice::<Record>(message.payload().unwrap_or_default())
                         .map_err(|e| SinkError::Config(format!("{}/{partition}@{last} is not a checkpoint: {e}", self.topic)));
                 }
                 Some(Ok(_)) | None => {}
@@ -119,7 +136,13 @@ impl Checkpoints {
             }
         };
         self.reader.unassign()?;
-        let checkpoint = found?;
+        let Record { checkpoint, stream } = found?;
+        if stream != self.stream {
+            return Err(SinkError::Config(format!(
+                "{}/{partition} holds a checkpoint of {stream:?}, not of this join ({:?}: group/decisions topic): the state topic must be this join's alone",
+                self.topic, self.stream
+            )));
+        }
         if checkpoint.partition != partition {
             return Err(SinkError::Config(format!(
                 "{}/{partition} holds a checkpoint of partition {}: the state topic must be this join's alone",

@@ -115,6 +115,8 @@ const RESERVED_KAFKA_KEYS: &[&str] = &[
     "bootstrap.servers",
     "partition.assignment.strategy",
     "enable.idempotence",
+    "enable.gapless.guarantee",
+    "message.timeout.ms",
 ];
 
 /// One setting: its TOML key, flag and variable.

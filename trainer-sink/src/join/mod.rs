@@ -10,12 +10,15 @@
 //! shares the sink's Kafka configuration, dead-letter producer, metrics
 //! exposition and health endpoint as one library.
 //!
-//! Exactly once without transactions (tansu 0.6 has none): a joiner's
-//! output is a function of the two streams, so a joiner restarted from its
-//! last checkpoint emits the same examples with the same
-//! [`bandit_core::event::Source`] (decisions partition, sequence number);
-//! the trainer folds each sequence number once. A checkpoint is written only
-//! after every example before it was acknowledged.
+//! Exactly once without transactions (tansu 0.6 has none): a joiner
+//! restarted from its last checkpoint emits again what it emitted after it,
+//! with the same [`bandit_core::event::Source`] (decisions partition,
+//! sequence number), and the trainer folds each sequence number once: the
+//! first emission counts. The examples are the same except where a decision
+//! closed by the clock missed a reward a replay sees (see
+//! [`bandit_core::join`]). A checkpoint is written only after every example
+//! before it was acknowledged, and the output never skips a record
+//! ([`output::Output::new`]).
 //!
 //! Layout:
 //! - [`config`]: settings from TOML, environment and flags, validated.

@@ -54,8 +54,17 @@ impl Output {
     /// When librdkafka refuses the configuration.
     pub fn new(config: &JoinConfig) -> Result<Self> {
         let deliveries = Arc::new(Deliveries::default());
+        // The trainer's fence takes each decisions partition's sequence
+        // numbers as a gapless stream per feedback partition: an example
+        // that failed while later ones got through would be dropped as a
+        // duplicate when re-emitted. So records never time out (the joiner
+        // waits out a broker outage, its commits postponed), and a record
+        // that fails for good stops the producer before anything after it
+        // (librdkafka's gapless guarantee, with idempotence).
         let producer = client_config(&config.kafka_part(), false)
             .set("enable.idempotence", "true")
+            .set("enable.gapless.guarantee", "true")
+            .set("message.timeout.ms", "0")
             .create_with_context(OutputContext(deliveries.clone()))?;
         Ok(Self { producer, deliveries })
     }
@@ -65,6 +74,7 @@ impl Output {
     /// # Errors
     /// When the producer refuses the record for another reason.
     pub fn send(&self, topic: &str, partition: Option<i32>, key: &[u8], payload: &[u8]) -> Result<()> {
+        self.check_failed()?;
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(payload);
         if let Some(partition) = partition {
             record = record.partition(partition);
@@ -100,10 +110,17 @@ impl Output {
             Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => false,
             Err(e) => return Err(SinkError::Kafka(e)),
         };
+        self.check_failed()?;
+        Ok(done)
+    }
+
+    /// Fails once any record was not delivered: nothing may be sent after
+    /// it (see [`Output::new`]), and committing past it would lose it.
+    fn check_failed(&self) -> Result<()> {
         if self.deliveries.failed.load(Ordering::Relaxed) > 0 {
             let last = self.deliveries.last_error.lock().ok().and_then(|slot| slot.clone()).unwrap_or_default();
             return Err(SinkError::Io(std::io::Error::other(format!("a record was not delivered: {last}"))));
         }
-        Ok(done)
+        Ok(())
     }
 }

@@ -225,7 +225,10 @@ impl JoinContext {
             tracing::warn!("examples not acknowledged yet; commit postponed");
             return Ok(false);
         }
-        self.dlq.flush()?;
+        if !self.dlq.flush_within(ACK_TIMEOUT)? {
+            tracing::warn!("dead letters not acknowledged yet; commit postponed");
+            return Ok(false);
+        }
         let mut pairs = self.pairs();
         let changed: Vec<(i32, bandit_core::join::Position)> = pairs
             .iter()
