@@ -390,6 +390,7 @@ fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
         }
         None => models.create(&c.model, DIM, &CreateOptions { decay: Some(run.decay), ..CreateOptions::default() })?,
     }
+    let updates_before = model_updates(&mut models, &c.model)?;
     let report = if run.on_loop {
         let log = checked_decision_log(c)?;
         let policy = bandit::decision_log::policy_text(run.policy);
@@ -404,6 +405,14 @@ fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
         let report = run_visits(config, rate, &catalogue, &mut shop)?;
         let (decisions, rewards) = shop.log.flush(Duration::from_secs(30))?;
         eprintln!("logged {} decisions and {} rewards", decisions.delivered, rewards.delivered);
+        let mut models = Models::connect(&c.redis)?;
+        if model_updates(&mut models, &c.model)? == updates_before {
+            // Not an error: with a long reward wait nothing is joined yet.
+            eprintln!(
+                "note: no training example reached {} during the run: bandit-join (reading '{}' and '{}') closes a decision once its reward wait is over, and bandit-sink folds it from '{}'; is each running? (--direct sends feedback straight to the trainer)",
+                c.model, c.decisions_topic, c.rewards_topic, c.topic
+            );
+        }
         report
     } else {
         let producer = checked_producer(c)?;
@@ -416,6 +425,11 @@ fn simulate_live(c: &Connection, run: &SimulateRun) -> Result<()> {
     print_report(run, &report, "LinUCB")?;
     print_recovery(run, &[("LinUCB (live)", "linucb".into(), &report)]);
     Ok(())
+}
+
+/// The model's `updates` (examples folded) as STATS reports it.
+fn model_updates(models: &mut Models, model: &str) -> Result<u64> {
+    Ok(models.stats(model, None)?.get("updates").and_then(|u| u.parse().ok()).unwrap_or(0))
 }
 
 /// The visits at `rate` per second (0: at once), with progress on stderr.
