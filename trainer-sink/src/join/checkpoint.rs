@@ -136,19 +136,48 @@ impl Checkpoints {
             }
         };
         self.reader.unassign()?;
-        let Record { checkpoint, stream } = found?;
-        if stream != self.stream {
+        found?.position_for(&self.topic, &self.stream, partition).map(Some)
+    }
+}
+
+impl Record {
+    /// The position, if this record is `stream`'s checkpoint of `partition`.
+    fn position_for(self, topic: &str, stream: &str, partition: i32) -> Result<Position> {
+        if self.stream != stream {
             return Err(SinkError::Config(format!(
-                "{}/{partition} holds a checkpoint of {stream:?}, not of this join ({:?}: group/decisions topic): the state topic must be this join's alone",
-                self.topic, self.stream
+                "{topic}/{partition} holds a checkpoint of {:?}, not of this join ({stream:?}: group/decisions topic): the state topic must be this join's alone",
+                self.stream
             )));
         }
-        if checkpoint.partition != partition {
+        if self.checkpoint.partition != partition {
             return Err(SinkError::Config(format!(
-                "{}/{partition} holds a checkpoint of partition {}: the state topic must be this join's alone",
-                self.topic, checkpoint.partition
+                "{topic}/{partition} holds a checkpoint of partition {}: the state topic must be this join's alone",
+                self.checkpoint.partition
             )));
         }
-        Ok(Some(checkpoint.position()))
+        Ok(self.checkpoint.position())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_resumed_only_by_its_own_join_and_partition() {
+        let text = r#"{"partition": 2, "decisions": 40, "rewards": 31, "rewards_time": 1700, "rewards_seen": 33, "stream": "shop-join/decisions"}"#;
+        let record = || serde_json::from_str::<Record>(text).unwrap();
+        let position = record().position_for("join-state", "shop-join/decisions", 2).unwrap();
+        assert_eq!(position, Position { decisions: 40, rewards: 31, rewards_time: 1700, rewards_seen: 33 });
+        let other_group = record().position_for("join-state", "other/decisions", 2).unwrap_err().to_string();
+        assert!(other_group.contains("\"shop-join/decisions\", not of this join (\"other/decisions\""), "{other_group}");
+        let other_topic = record().position_for("join-state", "shop-join/decisions-v2", 2).unwrap_err().to_string();
+        assert!(other_topic.contains("must be this join's alone"), "{other_topic}");
+        let other_partition = record().position_for("join-state", "shop-join/decisions", 3).unwrap_err().to_string();
+        assert!(other_partition.contains("holds a checkpoint of partition 2"), "{other_partition}");
+        // What the writer produces reads back.
+        let written = serde_json::to_string(&Record { checkpoint: Checkpoint::new(2, position), stream: "shop-join/decisions".into() }).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&written).unwrap().position_for("s", "shop-join/decisions", 2).unwrap(), position);
     }
 }
