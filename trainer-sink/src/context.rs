@@ -33,6 +33,38 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// librdkafka's log lines into tracing, at their level.
+pub fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// A client's global error: logged; losing every broker (or a fatal
+/// consumption error) makes the service unhealthy until a broker is up
+/// again. Single connection failures are routine and only logged.
+pub fn client_error(health: &Health, error: &KafkaError, reason: &str) {
+    tracing::error!(target: "librdkafka", error = %error, "{reason}");
+    let code = error.rdkafka_error_code();
+    if code == Some(RDKafkaErrorCode::AllBrokersDown) || matches!(error, KafkaError::MessageConsumptionFatal(_)) {
+        health.kafka_failed(&format!("{error}: {reason}"));
+    }
+}
+
+/// Kafka's health from a statistics report: up while any broker connection is.
+pub fn broker_health(health: &Health, statistics: &Statistics) {
+    if statistics.brokers.values().any(|broker| broker.state == "UP") {
+        health.kafka_ok();
+    } else if !statistics.brokers.is_empty() {
+        health.kafka_failed("no connection to any broker is up");
+    }
+}
+
 #[derive(Debug)]
 pub struct SinkContext {
     pub topic: String,
@@ -155,33 +187,18 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        log_librdkafka(level, facility, message);
     }
 
     /// Global errors. Losing every broker makes the sink unhealthy until a
     /// broker is up again (seen in statistics or by a fetched record);
     /// single connection failures are routine and only logged.
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(target: "librdkafka", error = %error, "{reason}");
-        let code = error.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::AllBrokersDown) || matches!(error, KafkaError::MessageConsumptionFatal(_)) {
-            self.health.kafka_failed(&format!("{error}: {reason}"));
-        }
+        client_error(&self.health, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
-        if statistics.brokers.values().any(|broker| broker.state == "UP") {
-            self.health.kafka_ok();
-        } else if !statistics.brokers.is_empty() {
-            self.health.kafka_failed("no connection to any broker is up");
-        }
+        broker_health(&self.health, &statistics);
         if let Some(topic) = statistics.topics.get(&self.topic) {
             let lag = topic
                 .partitions

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use bandit_core::join::{Joiner, Position};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
 use crate::backoff::Backoff;
-use crate::context::lock;
+use crate::context::{broker_health, client_error, lock, log_librdkafka};
 use crate::dead_letter::DeadLetterQueue;
 use crate::error::SinkError;
 use crate::health::Health;
@@ -187,32 +187,17 @@ impl JoinContext {
 
 impl ClientContext for JoinContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        log_librdkafka(level, facility, message);
     }
 
     /// As the sink's: losing every broker makes the joiner unhealthy until
     /// one is up again.
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(target: "librdkafka", error = %error, "{reason}");
-        let code = error.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::AllBrokersDown) || matches!(error, KafkaError::MessageConsumptionFatal(_)) {
-            self.health.kafka_failed(&format!("{error}: {reason}"));
-        }
+        client_error(&self.health, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
-        if statistics.brokers.values().any(|broker| broker.state == "UP") {
-            self.health.kafka_ok();
-        } else if !statistics.brokers.is_empty() {
-            self.health.kafka_failed("no connection to any broker is up");
-        }
+        broker_health(&self.health, &statistics);
     }
 }
 
