@@ -18,6 +18,8 @@
 //! - [`metrics`], [`http`], [`health`]: Prometheus text on /metrics, and
 //!   /health (consumer, Redis and Kafka).
 //! - [`error`]: this crate's error type, transient vs permanent failures.
+//! - [`service`]: what both binaries share around their Kafka loops (the
+//!   HTTP endpoints, the stop flag, `main`'s exit codes, logs and signals).
 //!
 //! - [`join`]: `bandit-join`, the learning loop's join of decisions and
 //!   rewards into feedback events (its own binary, this library's parts).
@@ -37,10 +39,10 @@ pub mod http;
 pub mod join;
 pub mod kafka_config;
 pub mod metrics;
+pub mod service;
 pub mod store;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use config::{Cli, Config, Tolerance};
@@ -56,31 +58,8 @@ pub use error::{Result, SinkError};
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::default());
     let health = Arc::new(health::Health::default());
-    let server = match &config.metrics_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| SinkError::Config(format!("metrics_addr {addr}: {e}")))?;
-            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /health");
-            Some(tokio::spawn(http::serve(listener, metrics.clone(), health.clone())))
-        }
-        None => None,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = {
-        let stop = stop.clone();
-        tokio::task::spawn_blocking(move || consumer::consume(config, metrics, health, stop))
-    };
-    let joined = tokio::select! {
-        joined = &mut worker => joined,
-        () = shutdown => {
-            tracing::info!("shutting down: final flush and commit");
-            stop.store(true, Ordering::Relaxed);
-            (&mut worker).await
-        }
-    };
-    if let Some(server) = server {
-        server.abort();
-    }
-    joined.map_err(|e| SinkError::Io(std::io::Error::other(format!("consumer thread failed: {e}"))))?
+    let addr = config.metrics_addr.clone();
+    let (for_loop, health_for_loop) = (metrics.clone(), health.clone());
+    let work = move |stop| consumer::consume(config, for_loop, health_for_loop, stop);
+    service::run("consumer", addr.as_deref(), metrics, health, work, shutdown).await
 }

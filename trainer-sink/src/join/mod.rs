@@ -37,12 +37,11 @@ pub mod run;
 pub mod work;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use config::{JoinCli, JoinConfig};
 
-use crate::error::{Result, SinkError};
+use crate::error::Result;
 use crate::health::Health;
 
 /// Runs the joiner until `shutdown` completes (then commits and returns Ok)
@@ -53,31 +52,8 @@ use crate::health::Health;
 pub async fn run(config: JoinConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let metrics = Arc::new(metrics::JoinMetrics::default());
     let health = Arc::new(Health::default());
-    let server = match &config.metrics_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| SinkError::Config(format!("metrics_addr {addr}: {e}")))?;
-            tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /health");
-            Some(tokio::spawn(crate::http::serve(listener, metrics.clone(), health.clone())))
-        }
-        None => None,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = {
-        let stop = stop.clone();
-        tokio::task::spawn_blocking(move || run::consume(config, metrics, health, stop))
-    };
-    let joined = tokio::select! {
-        joined = &mut worker => joined,
-        () = shutdown => {
-            tracing::info!("shutting down: final commit");
-            stop.store(true, Ordering::Relaxed);
-            (&mut worker).await
-        }
-    };
-    if let Some(server) = server {
-        server.abort();
-    }
-    joined.map_err(|e| SinkError::Io(std::io::Error::other(format!("join thread failed: {e}"))))?
+    let addr = config.metrics_addr.clone();
+    let (for_loop, health_for_loop) = (metrics.clone(), health.clone());
+    let work = move |stop| run::consume(config, for_loop, health_for_loop, stop);
+    crate::service::run("join", addr.as_deref(), metrics, health, work, shutdown).await
 }
