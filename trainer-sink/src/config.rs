@@ -19,6 +19,7 @@ pub use crate::format::Format;
 mod sources;
 
 pub use sources::{Cli, Setting, SETTINGS};
+pub(crate) use sources::{as_table, kafka_property};
 
 /// What to do with an event that cannot be folded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -283,14 +284,7 @@ impl Config {
     /// This configuration with every secret replaced by `***`: the Redis
     /// password and any Kafka property whose name says password or secret.
     pub fn masked(&self) -> Self {
-        let kafka = self
-            .kafka
-            .iter()
-            .map(|(key, value)| {
-                let secret = crate::kafka_config::is_secret_property(key);
-                (key.clone(), if secret { "***".to_owned() } else { value.clone() })
-            })
-            .collect();
+        let kafka = crate::kafka_config::masked(&self.kafka);
         let schema_registry_basic_auth =
             self.schema_registry_basic_auth.as_ref().map(|auth| format!("{}:***", auth.split(':').next().unwrap_or_default()));
         Self { redis_url: self.redis_url_masked(), kafka, schema_registry_basic_auth, ..self.clone() }

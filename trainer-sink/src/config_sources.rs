@@ -178,13 +178,13 @@ pub struct Cli {
     pub print_config: bool,
 }
 
-fn kafka_property(pair: &str) -> std::result::Result<(String, String), String> {
+pub(crate) fn kafka_property(pair: &str) -> std::result::Result<(String, String), String> {
     let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair}: expected key=value"))?;
     Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
 /// `-X` pairs as the `[kafka]` table they override, later pairs winning.
-fn as_table<S: Serializer>(pairs: &[(String, String)], serializer: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn as_table<S: Serializer>(pairs: &[(String, String)], serializer: S) -> std::result::Result<S::Ok, S::Error> {
     let table: std::collections::BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     table.serialize(serializer)
 }

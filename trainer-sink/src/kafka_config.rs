@@ -3,6 +3,8 @@
 //! librdkafka spells them), which of them are secrets, and what this
 //! librdkafka was built with.
 
+use std::collections::BTreeMap;
+
 use rdkafka::config::ClientConfig;
 use rdkafka::util::get_rdkafka_version;
 
@@ -41,6 +43,15 @@ fn is_consumer_property(key: &str) -> bool {
                 | "isolation.level" | "enable.partition.eof" | "queued.min.messages" | "queued.max.messages.kbytes"
                 | "check.crcs" | "coordinator.query.interval.ms"
         )
+}
+
+/// Kafka properties with every secret value (see [`is_secret_property`])
+/// replaced by `***`, for printing a configuration.
+pub fn masked(kafka: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    kafka
+        .iter()
+        .map(|(key, value)| (key.clone(), if is_secret_property(key) { "***".to_owned() } else { value.clone() }))
+        .collect()
 }
 
 /// The user's properties over the sink's defaults, for the consumer

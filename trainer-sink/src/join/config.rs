@@ -15,6 +15,7 @@ use figment::value::{Dict, Value};
 use figment::Figment;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::config::{as_table, kafka_property};
 use crate::error::{Result, SinkError};
 
 /// Personalizer's bounds on the reward wait time: 5 seconds to 2 days. A
@@ -243,16 +244,6 @@ pub struct JoinCli {
     pub print_config: bool,
 }
 
-fn kafka_property(pair: &str) -> std::result::Result<(String, String), String> {
-    let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair}: expected key=value"))?;
-    Ok((key.trim().to_owned(), value.trim().to_owned()))
-}
-
-fn as_table<S: Serializer>(pairs: &[(String, String)], serializer: S) -> std::result::Result<S::Ok, S::Error> {
-    let table: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    table.serialize(serializer)
-}
-
 impl JoinCli {
     /// The command line, every flag's help naming its variable and default.
     pub fn command_with_defaults() -> clap::Command {
@@ -372,15 +363,7 @@ impl JoinConfig {
 
     /// This configuration with secret Kafka properties replaced by `***`.
     pub fn masked(&self) -> Self {
-        let kafka = self
-            .kafka
-            .iter()
-            .map(|(key, value)| {
-                let secret = crate::kafka_config::is_secret_property(key);
-                (key.clone(), if secret { "***".to_owned() } else { value.clone() })
-            })
-            .collect();
-        Self { kafka, ..self.clone() }
+        Self { kafka: crate::kafka_config::masked(&self.kafka), ..self.clone() }
     }
 }
 
