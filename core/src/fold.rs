@@ -116,15 +116,22 @@ impl ArmAccumulator {
         self.b.iter_mut().for_each(|value| *value *= decay);
     }
 
+    /// A⁻¹ (packed) into `a_inv`, which holds `packed::len(dim)` values.
+    ///
+    /// # Errors
+    /// As [`ArmAccumulator::to_payload`].
+    pub fn invert(&self, a_inv: &mut [f64], work: &mut Workspace) -> Result<()> {
+        cholesky::invert_packed(self.dim(), &self.a, a_inv, work)
+    }
+
     /// Inverts A and packages the arm for publication.
     ///
     /// # Errors
     /// [`Error::NotPositiveDefinite`] if A has lost definiteness (it cannot
     /// with λ > 0 and finite inputs).
     pub fn to_payload(&self, id: &str, work: &mut Workspace, updated_ms: Option<i64>) -> Result<ArmPayload> {
-        let dim = self.dim();
-        let mut a_inv = vec![0.0; packed::len(dim)];
-        cholesky::invert_packed(dim, &self.a, &mut a_inv, work)?;
+        let mut a_inv = vec![0.0; packed::len(self.dim())];
+        self.invert(&mut a_inv, work)?;
         Ok(ArmPayload {
             id: id.to_owned(),
             a_inv,

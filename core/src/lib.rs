@@ -23,6 +23,7 @@
 //!   row is written, that let an exact top-k skip most arms.
 //! - [`prepare`]: the model-independent half of an apply (θ, ranking rows,
 //!   bounds), computable on another thread.
+//! - [`parallel`]: how many threads a large flush or apply may use.
 //! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
 //!   selection without per-arm allocation.
 //! - [`policy`]: randomised exploration (ε-greedy, softmax, Thompson
@@ -51,6 +52,7 @@ pub mod limits;
 pub mod model;
 pub mod number;
 pub mod packed;
+pub mod parallel;
 pub mod payload;
 pub mod policy;
 pub mod prepare;

@@ -27,8 +27,15 @@ use crate::error::{Error, Result};
 use crate::kernel::Layout;
 use crate::limits::Limits;
 use crate::packed;
+use crate::parallel;
 use crate::payload::{ArmPayload, Payload, PayloadSettings};
 use crate::prepare::{ranking_copy, Prepared};
+
+/// The row of an arm the model does not have yet (see [`Model::check`]).
+const NEW_ROW: u32 = u32::MAX;
+
+/// Arms per thread below which an apply stays on one thread.
+const PARALLEL_ARMS: usize = 1024;
 
 /// The settings a model is created with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -291,9 +298,9 @@ impl Model {
     /// the new arms would pass `limits.max_arms` (or the new fences
     /// `limits.max_fences`).
     pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
-        let new_arms = self.check(payload, limits)?;
+        let rows = self.check(payload, limits)?;
         let mut prepared = Prepared::new(payload);
-        Ok(self.write(payload, &mut prepared, new_arms, now_ms))
+        Ok(self.write(payload, &mut prepared, rows, now_ms))
     }
 
     /// As [`Model::apply`], with the payload's derived values computed
@@ -306,16 +313,17 @@ impl Model {
     /// As [`Model::apply`]; [`Error::InvalidPayload`] when `prepared` was
     /// derived from another payload.
     pub fn apply_prepared(&mut self, payload: &Payload, prepared: &mut Prepared, now_ms: i64, limits: &Limits) -> Result<Applied> {
-        let new_arms = self.check(payload, limits)?;
         if !prepared.fits(payload) {
             return Err(Error::InvalidPayload("prepared values belong to another payload".into()));
         }
-        Ok(self.write(payload, prepared, new_arms, now_ms))
+        let rows = self.check(payload, limits)?;
+        Ok(self.write(payload, prepared, rows, now_ms))
     }
 
     /// Everything [`Model::apply`] refuses, checked before anything is
-    /// written; returns how many arms are new.
-    fn check(&self, payload: &Payload, limits: &Limits) -> Result<usize> {
+    /// written; returns the row of every arm of the payload ([`NEW_ROW`]
+    /// for an arm the model lacks), looked up once for the whole apply.
+    fn check(&self, payload: &Payload, limits: &Limits) -> Result<Vec<u32>> {
         let dim = self.dim();
         if payload.dim != dim {
             return Err(Error::PayloadDim { payload: payload.dim, model: dim });
@@ -340,7 +348,8 @@ impl Model {
                 }
             }
         }
-        let new_arms = payload.arms.iter().filter(|arm| !self.index.contains_key(arm.id.as_str())).count();
+        let rows = self.rows_of(&payload.arms);
+        let new_arms = rows.iter().filter(|&&row| row == NEW_ROW).count();
         if self.len() + new_arms > limits.max_arms {
             return Err(Error::TooLarge {
                 what: "number of arms in the model",
@@ -356,25 +365,57 @@ impl Model {
                 limit: limits.max_fences,
             });
         }
-        Ok(new_arms)
+        Ok(rows)
     }
 
-    /// Writes a checked payload: nothing here can fail.
-    fn write(&mut self, payload: &Payload, prepared: &mut Prepared, new_arms: usize, now_ms: i64) -> Applied {
+    /// The row of each arm ([`NEW_ROW`] when the model lacks it). A flush
+    /// of thousands of arms is thousands of cache misses into the index;
+    /// they overlap on several threads (the index is only read).
+    fn rows_of(&self, arms: &[ArmPayload]) -> Vec<u32> {
+        let index = &self.index;
+        let lookup = |arms: &[ArmPayload], rows: &mut [u32]| {
+            for (slot, arm) in rows.iter_mut().zip(arms) {
+                *slot = index.get(arm.id.as_str()).copied().unwrap_or(NEW_ROW);
+            }
+        };
+        let mut rows = vec![NEW_ROW; arms.len()];
+        let threads = parallel::threads_for(arms.len(), PARALLEL_ARMS);
+        if threads == 1 {
+            lookup(arms, &mut rows);
+        } else {
+            let chunk = arms.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for (arms, rows) in arms.chunks(chunk).zip(rows.chunks_mut(chunk)) {
+                    scope.spawn(move || lookup(arms, rows));
+                }
+            });
+        }
+        rows
+    }
+
+    /// Writes a checked payload (`rows` from [`Model::check`]): nothing here
+    /// can fail.
+    fn write(&mut self, payload: &Payload, prepared: &mut Prepared, mut rows: Vec<u32>, now_ms: i64) -> Applied {
+        let new_arms = rows.iter().filter(|&&row| row == NEW_ROW).count();
         self.reserve(new_arms);
+        for (row, arm) in rows.iter_mut().zip(&payload.arms).filter(|(row, _)| **row == NEW_ROW) {
+            *row = u32::try_from(self.push_empty_row(&arm.id)).unwrap_or(NEW_ROW);
+        }
         let mut applied = Applied::default();
-        let layout = self.layout;
-        let Prepared { exact, rows, codes, bounds, .. } = prepared;
-        let derived = exact
-            .iter_mut()
-            .zip(rows.chunks_exact(layout.stride))
-            .zip(codes.chunks_exact(self.dim().max(1)))
-            .zip(bounds.iter());
-        for (arm, (((exact, row), codes), bound)) in payload.arms.iter().zip(derived) {
-            if self.upsert(arm, Derived { exact, row, codes, bound: *bound }, now_ms) {
-                applied.arms_changed += 1;
+        // (arm, row) of every arm whose values changed, in payload order.
+        let mut changed = Vec::with_capacity(rows.len());
+        let Prepared { exact, codes, bounds, placed, .. } = prepared;
+        let derived = exact.iter_mut().zip(codes.chunks_exact(self.dim().max(1))).zip(bounds.iter());
+        for (index, ((arm, &row), ((exact, codes), bound))) in payload.arms.iter().zip(&rows).zip(derived).enumerate() {
+            let row = row as usize;
+            if self.update(row, arm, exact, now_ms) {
+                self.set_bound(row, codes, bound);
+                changed.push((index, row));
             }
         }
+        applied.arms_changed = changed.len();
+        self.copy_rows(&changed, &prepared.rows);
+        *placed = rows;
         for &(partition, given) in &payload.offsets {
             applied.offsets_changed |= self.offsets.insert(partition, given) != Some(given);
         }
@@ -395,26 +436,49 @@ impl Model {
         applied
     }
 
-    fn upsert(&mut self, arm: &ArmPayload, derived: Derived<'_>, now_ms: i64) -> bool {
-        let row = match self.index.get(arm.id.as_str()) {
-            Some(&row) => row as usize,
-            None => self.push_empty_row(&arm.id),
-        };
-        if self.row_equals(row, arm, derived.exact) {
+    /// Stores an arm's exact values (a swap of boxes) and counters at `row`
+    /// unless they are there already; whether it did.
+    fn update(&mut self, row: usize, arm: &ArmPayload, exact: &mut Box<[f64]>, now_ms: i64) -> bool {
+        if self.row_equals(row, arm, exact) {
             return false;
         }
         if let Some(slot) = self.exact.get_mut(row) {
-            std::mem::swap(slot, derived.exact);
+            std::mem::swap(slot, exact);
         }
-        let layout = self.layout;
-        if let Some(scoring) = self.scoring.get_mut(row * layout.stride..(row + 1) * layout.stride) {
-            scoring.copy_from_slice(derived.row);
-        }
-        self.set_bound(row, derived.codes, &derived.bound);
         set(&mut self.n, row, arm.n);
         set(&mut self.reward_sum, row, arm.reward_sum);
         set(&mut self.updated_ms, row, arm.updated_ms.unwrap_or(now_ms));
         true
+    }
+
+    /// Copies the prepared f32 row of each changed (arm, row) into the
+    /// ranking table. At d = 32 a row is 2.2 KB, so a flush of 10,000 arms
+    /// copies 22 MB while every other client waits; several threads copy
+    /// disjoint row ranges at once (the apply holds Redis' lock, so its
+    /// main thread is idle and its core free).
+    fn copy_rows(&mut self, changed: &[(usize, usize)], prepared_rows: &[f32]) {
+        let stride = self.layout.stride;
+        let copy = |first_row: usize, table: &mut [f32]| {
+            let rows = first_row..first_row + table.len() / stride.max(1);
+            for &(arm, row) in changed.iter().filter(|(_, row)| rows.contains(row)) {
+                let source = prepared_rows.get(arm * stride..(arm + 1) * stride);
+                let target = table.get_mut((row - first_row) * stride..(row - first_row + 1) * stride);
+                if let (Some(source), Some(target)) = (source, target) {
+                    target.copy_from_slice(source);
+                }
+            }
+        };
+        let threads = parallel::threads_for(changed.len(), PARALLEL_ARMS);
+        if threads == 1 {
+            copy(0, &mut self.scoring);
+            return;
+        }
+        let rows_per_thread = self.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (part, table) in self.scoring.chunks_mut(rows_per_thread * stride).enumerate() {
+                scope.spawn(move || copy(part * rows_per_thread, table));
+            }
+        });
     }
 
     /// True when the stored row already holds exactly this arm (bit for bit);
@@ -509,9 +573,23 @@ impl Model {
     /// sent it instead of the command as received. Returns whether anything
     /// was filled in.
     pub fn stamp(&self, payload: &mut Payload) -> bool {
+        let rows = self.rows_of(&payload.arms);
+        self.stamp_rows(payload, &rows)
+    }
+
+    /// [`Model::stamp`] for the payload `prepared` was just applied with,
+    /// from the rows that apply found (no second lookup of every id).
+    pub fn stamp_prepared(&self, payload: &mut Payload, prepared: &Prepared) -> bool {
+        if prepared.placed.len() != payload.arms.len() {
+            return self.stamp(payload);
+        }
+        self.stamp_rows(payload, &prepared.placed)
+    }
+
+    fn stamp_rows(&self, payload: &mut Payload, rows: &[u32]) -> bool {
         let mut filled = false;
-        for arm in payload.arms.iter_mut().filter(|arm| arm.updated_ms.is_none()) {
-            let stored = self.index.get(arm.id.as_str()).and_then(|&row| self.updated_ms.get(row as usize));
+        for (arm, &row) in payload.arms.iter_mut().zip(rows).filter(|(arm, _)| arm.updated_ms.is_none()) {
+            let stored = self.ids.get(row as usize).filter(|id| ***id == *arm.id).and_then(|_| self.updated_ms.get(row as usize));
             if let Some(&ms) = stored {
                 arm.updated_ms = Some(ms);
                 filled = true;
@@ -553,14 +631,6 @@ fn exact_parts(dim: usize, values: &[f64]) -> Option<(&[f64], &[f64], &[f64], Op
     Some((theta, a_inv, b, a))
 }
 
-/// One arm's derived values, as [`Model::write`] takes them in.
-#[derive(Debug)]
-struct Derived<'a> {
-    exact: &'a mut Box<[f64]>,
-    row: &'a [f32],
-    codes: &'a [i8],
-    bound: crate::bounds::ArmBound,
-}
 
 impl Model {
     /// Stores the θ codes (`dim` values) and bound of the arm at `row`.
@@ -794,6 +864,78 @@ mod tests {
         let mut copy = Model::new(settings(2));
         copy.apply(&model.export(None), 7, &limits).unwrap();
         assert_eq!(copy.fences(), model.fences());
+    }
+
+    /// A payload of `count` arms "p{first}"… at dim 3 with values that
+    /// depend on `salt`.
+    fn many_arms(first: usize, count: usize, salt: f64) -> Vec<ArmPayload> {
+        (first..first + count)
+            .map(|k| {
+                let x = k as f64 * 0.001 + salt;
+                ArmPayload {
+                    id: format!("p{k}"),
+                    a_inv: vec![1.0 / (2.0 + x), 0.01, 0.0, 0.5, 0.02, 1.0 / (1.0 + x)],
+                    b: vec![x, 1.0 - x, salt],
+                    a: Some(vec![2.0 + x, 0.0, 0.0, 2.0, 0.0, 1.0 + x]),
+                    n: k as u64 + 1,
+                    reward_sum: x,
+                    updated_ms: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Applies large enough to split across threads (row lookups, row
+    /// copies) give the model that arm-by-arm applies (one thread) give:
+    /// new arms, changed arms scattered over the table, unchanged arms.
+    #[test]
+    fn a_large_apply_equals_arm_by_arm_applies() {
+        let limits = Limits::default();
+        let settings = ModelSettings { dim: 3, alpha: 0.7, lambda: 1.0, decay: 1.0 };
+        let first = Payload { dim: 3, arms: many_arms(0, 6000, 0.25), offsets: vec![(0, 6000)], ..Payload::default() };
+        // Every third arm changes, every seventh is new, the rest are resent as they are.
+        let mut second_arms: Vec<ArmPayload> = many_arms(0, 6000, 0.25).into_iter().step_by(2).collect();
+        let changed = many_arms(0, 6000, 0.5);
+        for (slot, arm) in second_arms.iter_mut().zip(changed.into_iter().step_by(2)).step_by(3) {
+            *slot = arm;
+        }
+        second_arms.extend(many_arms(6000, 3000, 0.75).into_iter().step_by(7));
+        second_arms.reverse();
+        let second = Payload { dim: 3, arms: second_arms, offsets: vec![(0, 9000)], ..Payload::default() };
+        assert!(crate::parallel::threads_for(second.arms.len(), PARALLEL_ARMS) >= 1);
+
+        let mut whole = Model::new(settings);
+        whole.apply(&first, 10, &limits).unwrap();
+        let applied = whole.apply(&second, 20, &limits).unwrap();
+
+        let mut by_arm = Model::new(settings);
+        let mut changed = 0;
+        for (payload, now) in [(&first, 10), (&second, 20)] {
+            for arm in &payload.arms {
+                let one = Payload { dim: 3, arms: vec![arm.clone()], ..Payload::default() };
+                changed += usize::from(by_arm.apply(&one, now, &limits).unwrap().arms_changed > 0);
+            }
+        }
+        by_arm.apply(&Payload { dim: 3, offsets: vec![(0, 9000)], ..Payload::default() }, 20, &limits).unwrap();
+        // 1000 of the 3000 resent arms changed, and 429 arms are new.
+        assert_eq!(applied.arms_changed, 1000 + 429);
+        assert_eq!(changed, 6000 + 1000 + 429);
+        assert_eq!(whole.scoring, by_arm.scoring);
+        assert_eq!(whole.exact, by_arm.exact);
+        assert_eq!(whole.codes, by_arm.codes);
+        assert_eq!(whole.bounds, by_arm.bounds);
+        assert_eq!((&whole.ids, &whole.n, &whole.updated_ms), (&by_arm.ids, &by_arm.n, &by_arm.updated_ms));
+        // Stamping from the apply's rows states what a lookup states.
+        let mut stamped = second.clone();
+        let mut looked_up = second.clone();
+        let mut prepared = Prepared::new(&second);
+        let mut copy = Model::new(settings);
+        copy.apply(&first, 10, &limits).unwrap();
+        copy.apply_prepared(&second, &mut prepared, 20, &limits).unwrap();
+        assert!(copy.stamp_prepared(&mut stamped, &prepared));
+        assert!(copy.stamp(&mut looked_up));
+        assert_eq!(stamped, looked_up);
+        assert!(stamped.arms.iter().all(|arm| arm.updated_ms.is_some()));
     }
 
     #[test]

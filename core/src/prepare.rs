@@ -22,6 +22,8 @@ pub struct Prepared {
     /// θ codes, `dim` each.
     pub(crate) codes: Vec<i8>,
     pub(crate) bounds: Vec<ArmBound>,
+    /// After an apply: the model row each arm went to.
+    pub(crate) placed: Vec<u32>,
 }
 
 impl Prepared {
@@ -39,6 +41,7 @@ impl Prepared {
             rows: vec![0.0; arms * layout.stride],
             codes: vec![0; arms * dim],
             bounds: vec![ArmBound::NEVER; arms],
+            placed: Vec::new(),
         };
         let mut work = BoundWork::default();
         let slots = prepared

@@ -119,6 +119,17 @@ struct Arm {
     dirty: bool,
 }
 
+/// Dirty arms per thread below which a flush inverts on one thread: below
+/// a few hundred arms a thread costs more than it saves.
+const PARALLEL_ARMS: usize = 256;
+
+/// One publishing thread's scratch space.
+#[derive(Debug, Default)]
+struct Publishing {
+    a_inv: Vec<f64>,
+    cholesky: Workspace,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Trainer {
@@ -279,6 +290,51 @@ impl Trainer {
     /// [`Error::NotPositiveDefinite`] if an arm's A lost definiteness, which
     /// finite events and λ > 0 cannot cause.
     pub fn flush(&mut self) -> Result<Option<Payload>> {
+        let Some(mut payload) = self.flush_header() else { return Ok(None) };
+        payload.arms = self.invert_dirty()?;
+        Ok(Some(payload))
+    }
+
+    /// [`Trainer::flush`], binary-encoded into `out` (cleared first; a
+    /// buffer kept between flushes has its memory already) without building
+    /// the payload's arms: each dirty arm is inverted and written straight
+    /// from its accumulator, on several threads for large flushes. Returns
+    /// the payload without its arms (for [`Trainer::published`]) and how
+    /// many arms were written.
+    ///
+    /// # Errors
+    /// As [`Trainer::flush`].
+    pub fn flush_encoded(&mut self, out: &mut Vec<u8>) -> Result<Option<(Payload, usize)>> {
+        let Some(header) = self.flush_header() else { return Ok(None) };
+        let arms: Vec<(&str, &ArmAccumulator)> =
+            self.dirty.iter().filter_map(|id| self.arms.get(id).map(|arm| (id.as_str(), &arm.accumulator))).collect();
+        let dim = self.dim;
+        let plen = crate::packed::len(dim);
+        let len = |&(id, _): &(&str, &ArmAccumulator)| crate::wire::arm_len_parts(id.len(), plen, dim, Some(plen), false);
+        let put = |out: &mut dyn crate::wire::Out, &(id, arm): &(&str, &ArmAccumulator), work: &mut Publishing| {
+            work.a_inv.resize(plen, 0.0);
+            arm.invert(&mut work.a_inv, &mut work.cholesky)?;
+            let parts = crate::wire::ArmParts {
+                id,
+                a_inv: &work.a_inv,
+                b: &arm.b,
+                a: Some(&arm.a),
+                n: arm.n,
+                reward_sum: arm.reward_sum,
+                updated_ms: None,
+            };
+            crate::wire::put_arm_parts(out, &parts);
+            Ok(())
+        };
+        crate::codec::encode_binary_with(&header, arms.len(), out, |out| {
+            crate::wire::put_items(&arms, PARALLEL_ARMS, out, len, put)
+        })?;
+        Ok(Some((header, arms.len())))
+    }
+
+    /// The payload of a flush without its arms (offsets, fences, base
+    /// offsets), or None when there is nothing to publish.
+    fn flush_header(&mut self) -> Option<Payload> {
         let offsets: Vec<(i32, i64)> = self
             .partitions
             .iter()
@@ -289,7 +345,7 @@ impl Trainer {
             .collect();
         if self.dirty.is_empty() && offsets.is_empty() {
             self.partitions.values_mut().for_each(|state| state.unflushed = 0);
-            return Ok(None);
+            return None;
         }
         // Fences change only with a fold, which moves `next`: those of the
         // partitions that moved are all that can differ from the model's.
@@ -298,7 +354,6 @@ impl Trainer {
             .filter_map(|(partition, _)| self.partitions.get(partition).map(|state| (partition, state)))
             .flat_map(|(&partition, state)| state.fences.iter().map(move |(&source, &seq)| (partition, source, seq)))
             .collect();
-        let arms = self.invert_dirty()?;
         // What this trainer built on, for every partition it holds (moved or
         // not): the model must still hold exactly it, so a LOAD a failover
         // lost on a quiet partition is noticed even while others are busy.
@@ -307,11 +362,12 @@ impl Trainer {
             .iter()
             .map(|(&partition, state)| (partition, state.published.unwrap_or(-1)))
             .collect();
-        Ok(Some(Payload { dim: self.dim, arms, offsets, settings: None, base_offsets, version: None, fences }))
+        Some(Payload { dim: self.dim, arms: Vec::new(), offsets, settings: None, base_offsets, version: None, fences })
     }
 
-    /// The model accepted the payload of the last [`Trainer::flush`]: its
-    /// offsets are published (commit them to Kafka).
+    /// The model accepted the payload of the last [`Trainer::flush`] (or
+    /// [`Trainer::flush_encoded`]; only its offsets are read): they are
+    /// published (commit them to Kafka).
     pub fn published(&mut self, payload: &Payload) {
         for &(partition, offset) in &payload.offsets {
             if let Some(state) = self.partitions.get_mut(&partition) {
@@ -378,14 +434,7 @@ impl Trainer {
                 .map(|(id, arm)| arm.accumulator.to_payload(id, work, None))
                 .collect()
         };
-        // Below a few hundred arms a thread costs more than it saves; and
-        // asking for the cores is itself a system call (a cgroup read), too
-        // costly for small flushes.
-        if self.dirty.len() < 2 * 256 {
-            return invert(&self.dirty, &mut self.work);
-        }
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8);
-        let threads = cores.min(self.dirty.len() / 256).max(1);
+        let threads = crate::parallel::threads_for(self.dirty.len(), PARALLEL_ARMS);
         if threads == 1 {
             return invert(&self.dirty, &mut self.work);
         }
@@ -410,4 +459,56 @@ impl Trainer {
 
 fn offset_of(offsets: &[(i32, i64)], partition: i32) -> Option<i64> {
     offsets.iter().find(|(p, _)| *p == partition).map(|&(_, offset)| offset)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    /// Two trainers fed the same events over two partitions, one flushing
+    /// through payloads and the encoder, the other straight into bytes.
+    fn twins(arms: usize, dim: usize) -> (Trainer, Trainer) {
+        let learning = Learning { lambda: 0.7, decay: 0.99 };
+        let (mut one, mut other) = (Trainer::new(dim, learning), Trainer::new(dim, learning));
+        let model = Payload { dim, offsets: vec![(1, 40)], fences: vec![(1, 3, 9)], ..Payload::default() };
+        for trainer in [&mut one, &mut other] {
+            trainer.assign(&[0, 1], &model);
+            let empty = Payload { dim, ..model.clone() };
+            for k in 0..arms * 2 {
+                let event = FeedbackEvent {
+                    product_id: format!("item-{}", k % arms),
+                    reward: (k % 3) as f64 * 0.5,
+                    context_vector: (0..dim).map(|i| ((k * 7 + i * 3) % 11) as f64 / 10.0 - 0.3).collect(),
+                    ..FeedbackEvent::default()
+                };
+                let (partition, offset) = if k % 2 == 0 { (0, k as i64 / 2) } else { (1, 40 + k as i64 / 2) };
+                while let Handled::NeedArm(id) = trainer.handle(partition, offset, Ok(&event)) {
+                    trainer.restored(partition, &id, &empty).unwrap();
+                }
+            }
+        }
+        (one, other)
+    }
+
+    /// The bytes written straight from the accumulators are the encoding of
+    /// the payload `flush` builds, for a flush on one thread and one split
+    /// across threads; both trainers then publish the same offsets.
+    #[test]
+    fn an_encoded_flush_is_the_flush_encoded() {
+        for arms in [3, 3000] {
+            let (mut one, mut other) = twins(arms, 5);
+            let payload = one.flush().unwrap().unwrap();
+            let mut bytes = vec![1, 2, 3];
+            let (header, count) = other.flush_encoded(&mut bytes).unwrap().unwrap();
+            assert_eq!(count, arms);
+            assert_eq!(bytes, codec::encode_binary(&payload).unwrap(), "{arms} arms");
+            assert_eq!(header, Payload { arms: Vec::new(), ..payload.clone() });
+            assert_eq!(codec::decode(&bytes, &crate::Limits::default()).unwrap(), payload);
+            one.published(&payload);
+            other.published(&header);
+            assert!(one.flush().unwrap().is_none() && other.flush_encoded(&mut bytes).unwrap().is_none());
+        }
+    }
 }

@@ -238,7 +238,10 @@ impl World {
         // reset; with nothing to publish, a check that the model is still
         // where this trainer left it.
         for _ in 0..2 {
-            let Some(payload) = self.instances[instance].trainer.flush().unwrap() else {
+            // The sink's path: the flush encoded straight from the
+            // accumulators, decoded by the model as BANDIT.LOAD decodes it.
+            let mut bytes = Vec::new();
+            let Some((published, _)) = self.instances[instance].trainer.flush_encoded(&mut bytes).unwrap() else {
                 let state = self.model_state();
                 let target = &mut self.instances[instance];
                 for (partition, offset) in target.trainer.reconcile(&state) {
@@ -246,11 +249,12 @@ impl World {
                 }
                 return;
             };
+            let payload = bandit_core::codec::decode(&bytes, &Limits::default()).unwrap();
             let before = self.model.clone();
             match self.model.apply(&payload, 0, &Limits::default()) {
                 Ok(_) => {
                     self.history.push(before);
-                    self.instances[instance].trainer.published(&payload);
+                    self.instances[instance].trainer.published(&published);
                     return;
                 }
                 Err(Error::Stale { .. } | Error::Moved { .. }) => {

@@ -130,3 +130,61 @@ fn a_load_is_prepared_while_the_main_thread_serves_others() {
     assert_eq!(info_integer(&info, "bandit_loads_preparing"), 0, "{info}");
     assert_eq!(info_integer(&info, "blocked_clients"), 0, "the client is unblocked after its reply");
 }
+
+/// How long a LOAD held the main thread is reported: INFO
+/// `bandit_loads_apply_last_usec` (the apply under the lock for a background
+/// LOAD, the whole command inside MULTI) within the time the client waited
+/// for the reply, the longest in `bandit_loads_apply_max_usec`, and each
+/// hold of a millisecond or more in Redis' latency monitor as `bandit-load`
+/// (the same measurement, in whole milliseconds).
+#[test]
+fn a_loads_hold_on_the_main_thread_is_reported() {
+    let server = RedisServer::start();
+    let mut conn = server.connect();
+    assert_eq!(conn.call(&["CONFIG", "SET", "latency-monitor-threshold", "1"]).unwrap().text(), "OK");
+    let info = conn.call(&["INFO", "bandit"]).unwrap().text();
+    assert_eq!(info_integer(&info, "bandit_loads_apply_last_usec"), 0, "{info}");
+    let mut payload = trained_payload(32, 4000, 2, 12);
+    payload.offsets = vec![(0, 7)];
+    let bytes = encode_binary(&payload).unwrap();
+
+    let started = Instant::now();
+    assert_eq!(conn.call(&[b"BANDIT.LOAD".as_slice(), b"held", &bytes]).unwrap().integer(), 4000);
+    let waited_us = i64::try_from(started.elapsed().as_micros()).unwrap();
+    let info = conn.call(&["INFO", "bandit"]).unwrap().text();
+    let background = info_integer(&info, "bandit_loads_apply_last_usec");
+    assert!(background > 0 && background <= waited_us, "held {background} µs of the {waited_us} µs the client waited");
+    assert!(info_integer(&info, "bandit_loads_apply_max_usec") >= background, "{info}");
+
+    // Inside MULTI the module may not block: the whole LOAD holds the main
+    // thread (another offset, so that it changes the model).
+    payload.offsets = vec![(0, 8)];
+    for arm in &mut payload.arms {
+        arm.n += 1;
+    }
+    let bytes = encode_binary(&payload).unwrap();
+    // Only the MULTI's hold in the monitor from here.
+    assert!(conn.call(&["LATENCY", "RESET"]).unwrap().integer() >= 0);
+    assert_eq!(conn.call(&["MULTI"]).unwrap().text(), "OK");
+    assert_eq!(conn.call(&[b"BANDIT.LOAD".as_slice(), b"held", &bytes]).unwrap().text(), "QUEUED");
+    let started = Instant::now();
+    let exec = conn.call(&["EXEC"]).unwrap();
+    let waited_us = i64::try_from(started.elapsed().as_micros()).unwrap();
+    assert_eq!(exec.array()[0].integer(), 4000);
+    let info = conn.call(&["INFO", "bandit"]).unwrap().text();
+    let in_multi = info_integer(&info, "bandit_loads_apply_last_usec");
+    assert!(in_multi > 0 && in_multi <= waited_us, "held {in_multi} µs of the {waited_us} µs the client waited");
+    let max = info_integer(&info, "bandit_loads_apply_max_usec");
+    assert_eq!(max, background.max(in_multi), "{info}");
+
+    let latest = conn.call(&["LATENCY", "LATEST"]).unwrap();
+    let event = latest.array().iter().find(|event| event.array()[0].text() == "bandit-load");
+    // Decoding and deriving 4,000 arms at d = 32 on the main thread takes
+    // well over a millisecond on any machine.
+    assert!(in_multi >= 1000, "{in_multi} µs");
+    {
+        let event = event.unwrap_or_else(|| panic!("no bandit-load event in {latest:?}"));
+        assert_eq!(event.array()[2].integer(), in_multi / 1000, "the latest sample is the MULTI's hold: {event:?}");
+        assert_eq!(event.array()[3].integer(), max / 1000, "{event:?}");
+    }
+}

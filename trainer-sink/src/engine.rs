@@ -57,11 +57,14 @@ pub struct Engine {
     trainer: Trainer,
     store: ModelStore,
     metrics: Arc<Metrics>,
+    /// The last flush's encoding, kept so that the next one writes into
+    /// memory it already has (a flush can be tens of megabytes).
+    encoded: Vec<u8>,
 }
 
 impl Engine {
     pub fn new(settings: EngineSettings, store: ModelStore, metrics: Arc<Metrics>) -> Self {
-        Self { trainer: Trainer::new(settings.dim, settings.learning), store, metrics }
+        Self { trainer: Trainer::new(settings.dim, settings.learning), store, metrics, encoded: Vec::new() }
     }
 
     /// Events folded (or skipped past) and not yet published, over the
@@ -167,17 +170,18 @@ impl Engine {
         // One retry after a STALE: the reset partitions are out of the payload.
         for _ in 0..2 {
             let started = Instant::now();
-            let Some(payload) = self.trainer.flush().map_err(|e| SinkError::Model(e.to_string()))? else {
+            let flushed = self.trainer.flush_encoded(&mut self.encoded).map_err(|e| SinkError::Model(e.to_string()))?;
+            let Some((payload, arms)) = flushed else {
                 // Nothing to publish: check that the model is still where
                 // this instance left it (a failover may have lost a LOAD).
                 self.reconcile(&mut resets, "the model is not where this instance left it (a failover?)")?;
                 return Ok(Flushed { resets, ..Flushed::default() });
             };
-            match self.store.load(&payload) {
+            match self.store.load(&self.encoded) {
                 Ok(LoadOutcome::Applied(_)) => {
                     self.trainer.published(&payload);
-                    self.metrics.flushed(started.elapsed(), payload.arms.len());
-                    return Ok(Flushed { arms: payload.arms.len(), offsets: payload.offsets, resets });
+                    self.metrics.flushed(started.elapsed(), arms);
+                    return Ok(Flushed { arms, offsets: payload.offsets, resets });
                 }
                 Ok(LoadOutcome::Stale(detail)) => {
                     self.metrics.flush_stale();

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bandit_core::codec::{self, Format};
+use bandit_core::codec;
 use bandit_core::{Limits, ModelSettings, Payload};
 
 use bandit_connect::{Connection, Connector, NodeRole, Target, Timeouts};
@@ -267,13 +267,12 @@ impl ModelStore {
         codec::decode(&bytes, &self.limits).map_err(|e| SinkError::Model(format!("cannot read the export: {e}")))
     }
 
-    /// Publishes one payload atomically.
+    /// Publishes one payload, encoded, atomically.
     ///
     /// # Errors
     /// [`SinkError::RedisUnavailable`] or [`SinkError::RedisRefused`] for
     /// transport or server errors other than STALE.
-    pub fn load(&mut self, payload: &Payload) -> Result<LoadOutcome> {
-        let bytes = codec::encode(payload, Format::Binary).map_err(|e| SinkError::Model(e.to_string()))?;
+    pub fn load(&mut self, bytes: &[u8]) -> Result<LoadOutcome> {
         let mut command = redis::cmd("BANDIT.LOAD");
         command.arg(&self.key).arg(bytes);
         match self.query::<u64>(&command) {

@@ -27,7 +27,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bandit_core::codec::{self, Format};
 use bandit_core::{Applied, Limits, Model, Payload, PayloadSettings, Prepared};
@@ -128,7 +129,7 @@ fn apply_to(key: &RedisKeyWritable, payload: &mut Payload, prepared: &mut Prepar
     match write_model(key)? {
         Some(model) => {
             let applied = model.apply_prepared(payload, prepared, terms.now, &terms.limits)?;
-            Ok(Outcome { applied, filled_in: model.stamp(payload) })
+            Ok(Outcome { applied, filled_in: model.stamp_prepared(payload, prepared) })
         }
         None => {
             let stated = payload.settings;
@@ -136,7 +137,7 @@ fn apply_to(key: &RedisKeyWritable, payload: &mut Payload, prepared: &mut Prepar
             payload.settings = Some(settings);
             let mut model = Model::new(settings.for_dim(payload.dim));
             let mut applied = model.apply_prepared(payload, prepared, terms.now, &terms.limits)?;
-            let stamped = model.stamp(payload);
+            let stamped = model.stamp_prepared(payload, prepared);
             key.set_value(&BANDIT_TYPE, model).map_err(|_| CommandError::WrongType)?;
             applied.created = true;
             Ok(Outcome { applied, filled_in: stamped || stated.is_none() })
@@ -145,6 +146,14 @@ fn apply_to(key: &RedisKeyWritable, payload: &mut Payload, prepared: &mut Prepar
 }
 
 fn synchronous(call: &mut Invocation<'_>, bytes: &[u8]) -> Result<()> {
+    let started = Instant::now();
+    let result = apply_here(call, bytes);
+    record_hold(started.elapsed());
+    result
+}
+
+/// The whole LOAD on the main thread.
+fn apply_here(call: &mut Invocation<'_>, bytes: &[u8]) -> Result<()> {
     let terms = Terms::of(call);
     let mut payload = codec::decode(bytes, &terms.limits)?;
     let mut prepared = Prepared::new(&payload);
@@ -198,6 +207,37 @@ static PREPARING: AtomicUsize = AtomicUsize::new(0);
 /// How many LOADs are being prepared off the main thread now.
 pub fn preparing() -> usize {
     PREPARING.load(Ordering::Relaxed)
+}
+
+/// How long the last LOAD held Redis' main thread, and the longest any
+/// LOAD held it since the module loaded, in microseconds (INFO
+/// `bandit_loads_apply_last_usec` and `bandit_loads_apply_max_usec`): for a
+/// background LOAD the apply under the lock, for one on the main thread
+/// (MULTI, a script, the primary's stream, the AOF) the whole command. Every
+/// other client waited that long.
+static LAST_HOLD_US: AtomicU64 = AtomicU64::new(0);
+static MAX_HOLD_US: AtomicU64 = AtomicU64::new(0);
+
+/// The last and the longest main-thread hold of a LOAD, microseconds.
+pub fn main_thread_holds() -> (u64, u64) {
+    (LAST_HOLD_US.load(Ordering::Relaxed), MAX_HOLD_US.load(Ordering::Relaxed))
+}
+
+/// Records one main-thread hold: in INFO, and in Redis' latency monitor as
+/// the event `bandit-load` (which keeps it when it reaches
+/// `latency-monitor-threshold`), so `LATENCY LATEST` names the module when a
+/// LOAD was what stalled the server.
+fn record_hold(held: std::time::Duration) {
+    let micros = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+    LAST_HOLD_US.store(micros, Ordering::Relaxed);
+    MAX_HOLD_US.fetch_max(micros, Ordering::Relaxed);
+    // SAFETY: called with the GIL held (the monitor is server state); the
+    // event name is a static C string.
+    unsafe {
+        if let Some(add) = raw::RedisModule_LatencyAddSample {
+            add(c"bandit-load".as_ptr(), i64::try_from(held.as_millis()).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// A LOAD running in the background.
@@ -279,6 +319,7 @@ fn run(job: Job) {
     PREPARING.fetch_sub(1, Ordering::Relaxed);
     let Job { blocked, key, payload, terms, key_was_empty, .. } = job;
     let leftovers = blocked.with_lock(|ctx| {
+        let locked = Instant::now();
         let reply = Reply::new(ctx);
         let (outcome, leftovers) = match prepared {
             Ok(mut ready) => {
@@ -297,6 +338,7 @@ fn run(job: Job) {
             }
         }
         payload.release(ctx);
+        record_hold(locked.elapsed());
         leftovers
     });
     // The decoded payload and the arm values the apply replaced are freed
