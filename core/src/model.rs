@@ -19,6 +19,7 @@
 //! whenever a row is written, never stored.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
 
@@ -30,6 +31,42 @@ use crate::packed;
 use crate::parallel;
 use crate::payload::{ArmPayload, Payload, PayloadSettings};
 use crate::prepare::{ranking_copy, Prepared};
+
+/// A model's id → row map.
+pub(crate) type Index = FxHashMap<Box<str>, u32>;
+
+/// A model's id index as it was when a LOAD began, for its worker thread to
+/// look the payload's rows up without Redis' lock ([`crate::Prepared::place`]).
+///
+/// It holds the index weakly. Reading upgrades it for the lookups only; the
+/// model never writes an index that is shared (it copies it first), and
+/// writing one that is only held weakly moves it to a new allocation. So at
+/// the apply, under the lock, the model's index still at the address the
+/// view points to means it is the index the rows were looked up in,
+/// unchanged, and the apply takes those rows; anything else (arms added
+/// since, the model replaced) and it looks them up again. Held weakly, the
+/// view never makes a writer copy a large index, except during a worker's
+/// lookups themselves.
+#[derive(Debug, Clone, Default)]
+pub struct IndexView(Weak<Index>);
+
+impl IndexView {
+    /// Whether this is a view of `index` as it is now.
+    fn is_of(&self, index: &Arc<Index>) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(index))
+    }
+
+    /// The index, while the model has not changed it.
+    pub(crate) fn read(&self) -> Option<Arc<Index>> {
+        self.0.upgrade()
+    }
+}
+
+impl PartialEq for IndexView {
+    fn eq(&self, other: &Self) -> bool {
+        Weak::ptr_eq(&self.0, &other.0)
+    }
+}
 
 /// The row of an arm the model does not have yet (see [`Model::check`]).
 const NEW_ROW: u32 = u32::MAX;
@@ -99,7 +136,10 @@ pub struct Model {
     /// Layout of the rows of `scoring` (padded for the kernel).
     pub(crate) layout: Layout,
     pub(crate) ids: Vec<Box<str>>,
-    pub(crate) index: FxHashMap<Box<str>, u32>,
+    /// Id → row. Shared (never written while shared: an insert copies it
+    /// first) so that a LOAD's worker can look rows up without Redis' lock
+    /// ([`IndexView`]).
+    pub(crate) index: Arc<Index>,
     /// [θ | packed A⁻¹ | b | packed A (when sent)] per arm, exact.
     pub(crate) exact: Vec<Box<[f64]>>,
     /// The same rows in f32, padded, for ranking (see [`crate::kernel`]).
@@ -160,7 +200,7 @@ impl Model {
             stride: settings.dim + packed::len(settings.dim),
             layout: Layout::new(settings.dim),
             ids: Vec::new(),
-            index: FxHashMap::default(),
+            index: Arc::default(),
             exact: Vec::new(),
             scoring: Vec::new(),
             codes: Vec::new(),
@@ -213,6 +253,12 @@ impl Model {
     pub fn row_of(&self, id: &[u8]) -> Option<usize> {
         let id = std::str::from_utf8(id).ok()?;
         self.index.get(id).map(|&row| row as usize)
+    }
+
+    /// A view of the id index for a worker thread (see [`IndexView`]).
+    #[must_use]
+    pub fn index_view(&self) -> IndexView {
+        IndexView(Arc::downgrade(&self.index))
     }
 
     /// The id stored at a row ("" past the end).
@@ -298,7 +344,7 @@ impl Model {
     /// the new arms would pass `limits.max_arms` (or the new fences
     /// `limits.max_fences`).
     pub fn apply(&mut self, payload: &Payload, now_ms: i64, limits: &Limits) -> Result<Applied> {
-        let rows = self.check(payload, limits)?;
+        let rows = self.check(payload, None, limits)?;
         let mut prepared = Prepared::new(payload);
         Ok(self.write(payload, &mut prepared, rows, now_ms))
     }
@@ -316,14 +362,14 @@ impl Model {
         if !prepared.fits(payload) {
             return Err(Error::InvalidPayload("prepared values belong to another payload".into()));
         }
-        let rows = self.check(payload, limits)?;
+        let rows = self.check(payload, Some(prepared), limits)?;
         Ok(self.write(payload, prepared, rows, now_ms))
     }
 
     /// Everything [`Model::apply`] refuses, checked before anything is
     /// written; returns the row of every arm of the payload ([`NEW_ROW`]
     /// for an arm the model lacks), looked up once for the whole apply.
-    fn check(&self, payload: &Payload, limits: &Limits) -> Result<Vec<u32>> {
+    fn check(&self, payload: &Payload, placed: Option<&Prepared>, limits: &Limits) -> Result<Vec<u32>> {
         let dim = self.dim();
         if payload.dim != dim {
             return Err(Error::PayloadDim { payload: payload.dim, model: dim });
@@ -348,7 +394,7 @@ impl Model {
                 }
             }
         }
-        let rows = self.rows_of(&payload.arms);
+        let rows = self.rows_of(payload, placed);
         let new_arms = rows.iter().filter(|&&row| row == NEW_ROW).count();
         if self.len() + new_arms > limits.max_arms {
             return Err(Error::TooLarge {
@@ -368,29 +414,16 @@ impl Model {
         Ok(rows)
     }
 
-    /// The row of each arm ([`NEW_ROW`] when the model lacks it). A flush
-    /// of thousands of arms is thousands of cache misses into the index;
-    /// they overlap on several threads (the index is only read).
-    fn rows_of(&self, arms: &[ArmPayload]) -> Vec<u32> {
-        let index = &self.index;
-        let lookup = |arms: &[ArmPayload], rows: &mut [u32]| {
-            for (slot, arm) in rows.iter_mut().zip(arms) {
-                *slot = index.get(arm.id.as_str()).copied().unwrap_or(NEW_ROW);
+    /// The row of each arm ([`NEW_ROW`] when the model lacks it): the rows
+    /// `placed` found off the lock when the index has not changed since,
+    /// else looked up now.
+    fn rows_of(&self, payload: &Payload, placed: Option<&Prepared>) -> Vec<u32> {
+        match placed {
+            Some(prepared) if prepared.placed_in.is_of(&self.index) && prepared.placed.len() == payload.arms.len() => {
+                prepared.placed.clone()
             }
-        };
-        let mut rows = vec![NEW_ROW; arms.len()];
-        let threads = parallel::threads_for(arms.len(), PARALLEL_ARMS);
-        if threads == 1 {
-            lookup(arms, &mut rows);
-        } else {
-            let chunk = arms.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                for (arms, rows) in arms.chunks(chunk).zip(rows.chunks_mut(chunk)) {
-                    scope.spawn(move || lookup(arms, rows));
-                }
-            });
+            _ => look_up(&self.index, &payload.arms),
         }
-        rows
     }
 
     /// Writes a checked payload (`rows` from [`Model::check`]): nothing here
@@ -510,7 +543,9 @@ impl Model {
         let blocks = (additional.div_ceil(BLOCK) + 1) * BLOCK;
         let dim = self.dim();
         grow(&mut self.ids, additional);
-        self.index.reserve(additional);
+        if additional > 0 {
+            Arc::make_mut(&mut self.index).reserve(additional);
+        }
         grow(&mut self.exact, additional);
         grow(&mut self.scoring, additional * self.layout.stride);
         grow(&mut self.codes, blocks * dim);
@@ -524,7 +559,7 @@ impl Model {
         let row = self.ids.len();
         let dim = self.dim();
         self.ids.push(id.into());
-        self.index.insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
+        Arc::make_mut(&mut self.index).insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
         self.exact.push(Box::default());
         self.scoring.resize(self.scoring.len() + self.layout.stride, 0.0);
         if row.is_multiple_of(BLOCK) {
@@ -573,7 +608,7 @@ impl Model {
     /// sent it instead of the command as received. Returns whether anything
     /// was filled in.
     pub fn stamp(&self, payload: &mut Payload) -> bool {
-        let rows = self.rows_of(&payload.arms);
+        let rows = look_up(&self.index, &payload.arms);
         self.stamp_rows(payload, &rows)
     }
 
@@ -597,6 +632,30 @@ impl Model {
         }
         filled
     }
+}
+
+/// The row of each arm in `index` ([`NEW_ROW`] when absent). A flush of
+/// thousands of arms is thousands of cache misses into the index; they
+/// overlap on several threads (the index is only read).
+pub(crate) fn look_up(index: &Index, arms: &[ArmPayload]) -> Vec<u32> {
+    let lookup = |arms: &[ArmPayload], rows: &mut [u32]| {
+        for (slot, arm) in rows.iter_mut().zip(arms) {
+            *slot = index.get(arm.id.as_str()).copied().unwrap_or(NEW_ROW);
+        }
+    };
+    let mut rows = vec![NEW_ROW; arms.len()];
+    let threads = parallel::threads_for(arms.len(), PARALLEL_ARMS);
+    if threads == 1 {
+        lookup(arms, &mut rows);
+    } else {
+        let chunk = arms.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (arms, rows) in arms.chunks(chunk).zip(rows.chunks_mut(chunk)) {
+                scope.spawn(move || lookup(arms, rows));
+            }
+        });
+    }
+    rows
 }
 
 /// The bytes a size-classed allocator (jemalloc, Redis' default) reserves for
@@ -936,6 +995,65 @@ mod tests {
         assert!(copy.stamp(&mut looked_up));
         assert_eq!(stamped, looked_up);
         assert!(stamped.arms.iter().all(|arm| arm.updated_ms.is_some()));
+    }
+
+    /// Rows looked up off the lock (`Prepared::place`) are taken only while
+    /// the index is the one they were looked up in: an apply after another
+    /// one added arms, or on another model, looks them up again. Every way
+    /// gives the model a plain apply gives.
+    #[test]
+    fn rows_placed_off_the_lock_are_used_only_while_the_index_is_unchanged() {
+        let limits = Limits::default();
+        let settings = ModelSettings { dim: 3, alpha: 0.7, lambda: 1.0, decay: 1.0 };
+        let base = Payload { dim: 3, arms: many_arms(0, 300, 0.25), ..Payload::default() };
+        let update = Payload { dim: 3, arms: many_arms(100, 300, 0.5), ..Payload::default() };
+        let other = Payload { dim: 3, arms: many_arms(1000, 5, 0.5), ..Payload::default() };
+        let mut plain = Model::new(settings);
+        plain.apply(&base, 1, &limits).unwrap();
+        plain.apply(&update, 2, &limits).unwrap();
+
+        // Unchanged: the placed rows are current (200 found, 100 new).
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &model.index_view());
+        assert!(prepared.placed_in.is_of(&model.index));
+        assert_eq!(prepared.placed.iter().filter(|&&row| row == NEW_ROW).count(), 100);
+        model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        assert_eq!(model, plain);
+
+        // Another LOAD added arms in between: the index moved, the rows are
+        // looked up again (the placed ones would put "p300" on the row
+        // "p1000" took).
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &model.index_view());
+        model.apply(&other, 1, &limits).unwrap();
+        assert!(!prepared.placed_in.is_of(&model.index));
+        model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        let mut expected = Model::new(settings);
+        expected.apply(&base, 1, &limits).unwrap();
+        expected.apply(&other, 1, &limits).unwrap();
+        expected.apply(&update, 2, &limits).unwrap();
+        assert_eq!(model, expected);
+
+        // Placed in one model, applied to another (the key was replaced).
+        let mut first = Model::new(settings);
+        first.apply(&update, 1, &limits).unwrap();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &first.index_view());
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        assert_eq!(model, plain);
+
+        // A view of a model that is gone reads nothing.
+        let view = first.index_view();
+        drop(first);
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &view);
+        assert!(prepared.placed.is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use crate::bounds::{self, ArmBound, BoundWork};
 use crate::kernel::Layout;
+use crate::model::IndexView;
 use crate::packed;
 use crate::payload::Payload;
 
@@ -22,8 +23,10 @@ pub struct Prepared {
     /// θ codes, `dim` each.
     pub(crate) codes: Vec<i8>,
     pub(crate) bounds: Vec<ArmBound>,
-    /// After an apply: the model row each arm went to.
+    /// The model row of each arm: looked up by [`Prepared::place`] in
+    /// `placed_in`, and after an apply the row each arm went to.
     pub(crate) placed: Vec<u32>,
+    pub(crate) placed_in: IndexView,
 }
 
 impl Prepared {
@@ -42,6 +45,7 @@ impl Prepared {
             codes: vec![0; arms * dim],
             bounds: vec![ArmBound::NEVER; arms],
             placed: Vec::new(),
+            placed_in: IndexView::default(),
         };
         let mut work = BoundWork::default();
         let slots = prepared
@@ -57,6 +61,18 @@ impl Prepared {
             prepared.exact.push([theta.as_slice(), &arm.a_inv, &arm.b, gram].concat().into_boxed_slice());
         }
         prepared
+    }
+
+    /// Looks up the model rows of `payload`'s arms (this was derived from
+    /// it) in the index `view` shows, off Redis' lock: the apply takes them
+    /// when the model's index has not changed since, and looks them up
+    /// itself otherwise (see [`IndexView`]). Nothing is looked up when the
+    /// model already changed its index.
+    pub fn place(&mut self, payload: &Payload, view: &IndexView) {
+        if let Some(index) = view.read() {
+            self.placed = crate::model::look_up(&index, &payload.arms);
+            self.placed_in = view.clone();
+        }
     }
 
     /// Whether this was derived from a payload shaped like `payload`.

@@ -193,7 +193,7 @@ fn decode_columns(columns: Columns, limits: &Limits) -> Result<Model> {
     // Model::new derives the same stride and ranking layout from the dim.
     let mut model = Model::new(settings);
     model.ids = columns.ids;
-    model.index = index;
+    model.index = std::sync::Arc::new(index);
     let rows = columns.params.chunks_exact(stride.max(1)).zip(columns.b.chunks_exact(dim.max(1)));
     let grams = columns.gram.chunks_exact(plen.max(1)).zip(&columns.has_gram);
     model.exact = rows

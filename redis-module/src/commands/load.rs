@@ -16,7 +16,9 @@
 //!
 //! Off the main thread: a LOAD from a client blocks that client, and a worker
 //! thread decodes and validates the payload, derives every arm's θ, ranking
-//! row and score bound ([`Prepared`]) and, when the module will fill in values,
+//! row and score bound ([`Prepared`]), looks up each arm's row in the model's
+//! id index as it was when the command came ([`IndexView`]; the apply takes
+//! those rows only if the index has not changed since) and, when the module will fill in values,
 //! encodes the payload as it will be applied. Only the apply runs under the
 //! GIL: the settings check and the offset fence against the model as it is
 //! then, the copy into the model, replication and the reply. The flush stays
@@ -31,11 +33,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bandit_core::codec::{self, Format};
-use bandit_core::{Applied, Limits, Model, Payload, PayloadSettings, Prepared};
+use bandit_core::{Applied, IndexView, Limits, Model, Payload, PayloadSettings, Prepared};
 use redis_module::key::RedisKeyWritable;
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
-use super::{entry_point, now_ms, publish_change, write_model, CommandSpec, Invocation};
+use super::{entry_point, now_ms, publish_change, read_model, write_model, CommandSpec, Invocation};
 use crate::blocking::{Blocked, Retained};
 use crate::config;
 use crate::datatype::BANDIT_TYPE;
@@ -249,6 +251,9 @@ struct Job {
     /// Whether the key was empty when the command arrived (then the module
     /// will likely fill in the settings).
     key_was_empty: bool,
+    /// The model's id index when the command arrived, for the worker to
+    /// look the arms' rows up in (the apply checks it is still current).
+    index: IndexView,
     /// Whether replicated commands went anywhere when the command arrived
     /// (else the worker does not encode the payload as applied).
     propagates: bool,
@@ -293,14 +298,17 @@ fn start_in_background(call: &mut Invocation<'_>) -> bool {
         return false;
     }
     let terms = Terms::of(call);
-    let key_was_empty = call.ctx.open_key(&call.key).is_null();
+    let key = call.ctx.open_key(&call.key);
+    let key_was_empty = key.is_null();
+    let index = read_model(&key).map(Model::index_view).unwrap_or_default();
+    drop(key);
     // SAFETY: the running command's context and one of its arguments.
     let Some(payload) = (unsafe { Retained::keep(call.ctx, payload_arg) }) else { return false };
     let Some(blocked) = Blocked::new(call.ctx) else {
         payload.release(call.ctx);
         return false;
     };
-    let job = Job { blocked, key: call.key.as_slice().to_vec(), payload, terms, key_was_empty, propagates: propagates(call.ctx) };
+    let job = Job { blocked, key: call.key.as_slice().to_vec(), payload, terms, key_was_empty, index, propagates: propagates(call.ctx) };
     if let Err(std::sync::mpsc::SendError(job)) = sender.send(job) {
         // The worker is gone: finish here, under the GIL this thread holds.
         let Job { blocked, payload, .. } = job;
@@ -349,7 +357,8 @@ fn run(job: Job) {
 /// Decode, validate, derive, and encode the payload as it will be stated.
 fn prepare(job: &Job) -> Result<Ready> {
     let payload = codec::decode(job.payload.bytes(), &job.terms.limits)?;
-    let prepared = Prepared::new(&payload);
+    let mut prepared = Prepared::new(&payload);
+    prepared.place(&payload, &job.index);
     let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
     let fills_settings = job.key_was_empty && payload.settings.is_none();
     let stated = if job.propagates && (fills_times || fills_settings) {
