@@ -84,6 +84,16 @@ fn other_clients_are_served_while_a_load_is_prepared() {
     assert_eq!(other.call(&["BANDIT.STATS", "m"]).unwrap().field("arms").integer(), 3000);
 }
 
+/// The nice value of every thread of process `pid` (field 19 of
+/// /proc/pid/task/tid/stat, counted after the parenthesised name).
+fn thread_nice_values(pid: i64) -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok())
+        .collect()
+}
+
 /// `field` of an INFO reply, as an integer (0 when absent).
 fn info_integer(info: &str, field: &str) -> i64 {
     info.lines()
@@ -123,8 +133,17 @@ fn a_load_is_prepared_while_the_main_thread_serves_others() {
         }
         assert!(Instant::now() < deadline, "the LOAD neither prepared nor applied within 300 s");
     };
+    // The preparation runs at the lowest priority (nice 19), on a thread of
+    // its own, while the server's other threads keep theirs.
+    let pid = info_integer(&other.call(&["INFO", "server"]).unwrap().text(), "process_id");
+    let mut lowered = false;
+    while !lowered && !handle.is_finished() {
+        lowered = thread_nice_values(pid).contains(&19);
+    }
     let reply = handle.join().unwrap();
     assert!(seen_preparing, "the LOAD ({reply:?}) was over before any other command saw it in preparation: prepared on the main thread");
+    assert!(lowered, "no thread of the server ran at nice 19 while the LOAD was prepared");
+    assert!(thread_nice_values(pid).iter().all(|&nice| nice == 0), "{:?}", thread_nice_values(pid));
     assert_eq!(reply.integer(), 4000);
     let info = other.call(&["INFO", "everything"]).unwrap().text();
     assert_eq!(info_integer(&info, "bandit_loads_preparing"), 0, "{info}");
