@@ -46,17 +46,23 @@ fn nearest(centroids: &[Vec<f64>], x: &[f64]) -> usize {
     best.map_or(0, |(i, _)| i)
 }
 
+/// Centroids per group of [`Assigner`]: one group's distances are a local
+/// array, kept in registers while a point's values are added in.
+const LANES: usize = 4;
+
 /// [`nearest`] for many points against fixed centroids, with the centroids
-/// stored dimension-major so that one pass over a point's values updates
-/// every centroid's distance at once (in vector registers). Each distance
-/// adds the same terms in the same order as [`squared_distance`], so the
-/// answers are [`nearest`]'s, bit for bit; points or centroids of another
-/// length than the first centroid's go through [`nearest`] itself.
+/// stored dimension-major in groups of [`LANES`], so that one pass over a
+/// point's values updates a group's distances at once (in vector
+/// registers). Each distance adds the same terms in the same order as
+/// [`squared_distance`], so the answers are [`nearest`]'s, bit for bit;
+/// points or centroids of another length than the first centroid's go
+/// through [`nearest`] itself.
 struct Assigner<'c> {
     centroids: &'c [Vec<f64>],
     dim: usize,
-    /// Value i of centroid c at i·k + c.
-    by_dimension: Vec<f64>,
+    /// Value i of centroid g·LANES + l at (g·dim + i)·LANES + l; the last
+    /// group is padded with zeros (distances computed and ignored).
+    groups: Vec<[f64; LANES]>,
     distances: Vec<f64>,
 }
 
@@ -65,16 +71,19 @@ impl<'c> Assigner<'c> {
         let k = centroids.len();
         let dim = centroids.first().map_or(0, Vec::len);
         let uniform = centroids.iter().all(|c| c.len() == dim);
-        let mut by_dimension = Vec::new();
+        let mut groups = Vec::new();
         if uniform {
-            by_dimension.resize(dim * k, 0.0);
+            groups.resize(k.div_ceil(LANES) * dim, [0.0; LANES]);
             for (c, centroid) in centroids.iter().enumerate() {
-                for (slot, &value) in by_dimension.iter_mut().skip(c).step_by(k).zip(centroid) {
-                    *slot = value;
+                let group = groups.iter_mut().skip(c / LANES * dim).take(dim);
+                for (lanes, &value) in group.zip(centroid) {
+                    if let Some(slot) = lanes.get_mut(c % LANES) {
+                        *slot = value;
+                    }
                 }
             }
         }
-        Self { centroids, dim: if uniform { dim } else { usize::MAX }, by_dimension, distances: Vec::with_capacity(k) }
+        Self { centroids, dim: if uniform { dim } else { usize::MAX }, groups, distances: Vec::with_capacity(k + LANES) }
     }
 
     fn nearest(&mut self, x: &[f64]) -> usize {
@@ -84,14 +93,17 @@ impl<'c> Assigner<'c> {
         }
         let start: f64 = std::iter::empty::<f64>().sum();
         self.distances.clear();
-        self.distances.resize(k, start);
-        for (&value, column) in x.iter().zip(self.by_dimension.chunks_exact(k)) {
-            for (distance, &c) in self.distances.iter_mut().zip(column) {
-                *distance += (c - value) * (c - value);
+        for group in self.groups.chunks_exact(self.dim.max(1)) {
+            let mut sums = [start; LANES];
+            for (&value, lanes) in x.iter().zip(group) {
+                for (sum, &c) in sums.iter_mut().zip(lanes) {
+                    *sum += (c - value) * (c - value);
+                }
             }
+            self.distances.extend_from_slice(&sums);
         }
         let mut best: Option<(usize, f64)> = None;
-        for (i, &distance) in self.distances.iter().enumerate() {
+        for (i, &distance) in self.distances.iter().take(k).enumerate() {
             if best.is_none_or(|(_, closest)| distance.total_cmp(&closest) == Ordering::Less) {
                 best = Some((i, distance));
             }

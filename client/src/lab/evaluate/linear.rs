@@ -105,6 +105,9 @@ impl Policy for LinUcb {
     }
 }
 
+/// Arms whose sums [`LinTs::project`] keeps in registers at once.
+const LANES: usize = 8;
+
 /// Linear Thompson sampling: θ̃ ~ N(θ, α²A⁻¹) per arm and context, drawn
 /// as θ + α·Lz with A⁻¹ = LLᵀ and z standard normal, so xᵀθ̃ = xᵀθ + α·(Lᵀx)·z.
 ///
@@ -112,10 +115,10 @@ impl Policy for LinUcb {
 /// of the column-by-column sum this policy was defined with: (Lᵀx)ⱼ adds
 /// L[i][j]·xᵢ for i = j, j+1, … in that order, from the value an empty f64
 /// sum starts at. To make it cheap without changing a bit, L is stored
-/// entry-major (one entry of every arm side by side), so one pass over an
-/// entry updates every arm's sum at once, in vector registers; and the rows
-/// of L whose xᵢ is zero are skipped (see [`LinTs::project`] for why that
-/// changes no result).
+/// entry-major (one entry of every arm side by side), so the sums of
+/// [`LANES`] arms stay in vector registers while the rows of L are added
+/// in; and the rows of L whose xᵢ is zero are skipped (see
+/// [`LinTs::project`] for why that changes no result).
 pub(super) struct LinTs {
     settings: ModelSettings,
     rng: Rng,
@@ -125,9 +128,13 @@ pub(super) struct LinTs {
     /// L of every arm, entry-major: entry e = i(i+1)/2 + j (i ≥ j, packed
     /// by rows) of arm a at e·arms + a.
     lowers: Vec<f64>,
-    /// This context's draws, drawn `dim` per arm in arm order and stored
-    /// entry-major like `projected`: zⱼ of arm a at j·arms + a.
+    /// This context's draws, `dim` per arm in arm order: zⱼ of arm a at
+    /// a·dim + j.
     noise: Vec<f64>,
+    /// This context's nonzero features, for [`LinTs::project`].
+    active: Vec<(usize, usize, f64)>,
+    /// One group of LANES arms' draws, transposed: zⱼ of lane l at [j][l].
+    block: Vec<[f64; LANES]>,
     /// Lᵀx, entry-major like `lowers`: (Lᵀx)ⱼ of arm a at j·arms + a.
     projected: Vec<f64>,
     scores: Vec<f64>,
@@ -142,6 +149,8 @@ impl LinTs {
             thetas: Vec::new(),
             lowers: Vec::new(),
             noise: Vec::new(),
+            active: Vec::new(),
+            block: Vec::new(),
             projected: Vec::new(),
             scores: Vec::new(),
         }
@@ -158,20 +167,34 @@ impl LinTs {
     fn project(&mut self, context: &[f64]) {
         let (dim, arms) = (self.settings.dim, self.arms);
         let start: f64 = std::iter::empty::<f64>().sum();
-        self.projected.clear();
+        // Every slot is written below; resizing only sets the length.
         self.projected.resize(dim * arms, start);
-        let mut entries = self.lowers.chunks_exact(arms.max(1));
-        for (i, &x) in context.iter().enumerate().take(dim) {
-            // Row i of L: entries j = 0..=i.
-            let row = entries.by_ref().take(i + 1);
-            if x == 0.0 {
-                row.for_each(drop);
-                continue;
-            }
-            for (sums, lower) in self.projected.chunks_exact_mut(arms.max(1)).zip(row) {
-                for (sum, &l) in sums.iter_mut().zip(lower) {
-                    *sum += l * x;
+        // The rows of L that are not skipped, in order: (i, where row i
+        // starts in packed order, xᵢ).
+        self.active.clear();
+        self.active.extend(context.iter().enumerate().take(dim).filter(|&(_, &x)| x != 0.0).map(|(i, &x)| (i, packed::len(i), x)));
+        let lowers = &self.lowers;
+        let entry = |i: usize, j: usize, arm: usize| lowers.get((packed::len(i) + j) * arms + arm).copied().unwrap_or(0.0);
+        for (j, sums) in self.projected.chunks_exact_mut(arms.max(1)).enumerate() {
+            // (Lᵀx)ⱼ adds rows i = j, j + 1, …: the active ones from the first i ≥ j.
+            let rows = self.active.get(self.active.partition_point(|&(i, _, _)| i < j)..).unwrap_or_default();
+            // LANES arms at a time, their sums in registers over all rows
+            // (rather than every row's pass loading and storing every sum).
+            let mut groups = sums.chunks_exact_mut(LANES);
+            for (group, out) in groups.by_ref().enumerate() {
+                let mut lanes = [start; LANES];
+                for &(_, row, x) in rows {
+                    let at = (row + j) * arms + group * LANES;
+                    let Some(lower) = lowers.get(at..at + LANES).and_then(|l| <&[f64; LANES]>::try_from(l).ok()) else { continue };
+                    for (sum, &l) in lanes.iter_mut().zip(lower) {
+                        *sum += l * x;
+                    }
                 }
+                out.copy_from_slice(&lanes);
+            }
+            let done = arms - arms % LANES;
+            for (arm, sum) in (done..).zip(groups.into_remainder()) {
+                *sum = rows.iter().fold(start, |total, &(i, _, x)| total + entry(i, j, arm) * x);
             }
         }
         let negative_zero = (-0.0f64).to_bits();
@@ -182,13 +205,7 @@ impl LinTs {
             }
             for (arm, sum) in sums.iter_mut().enumerate() {
                 if sum.to_bits() == negative_zero {
-                    *sum = context
-                        .iter()
-                        .enumerate()
-                        .take(dim)
-                        .skip(j)
-                        .map(|(i, &x)| self.lowers.get((packed::len(i) + j) * arms + arm).copied().unwrap_or(0.0) * x)
-                        .fold(start, |total, term| total + term);
+                    *sum = context.iter().enumerate().take(dim).skip(j).fold(start, |total, (i, &x)| total + entry(i, j, arm) * x);
                 }
             }
         }
@@ -221,21 +238,45 @@ impl Policy for LinTs {
     fn recommend(&mut self, context: &[f64], k: usize, out: &mut Vec<(usize, f64)>) -> Result<()> {
         let (dim, alpha, arms) = (self.settings.dim, self.settings.alpha, self.arms);
         // The draws in the order they always had: dim per arm, arm by arm.
-        self.noise.clear();
+        // (Resized, not cleared: every slot is overwritten.)
         self.noise.resize(arms * dim, 0.0);
-        for arm in 0..arms {
-            for slot in self.noise.iter_mut().skip(arm).step_by(arms).take(dim) {
-                *slot = self.rng.normal();
-            }
+        for slot in &mut self.noise {
+            *slot = self.rng.normal();
         }
         self.project(context);
         self.scores.clear();
         self.scores.extend(self.thetas.chunks_exact(dim).map(|theta| dot(theta, context)));
-        // Per arm, + α·(Lᵀx)ⱼ·zⱼ for j = 0, 1, … in that order.
-        let step = arms.max(1);
-        for (columns, noise) in self.projected.chunks_exact(step).zip(self.noise.chunks_exact(step)) {
-            for ((sampled, &column), &z) in self.scores.iter_mut().zip(columns).zip(noise) {
-                *sampled += alpha * column * z;
+        // Per arm, + α·(Lᵀx)ⱼ·zⱼ for j = 0, 1, … in that order; LANES arms
+        // at a time, their scores in registers across j.
+        let projected = &self.projected;
+        let column = |j: usize, arm: usize| projected.get(j * arms + arm).copied().unwrap_or(0.0);
+        let mut groups = self.scores.chunks_exact_mut(LANES);
+        let mut noises = self.noise.chunks_exact(dim.max(1) * LANES);
+        self.block.resize(dim, [0.0; LANES]);
+        for ((group, scores), noise) in groups.by_ref().enumerate().zip(noises.by_ref()) {
+            // The group's draws transposed: zⱼ of its LANES arms side by side.
+            for (lane, draws) in noise.chunks_exact(dim.max(1)).enumerate() {
+                for (zs, &z) in self.block.iter_mut().zip(draws) {
+                    if let Some(slot) = zs.get_mut(lane) {
+                        *slot = z;
+                    }
+                }
+            }
+            let mut lanes = [0.0; LANES];
+            lanes.copy_from_slice(scores);
+            for (j, zs) in self.block.iter().enumerate() {
+                let at = j * arms + group * LANES;
+                let Some(columns) = projected.get(at..at + LANES) else { continue };
+                for ((sampled, &column), &z) in lanes.iter_mut().zip(columns).zip(zs) {
+                    *sampled += alpha * column * z;
+                }
+            }
+            scores.copy_from_slice(&lanes);
+        }
+        let done = arms - arms % LANES;
+        for ((arm, sampled), draws) in (done..).zip(groups.into_remainder()).zip(noises.remainder().chunks_exact(dim.max(1))) {
+            for (j, &z) in draws.iter().enumerate() {
+                *sampled += alpha * column(j, arm) * z;
             }
         }
         top_k(&self.scores, k, out);
@@ -263,27 +304,29 @@ mod tests {
         let values = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0];
         let mut rng = Rng::new(8);
         let mut pick = || values[rng.below(values.len())];
-        let arms = 40;
-        let factors: Vec<Vec<f64>> =
-            (0..arms).map(|_| (0..dim * dim).map(|k| if k % dim <= k / dim { pick() } else { 0.0 }).collect()).collect();
-        let mut policy = LinTs::new(ModelSettings { dim, alpha: 1.0, lambda: 1.0, decay: 1.0 }, Rng::new(1));
-        policy.arms = arms;
-        policy.lowers = vec![0.0; packed::len(dim) * arms];
-        for (arm, lower) in factors.iter().enumerate() {
-            let triangle = lower.chunks_exact(dim).enumerate().flat_map(|(i, row)| row.iter().take(i + 1));
-            for (slot, &value) in policy.lowers.iter_mut().skip(arm).step_by(arms).zip(triangle) {
-                *slot = value;
-            }
-        }
         let mut negative_zeros = 0;
-        for _ in 0..300 {
-            let x: Vec<f64> = (0..dim).map(|_| pick()).collect();
-            policy.project(&x);
+        // Whole groups of LANES arms, and one with a partial group.
+        for arms in [40, 13] {
+            let factors: Vec<Vec<f64>> =
+                (0..arms).map(|_| (0..dim * dim).map(|k| if k % dim <= k / dim { pick() } else { 0.0 }).collect()).collect();
+            let mut policy = LinTs::new(ModelSettings { dim, alpha: 1.0, lambda: 1.0, decay: 1.0 }, Rng::new(1));
+            policy.arms = arms;
+            policy.lowers = vec![0.0; packed::len(dim) * arms];
             for (arm, lower) in factors.iter().enumerate() {
-                for (j, want) in column_sums(dim, lower, &x).into_iter().enumerate() {
-                    let got = policy.projected[j * arms + arm];
-                    assert_eq!(got.to_bits(), want.to_bits(), "arm {arm} column {j}: {got} vs {want}, x {x:?}, L {lower:?}");
-                    negative_zeros += usize::from(want.to_bits() == (-0.0f64).to_bits());
+                let triangle = lower.chunks_exact(dim).enumerate().flat_map(|(i, row)| row.iter().take(i + 1));
+                for (slot, &value) in policy.lowers.iter_mut().skip(arm).step_by(arms).zip(triangle) {
+                    *slot = value;
+                }
+            }
+            for _ in 0..300 {
+                let x: Vec<f64> = (0..dim).map(|_| pick()).collect();
+                policy.project(&x);
+                for (arm, lower) in factors.iter().enumerate() {
+                    for (j, want) in column_sums(dim, lower, &x).into_iter().enumerate() {
+                        let got = policy.projected[j * arms + arm];
+                        assert_eq!(got.to_bits(), want.to_bits(), "arm {arm} column {j}: {got} vs {want}, x {x:?}, L {lower:?}");
+                        negative_zeros += usize::from(want.to_bits() == (-0.0f64).to_bits());
+                    }
                 }
             }
         }

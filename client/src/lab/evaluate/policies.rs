@@ -50,16 +50,52 @@ pub fn all(dim: usize, seed: u64, decay: f64) -> Vec<Box<dyn Policy>> {
     ]
 }
 
-/// The `k` best of `scores`, best first; equal scores by arm index.
+/// The `k` best of `scores`, best first; equal scores by arm index (k = 0:
+/// all of them).
+///
+/// One pass that keeps the best `k` so far in order: a score enters only
+/// when it beats the kept k-th, which for k ≪ arms is rare, so most scores
+/// cost one comparison. The order is total (scores by `total_cmp`, then
+/// index), so the list is the one sorting every score would give.
 pub(super) fn top_k(scores: &[f64], k: usize, out: &mut Vec<(usize, f64)>) {
     out.clear();
-    out.extend(scores.iter().copied().enumerate());
-    let order = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0));
-    if k < out.len() && k > 0 {
-        out.select_nth_unstable_by(k - 1, order);
-        out.truncate(k);
+    if k == 0 || k >= scores.len() {
+        out.extend(scores.iter().copied().enumerate());
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        return;
     }
-    out.sort_by(order);
+    // The kept k-th score's `total_cmp` key once k are kept, in a local so
+    // that the common case (no entry) touches no memory but the score.
+    let mut threshold = i64::MIN;
+    for (arm, &score) in scores.iter().enumerate() {
+        let key = total_order_key(score);
+        if out.len() == k {
+            // Arms come in index order, so a score equal to the k-th's
+            // ranks after it: only a strictly greater one enters.
+            if key <= threshold {
+                continue;
+            }
+            out.pop();
+        }
+        // In at the end, then up past the kept scores it strictly beats (a
+        // kept equal score has a lower index, so it stays above).
+        out.push((arm, score));
+        let mut at = out.len() - 1;
+        while at > 0 && out.get(at - 1).is_some_and(|&(_, kept)| key > total_order_key(kept)) {
+            out.swap(at, at - 1);
+            at -= 1;
+        }
+        if out.len() == k {
+            threshold = out.last().map_or(i64::MIN, |&(_, kth)| total_order_key(kth));
+        }
+    }
+}
+
+/// An integer that orders as `f64::total_cmp` orders the floats (its own
+/// definition: negative floats have their magnitude bits flipped).
+fn total_order_key(value: f64) -> i64 {
+    let bits = value.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 /// Uniformly random lists (with random scores, so AUC is chance).
@@ -123,3 +159,32 @@ impl Policy for Popularity {
     }
 }
 
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// The one-pass list is the head of every score sorted (best first,
+    /// ties by index), for coarse scores with many ties, signed zeros and
+    /// NaN, at every k.
+    #[test]
+    fn top_k_is_the_head_of_the_full_sort() {
+        let values = [0.0, -0.0, 1.0, -1.0, 0.5, f64::NAN, -f64::NAN, f64::INFINITY];
+        let mut rng = Rng::new(4);
+        let mut list = Vec::new();
+        for arms in [0, 1, 2, 7, 40] {
+            for _ in 0..200 {
+                let scores: Vec<f64> = (0..arms).map(|_| values[rng.below(values.len())]).collect();
+                let mut sorted: Vec<(usize, f64)> = scores.iter().copied().enumerate().collect();
+                sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                for k in 0..=arms + 1 {
+                    top_k(&scores, k, &mut list);
+                    let want = if k == 0 { &sorted[..] } else { &sorted[..k.min(arms)] };
+                    let bits = |l: &[(usize, f64)]| l.iter().map(|&(i, s)| (i, s.to_bits())).collect::<Vec<_>>();
+                    assert_eq!(bits(&list), bits(want), "k {k} scores {scores:?}");
+                }
+            }
+        }
+    }
+}
