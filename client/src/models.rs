@@ -329,7 +329,8 @@ fn render(value: &redis::Value) -> String {
 }
 
 /// BANDIT.RANK key CONTEXTBLOB … [ARMS …] [TOP k] [ALPHA a].
-fn rank_command(model: &str, context: &[f64], options: &RankOptions<'_>) -> redis::Cmd {
+/// BANDIT.RANK as this library sends it (also what `bandit bench` times).
+pub(crate) fn rank_command(model: &str, context: &[f64], options: &RankOptions<'_>) -> redis::Cmd {
     let mut command = redis::cmd("BANDIT.RANK");
     // The binary context is exact and cheaper to parse than text.
     let blob: Vec<u8> = context.iter().flat_map(|v| v.to_le_bytes()).collect();

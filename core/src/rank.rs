@@ -5,8 +5,9 @@
 //! is then two dot products over its contiguous scoring row, in f32 (see
 //! [`crate::model`] for why), accumulated into an f64 score. An arm the model
 //! does not know scores with the prior (θ = 0, A⁻¹ = I/λ), so new products are
-//! explored rather than dropped. Top-k uses partial selection, and all working
-//! memory lives in a reusable [`RankScratch`]: no allocation per arm.
+//! explored rather than dropped. Top-k uses partial selection (a heap while
+//! pruning), and all working memory lives in a reusable [`RankScratch`]: no
+//! allocation per arm.
 //!
 //! A top-k over every arm prunes: arms whose score bound ([`crate::bounds`])
 //! is below the k-th best score found so far are skipped before their
@@ -17,7 +18,7 @@ use std::cmp::Ordering;
 
 use crate::bounds::{QueryBound, BLOCK};
 use crate::error::{Error, Result};
-use crate::kernel::{self, PruneStats, Pruning};
+use crate::kernel::{self, PruneStats, Pruning, TopK};
 use crate::model::Model;
 use crate::packed;
 
@@ -54,6 +55,8 @@ pub struct RankScratch {
     bound: QueryBound,
     /// Entries of the other threads of a parallel pruned scan.
     parts: Vec<Vec<Ranked>>,
+    /// Bounds kept by a best-first pruned scan (one thread: models in cache).
+    held: Vec<kernel::Held>,
     stats: PruneStats,
 }
 
@@ -69,16 +72,6 @@ pub fn prior_score(context: &[f64], alpha: f64, lambda: f64) -> f64 {
 /// Best first; equal scores by id, ascending.
 fn order<'i>(a: &Ranked, b: &Ranked, id: &impl Fn(u32) -> &'i [u8]) -> Ordering {
     b.score.total_cmp(&a.score).then_with(|| id(a.index).cmp(id(b.index)))
-}
-
-/// Keeps the best `k` (≥ 1) entries and returns the k-th best score.
-fn keep_best<'i>(entries: &mut Vec<Ranked>, k: usize, id: &impl Fn(u32) -> &'i [u8]) -> f64 {
-    if k == 0 || entries.len() < k {
-        return f64::NEG_INFINITY;
-    }
-    entries.select_nth_unstable_by(k - 1, |a, b| order(a, b, id));
-    entries.truncate(k);
-    entries.get(k - 1).map_or(f64::NEG_INFINITY, |entry| entry.score)
 }
 
 impl RankScratch {
@@ -144,17 +137,16 @@ impl Model {
     /// each over a contiguous block with its own threshold.
     fn top_k_pruned<'i>(&self, request: &RankRequest<'_>, k: usize, scratch: &mut RankScratch, id: &(impl Fn(u32) -> &'i [u8] + Sync)) {
         scratch.bound = QueryBound::new(request.context);
-        let RankScratch { threads, query, entries, bound, parts, stats, .. } = scratch;
+        let RankScratch { threads, query, entries, bound, parts, stats, held, .. } = scratch;
         let layout = &self.layout;
         let pruning = Pruning { codes: &self.codes, blocks: &self.bounds, query: bound };
-        let capacity = k + 8;
         let alpha = request.alpha;
         let count = self.len();
         let threads = if self.scoring.len() >= kernel::PARALLEL_MIN_VALUES { (*threads).clamp(1, 16).min(count) } else { 1 };
         // Blocks of bounds are not split between threads.
         let per_thread = count.div_ceil(threads.max(1)).div_ceil(BLOCK) * BLOCK;
         parts.resize_with(threads.saturating_sub(1), Vec::new);
-        let block = |first: usize, entries: &mut Vec<Ranked>| -> PruneStats {
+        let block = |first: usize, entries: &mut Vec<Ranked>, held: &mut Vec<kernel::Held>| -> PruneStats {
             entries.clear();
             let end = (first + per_thread).min(count);
             let part = Pruning {
@@ -163,12 +155,13 @@ impl Model {
                 query: pruning.query,
             };
             let rows = self.scoring.get(first * layout.stride..end * layout.stride).unwrap_or_default();
-            let mut shrink = |entries: &mut Vec<Ranked>| keep_best(entries, k, id);
+            let order = |a: &Ranked, b: &Ranked| order(a, b, id);
+            let mut best = TopK::new(k, entries, &order);
             let start = u32::try_from(first).unwrap_or(u32::MAX);
-            kernel::top_k_pruned(layout, rows, &part, query, alpha, start, capacity, entries, &mut shrink)
+            kernel::top_k_pruned(layout, rows, &part, query, alpha, start, &mut best, held)
         };
         if threads <= 1 {
-            *stats = block(0, entries);
+            *stats = block(0, entries, held);
             return;
         }
         let block = &block;
@@ -176,9 +169,9 @@ impl Model {
             let handles: Vec<_> = parts
                 .iter_mut()
                 .zip(1..)
-                .map(|(part, t)| scope.spawn(move || block(t * per_thread, part)))
+                .map(|(part, t)| scope.spawn(move || block(t * per_thread, part, &mut Vec::new())))
                 .collect();
-            let mut total = block(0, entries);
+            let mut total = block(0, entries, held);
             for handle in handles {
                 if let Ok(other) = handle.join() {
                     total.add(other);
@@ -380,3 +373,4 @@ mod tests {
         assert_eq!(error.to_string(), "value is not a finite number");
     }
 }
+

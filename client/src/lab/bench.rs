@@ -82,14 +82,11 @@ const FLUSH_KEY: &str = "bench:flush";
 /// Every key [`run`] writes (and deletes at its end).
 pub const RANK_KEYS: [&str; 2] = [MODEL_KEY, STRING_KEY];
 
+/// RANK as the library sends it (a CONTEXTBLOB of little-endian f64), for
+/// a random context.
 fn rank_command(key: &str, dim: usize, top: usize, rng: &mut Rng) -> redis::Cmd {
-    let mut command = redis::cmd("BANDIT.RANK");
-    command.arg(key).arg("CONTEXT");
-    for _ in 0..dim {
-        command.arg(format!("{:.6}", rng.unit()));
-    }
-    command.arg("TOP").arg(top);
-    command
+    let context: Vec<f64> = (0..dim).map(|_| rng.unit()).collect();
+    crate::models::rank_command(key, &context, &crate::models::RankOptions { candidates: None, top_k: Some(top), alpha: None })
 }
 
 fn get_command() -> redis::Cmd {
@@ -269,7 +266,7 @@ pub fn report(config: &BenchConfig, result: &BenchResult) -> String {
     let BenchResult { get, rank, policies } = result;
     let mut out = String::new();
     out.push_str(&format!(
-        "BANDIT.RANK over {} arms, d = {}, TOP {} versus GET; {} requests on 1 connection, {} connections for {:.0} s\n",
+        "BANDIT.RANK over {} arms, d = {}, TOP {}, CONTEXTBLOB versus GET; {} requests on 1 connection, {} connections for {:.0} s\n",
         config.arms, config.dim, config.top, config.requests, config.connections, config.seconds
     ));
     out.push_str(&format!("{:<12} {:>10} {:>10} {:>14} {:>16}\n", "command", "p50 µs", "p99 µs", "requests/s", "server µs/call"));
@@ -411,6 +408,9 @@ pub struct LoadRun {
     pub get_p50_us: f64,
     pub get_p99_us: f64,
     pub get_max_us: f64,
+    /// How long the LOAD held the server's main thread, by the module's own
+    /// clock (INFO `bandit_loads_apply_last_usec`).
+    pub held_us: f64,
 }
 
 /// What [`flush_with_load`] measured.
@@ -421,6 +421,8 @@ pub struct FlushRun {
     pub invert_encode_ms: f64,
     pub bytes: usize,
     /// A plain LOAD: prepared off the main thread.
+    /// The GET loop alone, as long as the plain LOAD took (baseline).
+    pub idle: LoadRun,
     pub background: LoadRun,
     /// The same flush inside MULTI/EXEC, where the module may not block the
     /// client: everything on the main thread (as every LOAD was before).
@@ -445,6 +447,8 @@ struct FlushTrainer {
     offset: i64,
     rng: Rng,
     dim: usize,
+    /// The encoded payload of the last flush.
+    encoded: Vec<u8>,
 }
 
 impl FlushTrainer {
@@ -472,14 +476,16 @@ impl FlushTrainer {
     }
 
     /// The sink's flush: the dirty arms inverted on the trainer's threads,
-    /// encoded; milliseconds.
-    fn flush(&mut self) -> Result<(Vec<u8>, f64)> {
+    /// encoded into the buffer kept from the last flush (as the sink does);
+    /// milliseconds.
+    fn flush(&mut self) -> Result<f64> {
         let start = Instant::now();
-        let payload = self.trainer.flush()?.unwrap_or_default();
-        let bytes = encode_binary(&payload)?;
+        let flushed = self.trainer.flush_encoded(&mut self.encoded)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        self.trainer.published(&payload);
-        Ok((bytes, ms))
+        if let Some((payload, _)) = flushed {
+            self.trainer.published(&payload);
+        }
+        Ok(ms)
     }
 }
 
@@ -487,30 +493,42 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
     let mut conn = connect(url)?;
     let _: u64 = redis::cmd("DEL").arg(FLUSH_KEY).query(&mut conn)?;
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
-    let mut trainer = FlushTrainer { trainer: Trainer::new(dim, Learning::ridge(1.0)), offset: 0, rng: Rng::new(9), dim };
+    let mut trainer =
+        FlushTrainer { trainer: Trainer::new(dim, Learning::ridge(1.0)), offset: 0, rng: Rng::new(9), dim, encoded: Vec::new() };
     trainer.trainer.assign(&[0], &Payload::default());
     trainer.fold(arms, dim * 2)?;
-    let (first, _) = trainer.flush()?;
-    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(first).query(&mut conn)?;
+    trainer.flush()?;
+    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(&trainer.encoded).query(&mut conn)?;
     let mut run = FlushRun::default();
     for in_multi in [false, true] {
         // The next flush: every arm has seen one more event.
         trainer.fold(arms, 1)?;
-        let (bytes, ms) = trainer.flush()?;
-        (run.invert_encode_ms, run.bytes) = (ms, bytes.len());
-        let load = timed_load(url, &mut conn, &bytes, in_multi)?;
+        let ms = trainer.flush()?;
+        (run.invert_encode_ms, run.bytes) = (ms, trainer.encoded.len());
         if in_multi {
-            run.main_thread = load;
+            run.main_thread = timed_load(url, &mut conn, Window::InMulti(&trainer.encoded))?;
         } else {
-            run.background = load;
+            run.background = timed_load(url, &mut conn, Window::Plain(&trainer.encoded))?;
+            let as_long = Duration::from_secs_f64(run.background.load_ms / 1e3);
+            run.idle = timed_load(url, &mut conn, Window::Idle(as_long))?;
         }
     }
     Ok(run)
 }
 
+/// How a [`timed_load`] window is filled.
+#[derive(Debug, Clone, Copy)]
+enum Window<'a> {
+    /// No LOAD for as long as the plain LOAD took: the GET loop's own
+    /// latency on this machine, the baseline of the same run.
+    Idle(Duration),
+    Plain(&'a [u8]),
+    InMulti(&'a [u8]),
+}
+
 /// Sends one LOAD (inside MULTI/EXEC when `in_multi`) while a GET loop runs
 /// on another connection.
-fn timed_load(url: &str, conn: &mut redis::Connection, payload: &[u8], in_multi: bool) -> Result<LoadRun> {
+fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Result<LoadRun> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut getter = connect(url)?;
     let flag = stop.clone();
@@ -528,12 +546,20 @@ fn timed_load(url: &str, conn: &mut redis::Connection, payload: &[u8], in_multi:
     });
     thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
-    if in_multi {
-        let _: (u64,) = redis::pipe().atomic().cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
-    } else {
-        let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
+    match window {
+        Window::Idle(duration) => thread::sleep(duration),
+        Window::Plain(payload) => {
+            let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
+        }
+        Window::InMulti(payload) => {
+            let _: (u64,) = redis::pipe().atomic().cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
+        }
     }
     let end = Instant::now();
+    let held_us = match window {
+        Window::Idle(_) => 0.0,
+        _ => info_number(conn, "bandit", "bandit_loads_apply_last_usec")?,
+    };
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let samples = loop_thread.join().unwrap_or_default();
@@ -547,24 +573,43 @@ fn timed_load(url: &str, conn: &mut redis::Connection, payload: &[u8], in_multi:
         get_p50_us: percentile(&during, 0.5),
         get_p99_us: percentile(&during, 0.99),
         get_max_us: during.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+        held_us,
     })
+}
+
+/// A numeric field of an INFO section (0 when absent).
+fn info_number(conn: &mut redis::Connection, section: &str, field: &str) -> Result<f64> {
+    let info: String = redis::cmd("INFO").arg(section).query(conn)?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0))
 }
 
 /// The report, as printed by `bandit bench flush`.
 #[must_use]
 pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushRun) -> String {
     let mut out = format!(
-        "flush of {arms} changed arms, d = {dim}: invert + encode {:.1} ms on the sink's threads ({single_thread_ms:.1} ms on one), {:.1} MB\n",
+        "flush of {arms} changed arms, d = {dim}: invert + encode {:.1} ms on the sink's threads ({single_thread_ms:.1} ms building a payload, then encoding it, on one thread), {:.1} MB\n",
         run.invert_encode_ms,
         run.bytes as f64 / 1e6
     );
-    out.push_str(&format!("{:<24} {:>10} {:>8} {:>12} {:>12} {:>12}\n", "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs"));
-    for (name, load) in [("background (plain)", &run.background), ("main thread (in MULTI)", &run.main_thread)] {
+    out.push_str(&format!(
+        "{:<24} {:>10} {:>8} {:>12} {:>12} {:>12} {:>14}\n",
+        "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs", "main thread µs"
+    ));
+    let rows = [("no LOAD (baseline)", &run.idle), ("background (plain)", &run.background), ("main thread (in MULTI)", &run.main_thread)];
+    for (name, load) in rows {
         out.push_str(&format!(
-            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0}\n",
-            name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us
+            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>14.0}\n",
+            name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us, load.held_us
         ));
     }
+    out.push_str(&format!(
+        "ratio of the longest GET, background / no LOAD: {:.1}x\n",
+        run.background.get_max_us / run.idle.get_max_us.max(f64::MIN_POSITIVE)
+    ));
     out.push_str(&format!(
         "ratio of the longest GET, main thread / background: {:.1}x\n",
         run.main_thread.get_max_us / run.background.get_max_us.max(f64::MIN_POSITIVE)
@@ -639,8 +684,7 @@ fn catalogue_chunk(dim: usize, first: usize, count: usize, events: usize, traine
 }
 
 fn used_memory(conn: &mut redis::Connection) -> Result<f64> {
-    let info: String = redis::cmd("INFO").arg("memory").query(conn)?;
-    Ok(info.lines().find_map(|line| line.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0))
+    info_number(conn, "memory", "used_memory")
 }
 
 /// Builds the catalogue `key` (deleting it first) in chunked LOADs; seconds,
@@ -702,7 +746,7 @@ pub fn catalogue(url: &str, config: &CatalogueConfig) -> Result<CatalogueResult>
 #[must_use]
 pub fn catalogue_report(config: &CatalogueConfig, result: &CatalogueResult) -> String {
     let mut out = format!(
-        "BANDIT.RANK TOP {} WITHSCORES over {} arms, d = {}, {} requests per model on 1 connection\n",
+        "BANDIT.RANK CONTEXTBLOB … TOP {} WITHSCORES over {} arms, d = {}, {} requests per model on 1 connection\n",
         config.top, config.arms, config.dim, config.requests
     );
     out.push_str(&format!(
