@@ -43,9 +43,9 @@ fn field(record: &csv::StringRecord, i: usize) -> &str {
     record.get(i).map_or("", str::trim)
 }
 
-/// The 1-based line a record starts on.
-fn line_of(record: &csv::StringRecord) -> usize {
-    record.position().map_or(0, |p| p.line() as usize)
+/// The 1-based line a record starts on, from its position.
+fn line_of(position: Option<&csv::Position>) -> usize {
+    position.map_or(0, |p| p.line() as usize)
 }
 
 /// A CSV syntax error as an input error naming the source and line.
@@ -60,7 +60,7 @@ fn header(reader: &mut csv::Reader<&[u8]>, source: &str) -> Result<(usize, Vec<S
     if header.is_empty() {
         return Err(ClientError::Input(format!("{source}:1: empty file: expected a header line")));
     }
-    Ok((line_of(header), header.iter().map(str::to_owned).collect()))
+    Ok((line_of(header.position()), header.iter().map(str::to_owned).collect()))
 }
 
 /// Reads a log file.
@@ -81,51 +81,142 @@ pub fn parse_log(text: &str, source: &str) -> Result<HistoryLog> {
     let mut reader = csv_reader(text);
     let (header_line, columns) = header(&mut reader, source)?;
     let find = |name: &str| columns.iter().position(|c| c == name);
-    let product_column = find("product_id").ok_or_else(|| fail(header_line, "missing column product_id".into()))?;
-    let response_column = find("response").ok_or_else(|| fail(header_line, "missing column response".into()))?;
-    let event_column = find("event_id");
-    let mut features: Option<Vec<usize>> = None;
-    let mut rows = Vec::new();
-    // One record, refilled for each line.
-    let mut fields = csv::StringRecord::new();
-    while reader.read_record(&mut fields).map_err(|e| csv_error(source, &e))? {
-        let line = line_of(&fields);
-        if fields.len() != columns.len() {
-            return Err(fail(line, format!("{} fields, the header has {}", fields.len(), columns.len())));
-        }
-        let field = |i: usize| field(&fields, i);
-        let feature_columns = features.get_or_insert_with(|| {
-            (0..columns.len())
-                .filter(|&i| i != product_column && i != response_column && Some(i) != event_column)
-                .filter(|&i| field(i).parse::<f64>().is_ok())
-                .collect()
-        });
-        let number = |i: usize| -> Result<f64> {
-            let value = field(i);
-            let name = columns.get(i).map_or("?", String::as_str);
-            match value.parse::<f64>() {
-                Ok(v) if v.is_finite() => Ok(v),
-                _ => Err(fail(line, format!("column {name} is not a finite number: {value:?}"))),
-            }
-        };
-        let context = feature_columns.iter().map(|&i| number(i)).collect::<Result<Vec<_>>>()?;
-        let product_id = field(product_column).to_owned();
-        if product_id.is_empty() {
-            return Err(fail(line, "product_id is empty".into()));
-        }
-        rows.push(LogRow {
-            line,
-            event_id: event_column.map(|i| field(i).to_owned()),
-            context,
-            product_id,
-            response: number(response_column)?,
-        });
+    let product = find("product_id").ok_or_else(|| fail(header_line, "missing column product_id".into()))?;
+    let response = find("response").ok_or_else(|| fail(header_line, "missing column response".into()))?;
+    let event = find("event_id");
+    // One record, refilled for each line. Bytes, not a `StringRecord`: the
+    // text is already UTF-8 (a `&str`) and the record only splits it at
+    // ASCII commas, quotes and line ends, so its fields are UTF-8 too and
+    // validating every record again is wasted; the few fields kept as text
+    // (ids) are converted where they are read.
+    let mut fields = csv::ByteRecord::new();
+    let mut read = |fields: &mut csv::ByteRecord| reader.read_byte_record(fields).map_err(|e| csv_error(source, &e));
+    if !read(&mut fields)? {
+        return Ok(HistoryLog { feature_names: Vec::new(), rows: Vec::new() });
     }
-    let feature_names = features.unwrap_or_default().iter().filter_map(|&i| columns.get(i).cloned()).collect::<Vec<_>>();
+    // The features are the numeric columns of the first row.
+    let features = (0..columns.len())
+        .filter(|&i| i != product && i != response && Some(i) != event)
+        .filter(|&i| std::str::from_utf8(trimmed(fields.get(i).unwrap_or_default())).is_ok_and(|value| value.parse::<f64>().is_ok()))
+        .collect();
+    let layout = Layout { source, columns: &columns, product, response, event, features };
+    // Room for every row, guessed from the first one's length: the rows of
+    // a log are about as long as each other, and growing a vector of
+    // 100,000 rows by doubling copies it again and again.
+    let mut rows = Vec::with_capacity(text.len() / (fields.as_slice().len() + fields.len()).max(1) + 1);
+    layout.push(&fields, &mut rows)?;
+    while read(&mut fields)? {
+        layout.push(&fields, &mut rows)?;
+    }
+    let feature_names = layout.features.iter().filter_map(|&i| columns.get(i).cloned()).collect::<Vec<_>>();
     if feature_names.is_empty() && !rows.is_empty() {
         return Err(fail(header_line, "no numeric feature columns".into()));
     }
     Ok(HistoryLog { feature_names, rows })
+}
+
+/// How a log's records become rows: its columns, the features among them.
+struct Layout<'a> {
+    source: &'a str,
+    columns: &'a [String],
+    product: usize,
+    response: usize,
+    event: Option<usize>,
+    features: Vec<usize>,
+}
+
+impl Layout<'_> {
+    /// Checks one record and appends its row.
+    fn push(&self, fields: &csv::ByteRecord, rows: &mut Vec<LogRow>) -> Result<()> {
+        let line = line_of(fields.position());
+        let fail = |message: String| ClientError::Input(format!("{}:{line}: {message}", self.source));
+        if fields.len() != self.columns.len() {
+            return Err(fail(format!("{} fields, the header has {}", fields.len(), self.columns.len())));
+        }
+        let field = |i: usize| trimmed(fields.get(i).unwrap_or_default());
+        let number = |i: usize| -> Result<f64> {
+            let value = field(i);
+            finite_number(value).ok_or_else(|| {
+                let name = self.columns.get(i).map_or("?", String::as_str);
+                fail(format!("column {name} is not a finite number: {:?}", String::from_utf8_lossy(value)))
+            })
+        };
+        let mut context = Vec::with_capacity(self.features.len());
+        for &i in &self.features {
+            context.push(number(i)?);
+        }
+        // The text of valid UTF-8 (see `parse_log`): borrowed, then copied once.
+        let product_id = String::from_utf8_lossy(field(self.product)).into_owned();
+        if product_id.is_empty() {
+            return Err(fail("product_id is empty".into()));
+        }
+        rows.push(LogRow {
+            line,
+            event_id: self.event.map(|i| String::from_utf8_lossy(field(i)).into_owned()),
+            context,
+            product_id,
+            response: number(self.response)?,
+        });
+        Ok(())
+    }
+}
+
+/// A field's bytes trimmed as [`str::trim`] trims its text. Most fields
+/// start and end with a visible ASCII character and are returned as they
+/// are, without decoding any character; the others are trimmed as text.
+fn trimmed(value: &[u8]) -> &[u8] {
+    let visible = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !(b as char).is_whitespace());
+    if value.is_empty() || (visible(value.first()) && visible(value.last())) {
+        return value;
+    }
+    std::str::from_utf8(value).map_or(value, |text| text.trim().as_bytes())
+}
+
+/// A finite number, or `None`: exactly `str::parse::<f64>` followed by a
+/// finiteness check, with a shortcut for the plain decimals a log is made
+/// of.
+fn finite_number(value: &[u8]) -> Option<f64> {
+    plain_decimal(value)
+        .or_else(|| std::str::from_utf8(value).ok()?.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+}
+
+/// The powers of ten that are exact as `f64`.
+const EXACT_POWERS_OF_TEN: [f64; 23] =
+    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
+
+/// `-?digits(.digits)?` with at most 19 digits in all, whose digits make
+/// an integer m ≤ 2⁵³ and with at most 22 digits after the point, as
+/// m / 10ᵏ; `None` for anything else. Parsing dominated the reading of a
+/// log, and the standard parser's generality (signs, exponents, `inf`,
+/// long mantissas) costs more than the digits. The result is the standard
+/// parser's, bit for bit: m and 10ᵏ are exact doubles, so the one IEEE
+/// division rounds the exact quotient correctly (Clinger's fast path), and
+/// `str::parse` is correctly rounded too.
+fn plain_decimal(value: &[u8]) -> Option<f64> {
+    let (negative, digits) = match value.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, value),
+    };
+    let mut mantissa = 0_u64;
+    let mut count = 0_usize;
+    let mut point = None;
+    for &byte in digits {
+        match byte {
+            b'0'..=b'9' if count < 19 => {
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+                count += 1;
+            }
+            b'.' if point.is_none() && count > 0 => point = Some(count),
+            _ => return None,
+        }
+    }
+    let scale = count - point.unwrap_or(count);
+    if count == 0 || point.is_some_and(|p| p == count) || mantissa > 1 << 53 {
+        return None;
+    }
+    let magnitude = mantissa as f64 / EXACT_POWERS_OF_TEN.get(scale)?;
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 /// Reads an item list: the `product_id` column of a CSV file (other columns,
@@ -154,7 +245,7 @@ pub fn parse_items(text: &str, source: &str) -> Result<Vec<String>> {
         .map(|record| {
             let record = record.map_err(|e| csv_error(source, &e))?;
             match field(&record, column) {
-                "" => Err(ClientError::Input(format!("{source}:{}: product_id is empty", line_of(&record)))),
+                "" => Err(ClientError::Input(format!("{source}:{}: product_id is empty", line_of(record.position())))),
                 id => Ok(id.to_owned()),
             }
         })
@@ -178,6 +269,9 @@ mod tests {
         // A quoted field may hold a quote and a line break.
         let quoted = parse_log("note,x,product_id,response\n\"a \"\"b\"\"\nc\",1,p,0\n", "q.csv").unwrap();
         assert_eq!((quoted.feature_names.clone(), quoted.rows[0].line), (vec!["x".to_owned()], 2));
+        // Fields are trimmed of Unicode whitespace too, as `str::trim` does.
+        let spaced = parse_log("age,product_id,response\n\u{3000}0.5,\u{2003}p, 1\u{85}\n", "s.csv").unwrap();
+        assert_eq!((spaced.rows[0].context.as_slice(), spaced.rows[0].product_id.as_str(), spaced.rows[0].response), ([0.5].as_slice(), "p", 1.0));
     }
 
     #[test]
@@ -203,5 +297,44 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_log(text, "t.csv").unwrap_err().to_string(), expected);
         }
+    }
+
+    /// The shortcut for plain decimals gives the standard parser's value,
+    /// bit for bit, or leaves the text to it.
+    #[test]
+    fn plain_decimals_parse_as_the_standard_parser_does() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut shortcuts = 0;
+        let fixed = ["0", "-0", "-0.0", "0.1", "9007199254740992", "9007199254740993", "1.7976931348623157", "0.0000000000000000000001", "5.", ".5", "-", "1e5", "+1", "1234567890123456789", "12345678901234567890"];
+        let random = (0..200_000).map(|_| {
+            let mut text = String::new();
+            if next(4) == 0 {
+                text.push('-');
+            }
+            let digits = 1 + next(24);
+            let point = next(digits + 2);
+            for i in 0..digits {
+                if i == point {
+                    text.push('.');
+                }
+                text.push(char::from(b'0' + next(10) as u8));
+            }
+            text
+        });
+        for text in fixed.iter().map(|t| (*t).to_owned()).chain(random) {
+            let expected = text.parse::<f64>().ok().filter(|v| v.is_finite());
+            assert_eq!(finite_number(text.as_bytes()).map(f64::to_bits), expected.map(f64::to_bits), "{text}");
+            if let Some(v) = plain_decimal(text.as_bytes()) {
+                assert_eq!(Some(v.to_bits()), expected.map(f64::to_bits), "{text}");
+                shortcuts += 1;
+            }
+        }
+        assert!(shortcuts > 100_000, "{shortcuts}");
     }
 }
