@@ -79,6 +79,8 @@ const MODEL_KEY: &str = "bench:model";
 const STRING_KEY: &str = "bench:string";
 /// The model [`flush_with_load`] loads.
 const FLUSH_KEY: &str = "bench:flush";
+/// A key `bench flush` never creates (its SET … XX stores nothing).
+const ABSENT_KEY: &str = "bench:flush:absent";
 /// Every key [`run`] writes (and deletes at its end).
 pub const RANK_KEYS: [&str; 2] = [MODEL_KEY, STRING_KEY];
 
@@ -423,6 +425,9 @@ pub struct FlushRun {
     /// A plain LOAD: prepared off the main thread.
     /// The GET loop alone, as long as the plain LOAD took (baseline).
     pub idle: LoadRun,
+    /// The payload's bytes sent in a plain SET … XX that stores nothing:
+    /// Redis' own cost of receiving and freeing an argument this large.
+    pub discarded: LoadRun,
     pub background: LoadRun,
     /// The same flush inside MULTI/EXEC, where the module may not block the
     /// client: everything on the main thread (as every LOAD was before).
@@ -438,7 +443,7 @@ pub struct FlushRun {
 /// # Errors
 /// Connection or command failures.
 pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
-    with_cleanup(url, &[FLUSH_KEY, STRING_KEY], || measure_flush(url, dim, arms))
+    with_cleanup(url, &[FLUSH_KEY, STRING_KEY, ABSENT_KEY], || measure_flush(url, dim, arms))
 }
 
 /// A trainer holding partition 0, and the next offset on it.
@@ -511,6 +516,7 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
             run.background = timed_load(url, &mut conn, Window::Plain(&trainer.encoded))?;
             let as_long = Duration::from_secs_f64(run.background.load_ms / 1e3);
             run.idle = timed_load(url, &mut conn, Window::Idle(as_long))?;
+            run.discarded = timed_load(url, &mut conn, Window::Discarded(&trainer.encoded))?;
         }
     }
     Ok(run)
@@ -524,6 +530,10 @@ enum Window<'a> {
     Idle(Duration),
     Plain(&'a [u8]),
     InMulti(&'a [u8]),
+    /// The same bytes as a plain Redis command that receives them and
+    /// throws them away (`SET` of an absent key with `XX`): what Redis
+    /// itself costs for an argument this large, with no module involved.
+    Discarded(&'a [u8]),
 }
 
 /// Sends one LOAD (inside MULTI/EXEC when `in_multi`) while a GET loop runs
@@ -554,11 +564,14 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
         Window::InMulti(payload) => {
             let _: (u64,) = redis::pipe().atomic().cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
         }
+        Window::Discarded(payload) => {
+            let _: redis::Value = redis::cmd("SET").arg(ABSENT_KEY).arg(payload).arg("XX").query(conn)?;
+        }
     }
     let end = Instant::now();
     let held_us = match window {
-        Window::Idle(_) => 0.0,
-        _ => info_number(conn, "bandit", "bandit_loads_apply_last_usec")?,
+        Window::Idle(_) | Window::Discarded(_) => 0.0,
+        Window::Plain(_) | Window::InMulti(_) => info_number(conn, "bandit", "bandit_loads_apply_last_usec")?,
     };
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
@@ -599,7 +612,12 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
         "{:<24} {:>10} {:>8} {:>12} {:>12} {:>12} {:>14}\n",
         "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs", "main thread µs"
     ));
-    let rows = [("no LOAD (baseline)", &run.idle), ("background (plain)", &run.background), ("main thread (in MULTI)", &run.main_thread)];
+    let rows = [
+        ("no LOAD (baseline)", &run.idle),
+        ("same bytes, SET XX", &run.discarded),
+        ("background (plain)", &run.background),
+        ("main thread (in MULTI)", &run.main_thread),
+    ];
     for (name, load) in rows {
         out.push_str(&format!(
             "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>14.0}\n",
@@ -607,8 +625,9 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
         ));
     }
     out.push_str(&format!(
-        "ratio of the longest GET, background / no LOAD: {:.1}x\n",
-        run.background.get_max_us / run.idle.get_max_us.max(f64::MIN_POSITIVE)
+        "ratio of the longest GET, background / no LOAD: {:.1}x; background / the same bytes in SET XX: {:.1}x\n",
+        run.background.get_max_us / run.idle.get_max_us.max(f64::MIN_POSITIVE),
+        run.background.get_max_us / run.discarded.get_max_us.max(f64::MIN_POSITIVE)
     ));
     out.push_str(&format!(
         "ratio of the longest GET, main thread / background: {:.1}x\n",
