@@ -108,10 +108,9 @@ pub fn invert_packed(dim: usize, a: &[f64], out: &mut [f64], work: &mut Workspac
     // product to the packed upper triangle, one contiguous run per row p
     // (columns p..=k), summed over k in increasing order.
     out.fill(0.0);
-    let mut starts = 0;
     for k in 0..dim {
         let row_k = &m[k * dim..=k * dim + k];
-        starts = 0;
+        let mut starts = 0;
         for p in 0..=k {
             let scale = row_k[p];
             for (slot, &value) in out[starts..=starts + k - p].iter_mut().zip(&row_k[p..]) {
@@ -120,7 +119,6 @@ pub fn invert_packed(dim: usize, a: &[f64], out: &mut [f64], work: &mut Workspac
             starts += dim - p;
         }
     }
-    let _ = starts;
     Ok(())
 }
 

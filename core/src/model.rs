@@ -419,9 +419,7 @@ impl Model {
     /// else looked up now.
     fn rows_of(&self, payload: &Payload, placed: Option<&Prepared>) -> Vec<u32> {
         match placed {
-            Some(prepared) if prepared.placed_in.is_of(&self.index) && prepared.placed.len() == payload.arms.len() => {
-                prepared.placed.clone()
-            }
+            Some(prepared) if prepared.placed_in.is_of(&self.index) && prepared.placed_for(payload) => prepared.placed.clone(),
             _ => look_up(&self.index, &payload.arms),
         }
     }
@@ -502,16 +500,9 @@ impl Model {
             }
         };
         let threads = parallel::threads_for(changed.len(), PARALLEL_ARMS);
-        if threads == 1 {
-            copy(0, &mut self.scoring);
-            return;
-        }
         let rows_per_thread = self.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            for (part, table) in self.scoring.chunks_mut(rows_per_thread * stride).enumerate() {
-                scope.spawn(move || copy(part * rows_per_thread, table));
-            }
-        });
+        let parts = self.scoring.chunks_mut(rows_per_thread * stride.max(1)).enumerate().collect();
+        parallel::run_parts(parts, |(part, table)| copy(part * rows_per_thread, table));
     }
 
     /// True when the stored row already holds exactly this arm (bit for bit);
@@ -644,17 +635,8 @@ pub(crate) fn look_up(index: &Index, arms: &[ArmPayload]) -> Vec<u32> {
         }
     };
     let mut rows = vec![NEW_ROW; arms.len()];
-    let threads = parallel::threads_for(arms.len(), PARALLEL_ARMS);
-    if threads == 1 {
-        lookup(arms, &mut rows);
-    } else {
-        let chunk = arms.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            for (arms, rows) in arms.chunks(chunk).zip(rows.chunks_mut(chunk)) {
-                scope.spawn(move || lookup(arms, rows));
-            }
-        });
-    }
+    let chunk = arms.len().div_ceil(parallel::threads_for(arms.len(), PARALLEL_ARMS)).max(1);
+    parallel::run_parts(arms.chunks(chunk).zip(rows.chunks_mut(chunk)).collect(), |(arms, rows)| lookup(arms, rows));
     rows
 }
 
@@ -961,7 +943,6 @@ mod tests {
         second_arms.extend(many_arms(6000, 3000, 0.75).into_iter().step_by(7));
         second_arms.reverse();
         let second = Payload { dim: 3, arms: second_arms, offsets: vec![(0, 9000)], ..Payload::default() };
-        assert!(crate::parallel::threads_for(second.arms.len(), PARALLEL_ARMS) >= 1);
 
         let mut whole = Model::new(settings);
         whole.apply(&first, 10, &limits).unwrap();
@@ -1020,6 +1001,25 @@ mod tests {
         assert!(prepared.placed_in.is_of(&model.index));
         assert_eq!(prepared.placed.iter().filter(|&&row| row == NEW_ROW).count(), 100);
         model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        assert_eq!(model, plain);
+
+        // The apply does take the placed rows (two of them swapped, two arms
+        // trade places)…
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &model.index_view());
+        prepared.placed.swap(0, 1);
+        model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        assert_ne!(model, plain);
+        // …but only for the payload they were placed for: a copy of it (the
+        // same shape, its arms elsewhere in memory) is looked up again.
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &model.index_view());
+        prepared.placed.swap(0, 1);
+        model.apply_prepared(&update.clone(), &mut prepared, 2, &limits).unwrap();
         assert_eq!(model, plain);
 
         // Another LOAD added arms in between: the index moved, the rows are

@@ -82,9 +82,10 @@ pub fn to_rows(dim: usize, m: &[f64]) -> Vec<Vec<f64>> {
     rows
 }
 
-/// Dot product of two equal-length slices in f64, the crate's one (the
-/// Cholesky steps, the prior, and callers outside ranking); contiguous, so
-/// it vectorises.
+/// Dot product of two equal-length slices in f64, summed in order (the
+/// prior, the bounds, and callers outside ranking, whose results are pinned
+/// by that order). The inversion sums in four lanes instead, for speed
+/// (see `cholesky`).
 #[inline]
 #[must_use]
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {

@@ -27,6 +27,10 @@ pub struct Prepared {
     /// `placed_in`, and after an apply the row each arm went to.
     pub(crate) placed: Vec<u32>,
     pub(crate) placed_in: IndexView,
+    /// The address of the arms `placed` was looked up for: the apply takes
+    /// the rows only for that very payload (another one of the same shape
+    /// would put its arms on these rows).
+    placed_arms: usize,
 }
 
 impl Prepared {
@@ -46,6 +50,7 @@ impl Prepared {
             bounds: vec![ArmBound::NEVER; arms],
             placed: Vec::new(),
             placed_in: IndexView::default(),
+            placed_arms: 0,
         };
         let mut work = BoundWork::default();
         let slots = prepared
@@ -72,7 +77,13 @@ impl Prepared {
         if let Some(index) = view.read() {
             self.placed = crate::model::look_up(&index, &payload.arms);
             self.placed_in = view.clone();
+            self.placed_arms = payload.arms.as_ptr() as usize;
         }
+    }
+
+    /// Whether [`Prepared::place`] looked up the rows of this very payload.
+    pub(crate) fn placed_for(&self, payload: &Payload) -> bool {
+        self.placed.len() == payload.arms.len() && self.placed_arms == payload.arms.as_ptr() as usize
     }
 
     /// Whether this was derived from a payload shaped like `payload`.

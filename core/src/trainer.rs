@@ -439,16 +439,7 @@ impl Trainer {
             return invert(&self.dirty, &mut self.work);
         }
         let chunk = self.dirty.len().div_ceil(threads);
-        let parts: Vec<Result<Vec<ArmPayload>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                self.dirty.chunks(chunk).map(|ids| scope.spawn(move || invert(ids, &mut Workspace::default()))).collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle.join().unwrap_or_else(|_| Err(Error::InvalidPayload("an inversion thread panicked".into())))
-                })
-                .collect()
-        });
+        let parts = crate::parallel::run_parts(self.dirty.chunks(chunk).collect(), |ids| invert(ids, &mut Workspace::default()));
         let mut out = Vec::with_capacity(self.dirty.len());
         for part in parts {
             out.extend(part?);

@@ -212,26 +212,20 @@ fn put_parts<T: Sync, S: Default>(
         rest = tail;
         parts.push((items, part));
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|(items, part)| {
-                scope.spawn(move || -> Result<bool> {
-                    let mut cursor = Cursor::new(part);
-                    let mut scratch = S::default();
-                    for item in items {
-                        put(&mut cursor, item, &mut scratch)?;
-                    }
-                    Ok(cursor.filled_exactly())
-                })
-            })
-            .collect();
-        let mut exact = true;
-        for handle in handles {
-            exact &= handle.join().map_err(|_| Error::InvalidPayload("an encoding thread panicked".into()))??;
+    let count = parts.len();
+    let results = crate::parallel::run_parts(parts, |(items, part)| -> Result<bool> {
+        let mut cursor = Cursor::new(part);
+        let mut scratch = S::default();
+        for item in items {
+            put(&mut cursor, item, &mut scratch)?;
         }
-        Ok(exact)
-    })
+        Ok(cursor.filled_exactly())
+    });
+    let mut exact = results.len() == count;
+    for result in results {
+        exact &= result?;
+    }
+    Ok(exact)
 }
 
 /// The encoded size of one arm: an id of `id_bytes`, A⁻¹, b and A (when
@@ -452,7 +446,6 @@ mod tests {
             })
             .collect();
         let payload = Payload { dim: 2, arms, offsets: vec![(3, 77)], ..Payload::default() };
-        assert!(crate::parallel::threads_for(payload.arms.len(), PARALLEL_ARMS) >= 1);
         let mut body = Vec::new();
         encode_body(&payload, &mut body);
         // Each arm alone (one thread): 16 bytes of dim and count, the arm,

@@ -328,14 +328,26 @@ fn run(blocked: Blocked, job: Job) {
     // loop saw 10 ms pauses on 2 cores while a preparation ran at normal
     // priority). The apply below runs on this thread, at normal priority:
     // it holds Redis' lock, and a starved holder would stall everyone.
+    // Without a thread to spare (the process is at its thread limit), it
+    // runs here, at normal priority.
     let internal = || CommandError::Other(format!("internal error in '{}', see the server log", SPEC.name));
-    let prepared = std::thread::scope(|scope| {
-        let preparing = scope.spawn(|| {
-            yield_the_cpu();
-            catch_unwind(AssertUnwindSafe(|| prepare(&job))).unwrap_or_else(|_| Err(internal()))
+    let guarded = || catch_unwind(AssertUnwindSafe(|| prepare(&job))).unwrap_or_else(|_| Err(internal()));
+    let mut prepared = std::thread::scope(|scope| {
+        let low = std::thread::Builder::new().spawn_scoped(scope, || {
+            lower_priority();
+            guarded()
         });
-        preparing.join().unwrap_or_else(|_| Err(internal()))
+        match low {
+            Ok(preparing) => preparing.join().unwrap_or_else(|_| Err(internal())),
+            Err(_) => guarded(),
+        }
     });
+    // The rows are looked up back at normal priority: while the lookup
+    // reads the model's index, a LOAD that adds arms to it must copy it
+    // under the lock, and a starved lookup would make that window long.
+    if let Ok(ready) = &mut prepared {
+        ready.prepared.place(&ready.payload, &job.index);
+    }
     PREPARING.fetch_sub(1, Ordering::Relaxed);
     let Job { key, payload, terms, key_was_empty, .. } = job;
     let leftovers = blocked.with_lock(|ctx| {
@@ -369,7 +381,11 @@ fn run(blocked: Blocked, job: Job) {
 /// Lowers the calling thread to the lowest priority (nice 19; only this
 /// thread: Linux gives each thread its own). Raising it again would need a
 /// privilege Redis may not have, hence a thread for the low-priority work.
-fn yield_the_cpu() {
+/// What it cannot stop: that thread still takes allocator and page-table
+/// locks the main thread also takes (growing a large query buffer), and a
+/// low-priority holder can make the main thread wait (so far the GET loop
+/// of `bandit bench flush` did better with it, not worse).
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread's own id; a failure
     // (none is expected when lowering) leaves the priority as it was.
@@ -382,8 +398,7 @@ fn yield_the_cpu() {
 /// Decode, validate, derive, and encode the payload as it will be stated.
 fn prepare(job: &Job) -> Result<Ready> {
     let payload = codec::decode(job.payload.bytes(), &job.terms.limits)?;
-    let mut prepared = Prepared::new(&payload);
-    prepared.place(&payload, &job.index);
+    let prepared = Prepared::new(&payload);
     let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
     let fills_settings = job.key_was_empty && payload.settings.is_none();
     let stated = if job.propagates && (fills_times || fills_settings) {
