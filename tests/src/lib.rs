@@ -12,9 +12,11 @@
 //!   independent computation of their join.
 //! - [`reference`]: a textbook dense LinUCB, independent of `bandit_core`,
 //!   that the model, the sink and the persistence tests are compared with.
+//! - [`bench_args`]: the benchmark binaries' `--flag number` command lines.
 //! - `src/bin/bench_sink.rs`: the sink's end-to-end rate and freshness.
 //! - `tests/*.rs`: the integration tests.
 
+pub mod bench_args;
 pub mod fixtures;
 pub mod join;
 pub mod kafka;

@@ -24,16 +24,15 @@ fn main() {
     let mut decisions = 100_000usize;
     let mut partitions = 4i32;
     let mut dim = 15usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{}: needs a number", pair[0]));
-        match pair[0].as_str() {
+    bandit_tests::bench_args::numeric_flags(|flag, value| {
+        match flag {
             "--decisions" => decisions = value as usize,
             "--partitions" => partitions = value as i32,
             "--dim" => dim = value as usize,
-            other => panic!("unknown flag {other}"),
+            _ => return false,
         }
-    }
+        true
+    });
     let broker = KafkaBroker::start();
     create_topics(&broker, partitions as u32, 4);
     let rules = Rules { reward_wait_ms: 30_000, aggregation: "earliest", default_reward: 0.0, impressions: "cascade" };

@@ -23,17 +23,16 @@ fn main() {
     let mut dim = 15usize;
     let mut flush_interval_ms = 1000u64;
     let mut samples = 20usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{}: needs a number", pair[0]));
-        match pair[0].as_str() {
+    bandit_tests::bench_args::numeric_flags(|flag, value| {
+        match flag {
             "--events" => events = value as usize,
             "--dim" => dim = value as usize,
             "--flush-interval-ms" => flush_interval_ms = value,
             "--samples" => samples = value as usize,
-            other => panic!("unknown flag {other}"),
+            _ => return false,
         }
-    }
+        true
+    });
     let redis = RedisServer::start();
     let broker = KafkaBroker::start();
     broker.create_topic("bench", 4);
