@@ -24,6 +24,8 @@
 //! - [`prepare`]: the model-independent half of an apply (θ, ranking rows,
 //!   bounds), computable on another thread.
 //! - [`parallel`]: how many threads a large flush or apply may use.
+//! - [`parts`]: a payload sent as several LOAD commands, joined back into
+//!   one before it is applied.
 //! - [`rank`]: LinUCB scoring of a context against the arm table and top-k
 //!   selection without per-arm allocation.
 //! - [`policy`]: randomised exploration (ε-greedy, softmax, Thompson
@@ -53,6 +55,7 @@ pub mod model;
 pub mod number;
 pub mod packed;
 pub mod parallel;
+pub mod parts;
 pub mod payload;
 pub mod policy;
 pub mod prepare;

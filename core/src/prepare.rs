@@ -86,6 +86,30 @@ impl Prepared {
         self.placed.len() == payload.arms.len() && self.placed_arms == payload.arms.as_ptr() as usize
     }
 
+    /// Room for the derived values of `arms` more arms.
+    pub(crate) fn reserve(&mut self, arms: usize) {
+        let stride = Layout::new(self.dim).stride;
+        self.exact.reserve(arms);
+        self.rows.reserve(arms * stride);
+        self.codes.reserve(arms * self.dim);
+        self.bounds.reserve(arms);
+    }
+
+    /// Appends the values derived from the next part of a payload (see
+    /// [`crate::parts`]): the result is what deriving the joined payload
+    /// would give. Rows looked up for either are dropped (they would be
+    /// rows of another payload).
+    pub(crate) fn append(&mut self, next: Self) {
+        self.arms += next.arms;
+        self.exact.extend(next.exact);
+        self.rows.extend_from_slice(&next.rows);
+        self.codes.extend_from_slice(&next.codes);
+        self.bounds.extend_from_slice(&next.bounds);
+        self.placed = Vec::new();
+        self.placed_in = IndexView::default();
+        self.placed_arms = 0;
+    }
+
     /// Whether this was derived from a payload shaped like `payload`.
     #[must_use]
     pub fn fits(&self, payload: &Payload) -> bool {

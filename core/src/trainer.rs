@@ -295,17 +295,23 @@ impl Trainer {
         Ok(Some(payload))
     }
 
-    /// [`Trainer::flush`], binary-encoded into `out` (cleared first; a
-    /// buffer kept between flushes has its memory already) without building
-    /// the payload's arms: each dirty arm is inverted and written straight
-    /// from its accumulator, on several threads for large flushes. Returns
-    /// the payload without its arms (for [`Trainer::published`]) and how
-    /// many arms were written.
+    /// [`Trainer::flush`], binary-encoded into `parts` (one buffer per part;
+    /// buffers kept between flushes have their memory already) without
+    /// building the payload's arms: each dirty arm is inverted and written
+    /// straight from its accumulator, on several threads for large flushes.
+    /// The arms are cut into parts of at most `part_bytes` of arms each
+    /// (a part holds at least one arm), every part with the whole header,
+    /// to be sent as `BANDIT.LOAD … PART` commands (see [`crate::parts`]);
+    /// one part is the whole payload. Returns the payload without its arms
+    /// (for [`Trainer::published`]) and how many arms were written.
     ///
     /// # Errors
     /// As [`Trainer::flush`].
-    pub fn flush_encoded(&mut self, out: &mut Vec<u8>) -> Result<Option<(Payload, usize)>> {
-        let Some(header) = self.flush_header() else { return Ok(None) };
+    pub fn flush_encoded(&mut self, parts: &mut Vec<Vec<u8>>, part_bytes: usize) -> Result<Option<(Payload, usize)>> {
+        let Some(header) = self.flush_header() else {
+            parts.clear();
+            return Ok(None);
+        };
         let arms: Vec<(&str, &ArmAccumulator)> =
             self.dirty.iter().filter_map(|id| self.arms.get(id).map(|arm| (id.as_str(), &arm.accumulator))).collect();
         let dim = self.dim;
@@ -314,7 +320,7 @@ impl Trainer {
         let put = |out: &mut dyn crate::wire::Out, &(id, arm): &(&str, &ArmAccumulator), work: &mut Publishing| {
             work.a_inv.resize(plen, 0.0);
             arm.invert(&mut work.a_inv, &mut work.cholesky)?;
-            let parts = crate::wire::ArmParts {
+            let fields = crate::wire::ArmParts {
                 id,
                 a_inv: &work.a_inv,
                 b: &arm.b,
@@ -323,12 +329,17 @@ impl Trainer {
                 reward_sum: arm.reward_sum,
                 updated_ms: None,
             };
-            crate::wire::put_arm_parts(out, &parts);
+            crate::wire::put_arm_parts(out, &fields);
             Ok(())
         };
-        crate::codec::encode_binary_with(&header, arms.len(), out, |out| {
-            crate::wire::put_items(&arms, PARALLEL_ARMS, out, len, put)
-        })?;
+        let groups = split_by_bytes(&arms, part_bytes, len);
+        parts.truncate(groups.len());
+        parts.resize_with(groups.len(), Vec::new);
+        for (group, out) in groups.into_iter().zip(parts.iter_mut()) {
+            crate::codec::encode_binary_with(&header, group.len(), out, |out| {
+                crate::wire::put_items(group, PARALLEL_ARMS, out, len, put)
+            })?;
+        }
         Ok(Some((header, arms.len())))
     }
 
@@ -452,6 +463,30 @@ fn offset_of(offsets: &[(i32, i64)], partition: i32) -> Option<i64> {
     offsets.iter().find(|(p, _)| *p == partition).map(|&(_, offset)| offset)
 }
 
+/// `items` cut in order into runs of at most `budget` bytes each (by
+/// `len`), every run holding at least one item; no items: one empty run.
+fn split_by_bytes<T>(items: &[T], budget: usize, len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let mut bytes = 0usize;
+        let end = rest
+            .iter()
+            .position(|item| {
+                bytes = bytes.saturating_add(len(item));
+                bytes > budget
+            })
+            .map_or(rest.len(), |first_over| first_over.max(1));
+        let (run, after) = rest.split_at(end);
+        runs.push(run);
+        rest = after;
+    }
+    if runs.is_empty() {
+        runs.push(items);
+    }
+    runs
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -491,15 +526,44 @@ mod tests {
         for arms in [3, 3000] {
             let (mut one, mut other) = twins(arms, 5);
             let payload = one.flush().unwrap().unwrap();
-            let mut bytes = vec![1, 2, 3];
-            let (header, count) = other.flush_encoded(&mut bytes).unwrap().unwrap();
+            let mut parts = vec![vec![1, 2, 3], vec![4]];
+            let (header, count) = other.flush_encoded(&mut parts, usize::MAX).unwrap().unwrap();
             assert_eq!(count, arms);
-            assert_eq!(bytes, codec::encode_binary(&payload).unwrap(), "{arms} arms");
+            assert_eq!(parts, vec![codec::encode_binary(&payload).unwrap()], "{arms} arms");
             assert_eq!(header, Payload { arms: Vec::new(), ..payload.clone() });
-            assert_eq!(codec::decode(&bytes, &crate::Limits::default()).unwrap(), payload);
+            assert_eq!(codec::decode(&parts[0], &crate::Limits::default()).unwrap(), payload);
             one.published(&payload);
             other.published(&header);
-            assert!(one.flush().unwrap().is_none() && other.flush_encoded(&mut bytes).unwrap().is_none());
+            assert!(one.flush().unwrap().is_none() && other.flush_encoded(&mut parts, usize::MAX).unwrap().is_none());
+            assert!(parts.is_empty());
+        }
+    }
+
+    /// Cut into parts, each part is a payload with the whole header and its
+    /// share of the arms, in order, none over the budget unless it holds a
+    /// single arm; joined, they are the flush.
+    #[test]
+    fn a_flush_in_parts_joins_into_the_flush() {
+        let dim = 5;
+        let arm_bytes = crate::wire::arm_len_parts("item-0".len(), crate::packed::len(dim), dim, Some(crate::packed::len(dim)), false);
+        // 40 arms with ids item-0..item-39 (6 or 7 bytes): budgets that
+        // fit 2.5 arms, exactly 3, one arm less than one, and everything.
+        for (budget, expected_parts) in [(arm_bytes * 5 / 2, 20), (arm_bytes * 3 + 10, 14), (arm_bytes / 2, 40), (usize::MAX, 1)] {
+            let (mut one, mut other) = twins(40, dim);
+            let payload = one.flush().unwrap().unwrap();
+            let mut parts = Vec::new();
+            let (header, count) = other.flush_encoded(&mut parts, budget).unwrap().unwrap();
+            assert_eq!((count, parts.len()), (40, expected_parts), "budget {budget}");
+            let limits = crate::Limits::default();
+            let decoded: Vec<Payload> = parts.iter().map(|part| codec::decode(part, &limits).unwrap()).collect();
+            for part in &decoded {
+                assert_eq!(Payload { arms: Vec::new(), ..part.clone() }, header);
+                let bytes: usize = part.arms.iter().map(|arm| crate::wire::arm_len_parts(arm.id.len(), arm.a_inv.len(), dim, Some(arm.a_inv.len()), false)).sum();
+                assert!(bytes <= budget || part.arms.len() == 1, "{bytes} > {budget}");
+            }
+            let derived = decoded.into_iter().map(|part| { let prepared = crate::Prepared::new(&part); (part, prepared) }).collect();
+            let (joined, _) = crate::parts::join(derived, &limits).unwrap();
+            assert_eq!(joined, payload, "budget {budget}");
         }
     }
 }

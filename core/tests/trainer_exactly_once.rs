@@ -240,8 +240,11 @@ impl World {
         for _ in 0..2 {
             // The sink's path: the flush encoded straight from the
             // accumulators, decoded by the model as BANDIT.LOAD decodes it.
-            let mut bytes = Vec::new();
-            let Some((published, _)) = self.instances[instance].trainer.flush_encoded(&mut bytes).unwrap() else {
+            // Instance 0 sends its flushes in parts of about two arms (see
+            // `bandit_core::parts`), the others in one LOAD.
+            let part_bytes = if instance == 0 { 2_000 } else { usize::MAX };
+            let mut parts = Vec::new();
+            let Some((published, _)) = self.instances[instance].trainer.flush_encoded(&mut parts, part_bytes).unwrap() else {
                 let state = self.model_state();
                 let target = &mut self.instances[instance];
                 for (partition, offset) in target.trainer.reconcile(&state) {
@@ -249,7 +252,15 @@ impl World {
                 }
                 return;
             };
-            let payload = bandit_core::codec::decode(&bytes, &Limits::default()).unwrap();
+            let decoded = parts
+                .iter()
+                .map(|part| bandit_core::codec::decode(part, &Limits::default()).unwrap())
+                .map(|part| {
+                    let prepared = bandit_core::Prepared::new(&part);
+                    (part, prepared)
+                })
+                .collect();
+            let (payload, _) = bandit_core::parts::join(decoded, &Limits::default()).unwrap();
             let before = self.model.clone();
             match self.model.apply(&payload, 0, &Limits::default()) {
                 Ok(_) => {

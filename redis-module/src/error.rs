@@ -8,7 +8,7 @@ pub type Result<T, E = CommandError> = std::result::Result<T, E>;
 
 /// Each error reply starts with a code that programs can act on without
 /// reading the message: Redis' own (`ERR`, `WRONGTYPE`) and the module's
-/// (`NOMODEL`, `EXISTS`, `SETTINGS`, `STALE`), documented in the README.
+/// (`NOMODEL`, `EXISTS`, `SETTINGS`, `STALE`, `PARTS`), documented in the README.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommandError {
     #[error("ERR wrong number of arguments for '{0}' command")]
@@ -41,6 +41,11 @@ pub enum CommandError {
     NoSuchArm,
     #[error("STALE {0}")]
     Stale(String),
+    /// A part of a LOAD in parts that does not continue the flush being
+    /// received (or a last part whose earlier parts were refused or lost):
+    /// the writer sends the flush again from part 0.
+    #[error("PARTS {0}")]
+    Parts(String),
     /// This server became a replica while a LOAD was prepared.
     #[error("READONLY You can't write against a read only replica.")]
     ReadOnly,

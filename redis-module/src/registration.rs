@@ -74,6 +74,7 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .build_section()?
         .add_section("loads")
         .field("loads_preparing", crate::commands::load::preparing().to_string())?
+        .field("loads_receiving", crate::commands::load_parts::receiving().to_string())?
         .field("loads_apply_last_usec", crate::commands::load::main_thread_holds().0.to_string())?
         .field("loads_apply_max_usec", crate::commands::load::main_thread_holds().1.to_string())?
         .build_section()?

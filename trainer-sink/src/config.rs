@@ -53,6 +53,12 @@ pub struct Config {
     pub min_replicas_ack: u32,
     /// How long WAIT may block a flush, in milliseconds (with min_replicas_ack).
     pub wait_timeout_ms: u64,
+    /// Largest share of a flush's arms sent in one BANDIT.LOAD, in bytes. A
+    /// larger flush goes as several `BANDIT.LOAD … PART` commands that the
+    /// module applies together, atomically: Redis receives (and frees) each
+    /// command on its main thread in one go, so an 88 MB LOAD stalls every
+    /// other client for several milliseconds where 8 MB parts do not.
+    pub load_part_bytes: usize,
     /// Key of the model in Redis.
     pub model_key: String,
     /// Context dimension; events with another length are invalid. At most
@@ -116,6 +122,7 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             min_replicas_ack: 0,
             wait_timeout_ms: 1000,
+            load_part_bytes: bandit_core::parts::DEFAULT_PART_BYTES,
             model_key: "bandit:model".into(),
             dim: 15,
             lambda: 1.0,
@@ -177,6 +184,8 @@ fn property_values<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::R
 
 /// The longest WAIT a flush may be held by.
 const MAX_WAIT_MS: u64 = 60_000;
+/// Smallest `load_part_bytes`: below it the commands' own overhead dominates.
+const MIN_LOAD_PART_BYTES: usize = 64 << 10;
 
 /// librdkafka properties the sink sets itself: overriding them would break
 /// the exactly-once protocol.
@@ -252,6 +261,12 @@ impl Config {
             return Err(SinkError::Config(format!(
                 "wait_timeout_ms must be between 1 and {MAX_WAIT_MS} with min_replicas_ack, got {} (WAIT with timeout 0 blocks for ever)",
                 self.wait_timeout_ms
+            )));
+        }
+        if self.load_part_bytes < MIN_LOAD_PART_BYTES {
+            return Err(SinkError::Config(format!(
+                "load_part_bytes must be at least {MIN_LOAD_PART_BYTES}, got {}",
+                self.load_part_bytes
             )));
         }
         Ok(())

@@ -31,13 +31,14 @@ const fn setting(key: &'static str, flag: &'static str, env: &'static str) -> Se
 
 /// Every setting but `[kafka]` (`-X`, no variable). Three variables and
 /// flags are shorter than their keys; they are the names users have.
-pub const SETTINGS: [Setting; 22] = [
+pub const SETTINGS: [Setting; 23] = [
     setting("brokers", "brokers", "BANDIT_SINK_BROKERS"),
     setting("topic", "topic", "BANDIT_SINK_TOPIC"),
     setting("group_id", "group", "BANDIT_SINK_GROUP"),
     setting("redis_url", "redis", "BANDIT_SINK_REDIS"),
     setting("min_replicas_ack", "min-replicas-ack", "BANDIT_SINK_MIN_REPLICAS_ACK"),
     setting("wait_timeout_ms", "wait-timeout-ms", "BANDIT_SINK_WAIT_TIMEOUT_MS"),
+    setting("load_part_bytes", "load-part-bytes", "BANDIT_SINK_LOAD_PART_BYTES"),
     setting("model_key", "model", "BANDIT_SINK_MODEL"),
     setting("dim", "dim", "BANDIT_SINK_DIM"),
     setting("lambda", "lambda", "BANDIT_SINK_LAMBDA"),
@@ -104,6 +105,10 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_timeout_ms: Option<u64>,
+    /// Largest share of a flush sent in one BANDIT.LOAD, in bytes; larger flushes go in parts, applied atomically.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_part_bytes: Option<usize>,
     /// Model key in Redis.
     #[arg(long = "model")]
     #[serde(skip_serializing_if = "Option::is_none")]

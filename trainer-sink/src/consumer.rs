@@ -129,7 +129,7 @@ pub fn consume(config: Config, metrics: Arc<Metrics>, health: Arc<Health>, stop:
     tracing::info!(version = %version, builtin_features = %features, format = ?config.format, "librdkafka");
     let store = open_store(&config, &health, &metrics, &stop)?;
     let learning = Learning { lambda: config.lambda, decay: config.decay };
-    let engine = Engine::new(EngineSettings { dim: config.dim, learning }, store, metrics.clone());
+    let engine = Engine::new(EngineSettings { dim: config.dim, learning, part_bytes: config.load_part_bytes }, store, metrics.clone());
     let dlq = match &config.dead_letter_topic {
         Some(topic) if config.errors_tolerance == Tolerance::All => Some(DeadLetterQueue::new(&config, topic)?),
         _ => None,

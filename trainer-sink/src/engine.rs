@@ -50,6 +50,9 @@ pub struct EngineSettings {
     pub dim: usize,
     /// λ and the forgetting factor, the model's own.
     pub learning: Learning,
+    /// Largest share of a flush's arms in one LOAD command, bytes (see
+    /// `Config::load_part_bytes`).
+    pub part_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -57,14 +60,21 @@ pub struct Engine {
     trainer: Trainer,
     store: ModelStore,
     metrics: Arc<Metrics>,
-    /// The last flush's encoding, kept so that the next one writes into
-    /// memory it already has (a flush can be tens of megabytes).
-    encoded: Vec<u8>,
+    /// The last flush's encoding (its parts), kept so that the next one
+    /// writes into memory it already has (a flush can be tens of megabytes).
+    encoded: Vec<Vec<u8>>,
+    part_bytes: usize,
 }
 
 impl Engine {
     pub fn new(settings: EngineSettings, store: ModelStore, metrics: Arc<Metrics>) -> Self {
-        Self { trainer: Trainer::new(settings.dim, settings.learning), store, metrics, encoded: Vec::new() }
+        Self {
+            trainer: Trainer::new(settings.dim, settings.learning),
+            store,
+            metrics,
+            encoded: Vec::new(),
+            part_bytes: settings.part_bytes,
+        }
     }
 
     /// Events folded (or skipped past) and not yet published, over the
@@ -160,7 +170,7 @@ impl Engine {
     }
 
     /// Publishes the changed arms, with the next offset of every partition
-    /// that moved, in one BANDIT.LOAD.
+    /// that moved, in one BANDIT.LOAD (or, when large, in parts applied together).
     ///
     /// # Errors
     /// When Redis is unavailable or refuses the payload for another reason
@@ -170,7 +180,7 @@ impl Engine {
         // One retry after a STALE: the reset partitions are out of the payload.
         for _ in 0..2 {
             let started = Instant::now();
-            let flushed = self.trainer.flush_encoded(&mut self.encoded).map_err(|e| SinkError::Model(e.to_string()))?;
+            let flushed = self.trainer.flush_encoded(&mut self.encoded, self.part_bytes).map_err(|e| SinkError::Model(e.to_string()))?;
             let Some((payload, arms)) = flushed else {
                 // Nothing to publish: check that the model is still where
                 // this instance left it (a failover may have lost a LOAD).

@@ -267,22 +267,35 @@ impl ModelStore {
         codec::decode(&bytes, &self.limits).map_err(|e| SinkError::Model(format!("cannot read the export: {e}")))
     }
 
-    /// Publishes one payload, encoded, atomically.
+    /// Publishes one payload, encoded, atomically: in one BANDIT.LOAD, or
+    /// when it came in several parts (see `bandit_core::parts`), as
+    /// `BANDIT.LOAD key part PART token index count` commands, one at a
+    /// time, that the module applies together when the last one arrives
+    /// (the fence is checked then). A part refused, or a connection lost
+    /// between parts, fails the whole flush, which is retried from its first
+    /// part; nothing of it was applied.
     ///
     /// # Errors
     /// [`SinkError::RedisUnavailable`] or [`SinkError::RedisRefused`] for
     /// transport or server errors other than STALE.
-    pub fn load(&mut self, bytes: &[u8]) -> Result<LoadOutcome> {
-        let mut command = redis::cmd("BANDIT.LOAD");
-        command.arg(&self.key).arg(bytes);
-        match self.query::<u64>(&command) {
-            Ok(changed) => {
-                self.wait_for_replicas();
-                Ok(LoadOutcome::Applied(changed))
+    pub fn load(&mut self, parts: &[Vec<u8>]) -> Result<LoadOutcome> {
+        let token = part_token();
+        let count = parts.len();
+        let mut changed = 0;
+        for (index, bytes) in parts.iter().enumerate() {
+            let mut command = redis::cmd("BANDIT.LOAD");
+            command.arg(&self.key).arg(bytes.as_slice());
+            if count > 1 {
+                command.arg("PART").arg(&token).arg(index).arg(count);
             }
-            Err(e) if e.code() == Some(STALE) => Ok(LoadOutcome::Stale(e.detail().unwrap_or_default().to_owned())),
-            Err(e) => Err(e.into()),
+            match self.query::<u64>(&command) {
+                Ok(arms) => changed = arms,
+                Err(e) if e.code() == Some(STALE) => return Ok(LoadOutcome::Stale(e.detail().unwrap_or_default().to_owned())),
+                Err(e) => return Err(e.into()),
+            }
         }
+        self.wait_for_replicas();
+        Ok(LoadOutcome::Applied(changed))
     }
 
     /// WAIT on the primary that took the LOAD (in a cluster, the primary of
@@ -311,4 +324,11 @@ impl ModelStore {
             }
         }
     }
+}
+
+/// A token naming one flush's parts: unique enough that parts of two
+/// flushes (a restarted sink's, another instance's) never pass for one.
+fn part_token() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
 }

@@ -25,6 +25,7 @@ use bandit_core::event::FeedbackEvent;
 use bandit_core::fold::{ArmAccumulator, Learning};
 use bandit_core::trainer::{Handled, Trainer};
 use bandit_core::{ModelSettings, Payload};
+use bandit_core::parts;
 
 use crate::error::Result;
 use crate::lab::local::LocalModel;
@@ -429,16 +430,21 @@ pub struct FlushRun {
     /// Redis' own cost of receiving and freeing an argument this large.
     pub discarded: LoadRun,
     pub background: LoadRun,
+    /// The next flush in parts of at most [`parts::DEFAULT_PART_BYTES`] of
+    /// arms, as the sink sends it: `BANDIT.LOAD … PART` commands applied
+    /// together; and how many parts.
+    pub in_parts: LoadRun,
+    pub parts: usize,
     /// The same flush inside MULTI/EXEC, where the module may not block the
     /// client: everything on the main thread (as every LOAD was before).
     pub main_thread: LoadRun,
 }
 
-/// Two flushes of `arms` changed arms of dimension `dim` through the sink's
-/// own trainer (core's [`Trainer`], inverting on its threads), each sent as
-/// one BANDIT.LOAD while another connection runs GETs: once as a plain LOAD,
-/// once inside MULTI/EXEC. The model is the key `bench:flush`, deleted at the
-/// end, also after a failure.
+/// Three flushes of `arms` changed arms of dimension `dim` through the sink's
+/// own trainer (core's [`Trainer`], inverting on its threads), each sent
+/// while another connection runs GETs: as one BANDIT.LOAD, in parts as the
+/// sink sends it, and as one LOAD inside MULTI/EXEC. The model is the key
+/// `bench:flush`, deleted at the end, also after a failure.
 ///
 /// # Errors
 /// Connection or command failures.
@@ -452,8 +458,8 @@ struct FlushTrainer {
     offset: i64,
     rng: Rng,
     dim: usize,
-    /// The encoded payload of the last flush.
-    encoded: Vec<u8>,
+    /// The encoded payload of the last flush, in parts.
+    encoded: Vec<Vec<u8>>,
 }
 
 impl FlushTrainer {
@@ -481,11 +487,11 @@ impl FlushTrainer {
     }
 
     /// The sink's flush: the dirty arms inverted on the trainer's threads,
-    /// encoded into the buffer kept from the last flush (as the sink does);
-    /// milliseconds.
-    fn flush(&mut self) -> Result<f64> {
+    /// encoded into the buffers kept from the last flush (as the sink does),
+    /// in parts of at most `part_bytes` of arms; milliseconds.
+    fn flush(&mut self, part_bytes: usize) -> Result<f64> {
         let start = Instant::now();
-        let flushed = self.trainer.flush_encoded(&mut self.encoded)?;
+        let flushed = self.trainer.flush_encoded(&mut self.encoded, part_bytes)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if let Some((payload, _)) = flushed {
             self.trainer.published(&payload);
@@ -502,24 +508,39 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
         FlushTrainer { trainer: Trainer::new(dim, Learning::ridge(1.0)), offset: 0, rng: Rng::new(9), dim, encoded: Vec::new() };
     trainer.trainer.assign(&[0], &Payload::default());
     trainer.fold(arms, dim * 2)?;
-    trainer.flush()?;
-    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(&trainer.encoded).query(&mut conn)?;
+    trainer.flush(usize::MAX)?;
+    let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(trainer.encoded.concat()).query(&mut conn)?;
     let mut run = FlushRun::default();
-    for in_multi in [false, true] {
+    for phase in [Phase::Whole, Phase::InParts, Phase::InMulti] {
         // The next flush: every arm has seen one more event.
         trainer.fold(arms, 1)?;
-        let ms = trainer.flush()?;
-        (run.invert_encode_ms, run.bytes) = (ms, trainer.encoded.len());
-        if in_multi {
-            run.main_thread = timed_load(url, &mut conn, Window::InMulti(&trainer.encoded))?;
+        if phase == Phase::InParts {
+            trainer.flush(parts::DEFAULT_PART_BYTES)?;
+            run.parts = trainer.encoded.len();
+            run.in_parts = timed_load(url, &mut conn, Window::Parts(&trainer.encoded))?;
+            continue;
+        }
+        let ms = trainer.flush(usize::MAX)?;
+        let whole = trainer.encoded.concat();
+        if phase == Phase::InMulti {
+            run.main_thread = timed_load(url, &mut conn, Window::InMulti(&whole))?;
         } else {
-            run.background = timed_load(url, &mut conn, Window::Plain(&trainer.encoded))?;
+            (run.invert_encode_ms, run.bytes) = (ms, whole.len());
+            run.background = timed_load(url, &mut conn, Window::Plain(&whole))?;
             let as_long = Duration::from_secs_f64(run.background.load_ms / 1e3);
             run.idle = timed_load(url, &mut conn, Window::Idle(as_long))?;
-            run.discarded = timed_load(url, &mut conn, Window::Discarded(&trainer.encoded))?;
+            run.discarded = timed_load(url, &mut conn, Window::Discarded(&whole))?;
         }
     }
     Ok(run)
+}
+
+/// The flushes [`measure_flush`] sends, one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Whole,
+    InParts,
+    InMulti,
 }
 
 /// How a [`timed_load`] window is filled.
@@ -529,6 +550,8 @@ enum Window<'a> {
     /// latency on this machine, the baseline of the same run.
     Idle(Duration),
     Plain(&'a [u8]),
+    /// `BANDIT.LOAD … PART token index count`, one part after the other.
+    Parts(&'a [Vec<u8>]),
     InMulti(&'a [u8]),
     /// The same bytes as a plain Redis command that receives them and
     /// throws them away (`SET` of an absent key with `XX`): what Redis
@@ -561,6 +584,13 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
         Window::Plain(payload) => {
             let _: u64 = redis::cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
         }
+        Window::Parts(parts) => {
+            for (index, part) in parts.iter().enumerate() {
+                let mut command = redis::cmd("BANDIT.LOAD");
+                command.arg(FLUSH_KEY).arg(part.as_slice()).arg("PART").arg("bench").arg(index).arg(parts.len());
+                let _: u64 = command.query(conn)?;
+            }
+        }
         Window::InMulti(payload) => {
             let _: (u64,) = redis::pipe().atomic().cmd("BANDIT.LOAD").arg(FLUSH_KEY).arg(payload).query(conn)?;
         }
@@ -571,7 +601,7 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
     let end = Instant::now();
     let held_us = match window {
         Window::Idle(_) | Window::Discarded(_) => 0.0,
-        Window::Plain(_) | Window::InMulti(_) => info_number(conn, "bandit", "bandit_loads_apply_last_usec")?,
+        Window::Plain(_) | Window::Parts(_) | Window::InMulti(_) => info_number(conn, "bandit", "bandit_loads_apply_last_usec")?,
     };
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
@@ -612,10 +642,12 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
         "{:<24} {:>10} {:>8} {:>12} {:>12} {:>12} {:>14}\n",
         "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs", "main thread µs"
     ));
+    let parts_name = format!("background, {} parts", run.parts);
     let rows = [
         ("no LOAD (baseline)", &run.idle),
         ("same bytes, SET XX", &run.discarded),
-        ("background (plain)", &run.background),
+        ("background, one LOAD", &run.background),
+        (&parts_name, &run.in_parts),
         ("main thread (in MULTI)", &run.main_thread),
     ];
     for (name, load) in rows {
@@ -624,10 +656,12 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
             name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us, load.held_us
         ));
     }
+    let longest = |load: &LoadRun, base: &LoadRun| load.get_max_us / base.get_max_us.max(f64::MIN_POSITIVE);
     out.push_str(&format!(
-        "ratio of the longest GET, background / no LOAD: {:.1}x; background / the same bytes in SET XX: {:.1}x\n",
-        run.background.get_max_us / run.idle.get_max_us.max(f64::MIN_POSITIVE),
-        run.background.get_max_us / run.discarded.get_max_us.max(f64::MIN_POSITIVE)
+        "ratio of the longest GET, in parts / no LOAD: {:.1}x; one LOAD / no LOAD: {:.1}x; one LOAD / the same bytes in SET XX: {:.1}x\n",
+        longest(&run.in_parts, &run.idle),
+        longest(&run.background, &run.idle),
+        longest(&run.background, &run.discarded)
     ));
     out.push_str(&format!(
         "ratio of the longest GET, main thread / background: {:.1}x\n",

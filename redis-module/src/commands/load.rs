@@ -1,4 +1,4 @@
-//! `BANDIT.LOAD key payload` → integer: arms changed
+//! `BANDIT.LOAD key payload [PART token index count]` → integer: arms changed
 //!
 //! Applies a payload (binary from `bandit_core::codec`, or JSON when it starts
 //! with `{`) atomically: every arm and offset, or nothing. Offsets fence
@@ -26,6 +26,11 @@
 //! one built on the same offsets gets STALE at its apply. A LOAD from the
 //! primary or the AOF, or inside MULTI or a script (where blocking is not
 //! allowed), runs all of this on the main thread, as every LOAD once did.
+//!
+//! In parts (`PART token index count`, see [`super::load_parts`]): each part
+//! is decoded and derived as it comes and replies 0; the last one joins them
+//! and is applied as one LOAD of the whole payload, which is what replicas
+//! and the AOF receive.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -37,6 +42,7 @@ use bandit_core::{Applied, IndexView, Limits, Model, Payload, PayloadSettings, P
 use redis_module::key::RedisKeyWritable;
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
+use super::load_parts::{self, Arrival, PartSpec};
 use super::{entry_point, now_ms, publish_change, read_model, write_model, CommandSpec, Invocation};
 use crate::blocking::{Blocked, Retained};
 use crate::config;
@@ -57,7 +63,15 @@ pub const SPEC: CommandSpec = CommandSpec {
         complexity: c"O(N*d^2) for N arms of dim d",
         since: SINCE,
         key: KeyAccess::Update,
-        args: &[ArgDoc::new(c"key", ArgKind::Key), ArgDoc::new(c"payload", ArgKind::String)],
+        args: &[
+            ArgDoc::new(c"key", ArgKind::Key),
+            ArgDoc::new(c"payload", ArgKind::String),
+            ArgDoc::new(c"part", ArgKind::Block).token(c"PART").optional().with(&[
+                ArgDoc::new(c"token", ArgKind::String),
+                ArgDoc::new(c"index", ArgKind::Integer),
+                ArgDoc::new(c"count", ArgKind::Integer),
+            ]),
+        ],
     },
 };
 entry_point!(entry, SPEC);
@@ -72,13 +86,55 @@ const SYNCHRONOUS: u32 = raw::REDISMODULE_CTX_FLAGS_MULTI
 
 fn handler(call: &mut Invocation<'_>) -> Result<()> {
     let bytes = call.args.next_arg()?;
+    let part = PartSpec::parse(&mut call.args)?.filter(|spec| !spec.is_whole());
     if !call.args.is_empty() {
         return Err(CommandError::WrongArity(SPEC.name));
     }
-    if may_block(call.ctx) && start_in_background(call) {
-        return Ok(());
+    let arrival = match &part {
+        Some(spec) => Some(load_parts::arrive(selected_db(call.ctx), call.key.as_slice(), spec, bytes.len(), Terms::of(call).limits.max_payload_bytes)?),
+        None => None,
+    };
+    let arrival = if may_block(call.ctx) {
+        match start_in_background(call, arrival) {
+            Ok(()) => return Ok(()),
+            Err(arrival) => arrival,
+        }
+    } else {
+        arrival
+    };
+    synchronous(call, bytes, arrival)
+}
+
+/// The database the client has selected (parts of a flush are received per
+/// database and key).
+fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: the live context of the running command.
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |db| db(ctx.ctx)) }
+}
+
+/// A payload (or part) decoded, validated and derived.
+fn derive(bytes: &[u8], limits: &Limits) -> Result<(Payload, Prepared)> {
+    let payload = codec::decode(bytes, limits)?;
+    let prepared = Prepared::new(&payload);
+    Ok((payload, prepared))
+}
+
+/// What a LOAD applies, once its bytes are derived: the payload, or for the
+/// last part the whole payload joined from every part (`true`); `None` for
+/// a part before the last, which is only kept.
+fn whole(part: Result<(Payload, Prepared)>, arrival: Option<&Arrival>, limits: &Limits) -> Result<Option<(Payload, Prepared, bool)>> {
+    match arrival {
+        None => part.map(|(payload, prepared)| Some((payload, prepared, false))),
+        Some(Arrival::Earlier { slots, index }) => {
+            let refused = part.as_ref().err().cloned();
+            slots.fill(*index, part);
+            refused.map_or(Ok(None), Err)
+        }
+        Some(Arrival::Last { slots }) => {
+            let (payload, prepared) = slots.join_with_last(part?, limits)?;
+            Ok(Some((payload, prepared, true)))
+        }
     }
-    synchronous(call, bytes)
 }
 
 fn may_block(ctx: &Context) -> bool {
@@ -149,22 +205,26 @@ fn apply_to(key: &RedisKeyWritable, payload: &mut Payload, prepared: &mut Prepar
     }
 }
 
-fn synchronous(call: &mut Invocation<'_>, bytes: &[u8]) -> Result<()> {
+fn synchronous(call: &mut Invocation<'_>, bytes: &[u8], arrival: Option<Arrival>) -> Result<()> {
     let started = Instant::now();
-    let result = apply_here(call, bytes);
+    let result = apply_here(call, bytes, arrival);
     record_hold(started.elapsed());
     result
 }
 
 /// The whole LOAD on the main thread.
-fn apply_here(call: &mut Invocation<'_>, bytes: &[u8]) -> Result<()> {
+fn apply_here(call: &mut Invocation<'_>, bytes: &[u8], arrival: Option<Arrival>) -> Result<()> {
     let terms = Terms::of(call);
-    let mut payload = codec::decode(bytes, &terms.limits)?;
-    let mut prepared = Prepared::new(&payload);
+    let Some((mut payload, mut prepared, in_parts)) = whole(derive(bytes, &terms.limits), arrival.as_ref(), &terms.limits)? else {
+        call.reply.unsigned(0);
+        return Ok(());
+    };
     let key = call.ctx.open_key_writable(&call.key);
-    let outcome = apply_to(&key, &mut payload, &mut prepared, &terms, propagates(call.ctx))?;
+    let propagating = propagates(call.ctx);
+    let outcome = apply_to(&key, &mut payload, &mut prepared, &terms, propagating)?;
     if outcome.applied.changed() {
-        if outcome.filled_in {
+        // Parts are replicated as the one payload they make.
+        if outcome.filled_in || (in_parts && propagating) {
             let stated = codec::encode(&payload, Format::Binary)?;
             publish_change(call, SPEC.name, Some(&[stated.as_slice()]));
         } else {
@@ -258,6 +318,8 @@ struct Job {
     /// Whether replicated commands went anywhere when the command arrived
     /// (else the worker does not encode the payload as applied).
     propagates: bool,
+    /// A part of a payload sent in parts.
+    arrival: Option<Arrival>,
 }
 
 /// The worker's result: the decoded payload, its derived values, and the
@@ -266,6 +328,9 @@ struct Ready {
     payload: Payload,
     prepared: Prepared,
     stated: Option<Stated>,
+    /// Joined from parts: replicated as the payload it makes, never as the
+    /// command received (the last part).
+    in_parts: bool,
 }
 
 impl Ready {
@@ -285,10 +350,10 @@ struct Stated {
     settings: Option<PayloadSettings>,
 }
 
-/// Blocks the client and hands the LOAD to a worker thread. False when that
-/// is not possible (the caller then applies it here).
-fn start_in_background(call: &mut Invocation<'_>) -> bool {
-    let Some(&payload_arg) = call.argv.get(2) else { return false };
+/// Blocks the client and hands the LOAD to a worker thread. The part's
+/// arrival back when that is not possible (the caller then applies it here).
+fn start_in_background(call: &mut Invocation<'_>, arrival: Option<Arrival>) -> std::result::Result<(), Option<Arrival>> {
+    let Some(&payload_arg) = call.argv.get(2) else { return Err(arrival) };
     let (sender, receiver) = std::sync::mpsc::channel::<(Blocked, Job)>();
     let spawned = std::thread::Builder::new().name("bandit-load".into()).spawn(move || {
         if let Ok((blocked, job)) = receiver.recv() {
@@ -296,7 +361,7 @@ fn start_in_background(call: &mut Invocation<'_>) -> bool {
         }
     });
     if spawned.is_err() {
-        return false;
+        return Err(arrival);
     }
     let terms = Terms::of(call);
     let key = call.ctx.open_key(&call.key);
@@ -304,20 +369,21 @@ fn start_in_background(call: &mut Invocation<'_>) -> bool {
     let index = read_model(&key).map(Model::index_view).unwrap_or_default();
     drop(key);
     // SAFETY: the running command's context and one of its arguments.
-    let Some(payload) = (unsafe { Retained::keep(call.ctx, payload_arg) }) else { return false };
+    let Some(payload) = (unsafe { Retained::keep(call.ctx, payload_arg) }) else { return Err(arrival) };
     let Some(blocked) = Blocked::new(call.ctx) else {
         payload.release(call.ctx);
-        return false;
+        return Err(arrival);
     };
-    let job = Job { key: call.key.as_slice().to_vec(), payload, terms, key_was_empty, index, propagates: propagates(call.ctx) };
+    let key_name = call.key.as_slice().to_vec();
+    let job = Job { key: key_name, payload, terms, key_was_empty, index, propagates: propagates(call.ctx), arrival };
     if let Err(std::sync::mpsc::SendError((blocked, job))) = sender.send((blocked, job)) {
         // The worker is gone: finish here, under the GIL this thread holds.
-        let Job { payload, .. } = job;
+        let Job { payload, arrival, .. } = job;
         payload.release(call.ctx);
         drop(blocked);
-        return false;
+        return Err(arrival);
     }
-    true
+    Ok(())
 }
 
 /// The worker thread: prepare without the GIL, apply with it, reply, unblock.
@@ -345,16 +411,25 @@ fn run(blocked: Blocked, job: Job) {
     // The rows are looked up back at normal priority: while the lookup
     // reads the model's index, a LOAD that adds arms to it must copy it
     // under the lock, and a starved lookup would make that window long.
-    if let Ok(ready) = &mut prepared {
+    if let Ok(Some(ready)) = &mut prepared {
         ready.prepared.place(&ready.payload, &job.index);
     }
     PREPARING.fetch_sub(1, Ordering::Relaxed);
     let Job { key, payload, terms, key_was_empty, .. } = job;
+    if let Ok(None) = prepared {
+        // A part before the last, kept for it: nothing to apply yet.
+        blocked.with_lock(|ctx| {
+            Reply::new(ctx).unsigned(0);
+            payload.release(ctx);
+        });
+        return;
+    }
     let leftovers = blocked.with_lock(|ctx| {
         let locked = Instant::now();
         let reply = Reply::new(ctx);
         let (outcome, leftovers) = match prepared {
-            Ok(mut ready) => {
+            Ok(None) => (Ok(Ok(0)), None),
+            Ok(Some(mut ready)) => {
                 let outcome = catch_unwind(AssertUnwindSafe(|| finish(ctx, &key, &payload, &mut ready, &terms, key_was_empty)));
                 ready.release_string(ctx);
                 (outcome, Some(ready))
@@ -396,9 +471,10 @@ fn lower_priority() {
 }
 
 /// Decode, validate, derive, and encode the payload as it will be stated.
-fn prepare(job: &Job) -> Result<Ready> {
-    let payload = codec::decode(job.payload.bytes(), &job.terms.limits)?;
-    let prepared = Prepared::new(&payload);
+/// None for a part before the last (kept for the last one).
+fn prepare(job: &Job) -> Result<Option<Ready>> {
+    let part = derive(job.payload.bytes(), &job.terms.limits);
+    let Some((payload, prepared, in_parts)) = whole(part, job.arrival.as_ref(), &job.terms.limits)? else { return Ok(None) };
     let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
     let fills_settings = job.key_was_empty && payload.settings.is_none();
     let stated = if job.propagates && (fills_times || fills_settings) {
@@ -411,10 +487,13 @@ fn prepare(job: &Job) -> Result<Ready> {
         }
         let bytes = codec::encode(&stated, Format::Binary)?;
         Retained::copy_of(&bytes).map(|string| Stated { string, settings: stated.settings })
+    } else if job.propagates && in_parts {
+        let bytes = codec::encode(&payload, Format::Binary)?;
+        Retained::copy_of(&bytes).map(|string| Stated { string, settings: payload.settings })
     } else {
         None
     };
-    Ok(Ready { payload, prepared, stated })
+    Ok(Some(Ready { payload, prepared, stated, in_parts }))
 }
 
 /// The apply, under the GIL: fence and settings checked against the model as
@@ -428,7 +507,7 @@ fn finish(ctx: &Context, key_name: &[u8], original: &Retained, ready: &mut Ready
     if flags & raw::REDISMODULE_CTX_FLAGS_SLAVE as i32 != 0 {
         return Err(CommandError::ReadOnly);
     }
-    let Ready { payload, prepared, stated } = ready;
+    let Ready { payload, prepared, stated, in_parts } = ready;
     let propagating = propagates(ctx);
     // The arms the apply will stamp (only read when the change propagates).
     let unstamped: Vec<usize> = if propagating {
@@ -451,7 +530,7 @@ fn finish(ctx: &Context, key_name: &[u8], original: &Retained, ready: &mut Ready
         // When nothing receives replicated commands, the command as received
         // is "replicated" (it goes nowhere, but counts as a change for the
         // save points) instead of a payload encoded for nobody.
-        if outcome.filled_in && propagating {
+        if (outcome.filled_in || *in_parts) && propagating {
             // The encoding made in the background states exactly what was
             // applied when every arm without a time took the apply time (it
             // changed) and the settings filled in are the ones assumed.

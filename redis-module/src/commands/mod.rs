@@ -7,6 +7,7 @@
 pub mod create;
 pub mod export;
 pub mod load;
+pub mod load_parts;
 pub mod rank;
 pub mod stats;
 

@@ -1,0 +1,218 @@
+//! `BANDIT.LOAD key payload PART token index count`: one payload sent as
+//! several commands (see `bandit_core::parts` for why). This file keeps the
+//! flushes being received: which part of which flush comes next, per key,
+//! and the parts' decoded payloads until the last one arrives.
+//!
+//! Parts are numbered on arrival, on the main thread, so the order is the
+//! order of the commands even when their preparations (on worker threads)
+//! finish in another. A part out of order, of another token or count, or one
+//! that would make the flush larger than MAX-PAYLOAD-BYTES ends the flush
+//! being received: the command gets `PARTS …` and the writer starts again
+//! from part 0. Nothing is applied until the last part: its command waits
+//! for the earlier parts' preparations, joins them, and is then applied as
+//! one LOAD of the whole payload (fenced, atomic, replicated as one LOAD).
+//!
+//! A flush whose writer went away is dropped when the next part 0 for the
+//! key arrives, or when any LOAD arrives after it was idle for
+//! [`IDLE_LIMIT`]. Received parts live in memory only (not in RDB or AOF):
+//! after a restart the last part gets `PARTS`, and the writer sends the
+//! flush again, whose offsets the model has not moved past.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bandit_core::parts::MAX_PARTS;
+use bandit_core::{Payload, Prepared};
+
+use crate::args::{is_keyword, parse_usize, Args};
+use crate::error::{CommandError, Result};
+
+/// A flush idle this long (no part arrived) is dropped.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// How long the last part waits for the earlier parts' preparations.
+const PREPARATION_WAIT: Duration = Duration::from_secs(60);
+/// Longest token, bytes.
+const MAX_TOKEN_BYTES: usize = 128;
+
+/// `PART token index count` of one LOAD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartSpec {
+    token: Vec<u8>,
+    index: usize,
+    count: usize,
+}
+
+impl PartSpec {
+    /// The optional `PART token index count` after the payload.
+    ///
+    /// # Errors
+    /// A syntax error for anything else, or values out of range.
+    pub fn parse(args: &mut Args<'_>) -> Result<Option<Self>> {
+        let Some(keyword) = args.peek() else { return Ok(None) };
+        if !is_keyword(keyword, "PART") {
+            return Err(CommandError::unexpected(keyword));
+        }
+        let _ = args.next_arg()?;
+        let token = args.next_arg()?;
+        let index = parse_usize(args.next_arg()?)?;
+        let count = parse_usize(args.next_arg()?)?;
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(CommandError::SyntaxDetail(format!("PART token must be 1 to {MAX_TOKEN_BYTES} bytes")));
+        }
+        if !(1..=MAX_PARTS).contains(&count) || index >= count {
+            return Err(CommandError::SyntaxDetail(format!("PART index must be below count, and count 1 to {MAX_PARTS}")));
+        }
+        Ok(Some(Self { token: token.to_vec(), index, count }))
+    }
+
+    /// The whole payload in one part: a plain LOAD.
+    pub fn is_whole(&self) -> bool {
+        self.count == 1
+    }
+}
+
+/// What a part's preparation left for the last part: the decoded part and
+/// its derived values, or why it was refused.
+type Slot = Option<std::result::Result<(Payload, Prepared), String>>;
+
+/// The parts of one flush, filled in by their preparations.
+#[derive(Debug, Default)]
+pub struct Slots {
+    ready: Mutex<Vec<Slot>>,
+    filled: Condvar,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        // A preparation that panicked holding the lock left whole values.
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores part `index`'s preparation.
+    pub fn fill(&self, index: usize, part: Result<(Payload, Prepared)>) {
+        if let Some(slot) = self.lock().get_mut(index) {
+            *slot = Some(part.map_err(|error| error.to_string()));
+        }
+        self.filled.notify_all();
+    }
+
+    /// Waits until every part before the last is prepared, and takes them
+    /// in order.
+    ///
+    /// # Errors
+    /// `PARTS` when one was refused, or not prepared in time.
+    fn take_earlier(&self) -> Result<Vec<(Payload, Prepared)>> {
+        let deadline = Instant::now() + PREPARATION_WAIT;
+        let mut ready = self.lock();
+        while ready.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CommandError::Parts("the earlier parts were not prepared in time".into()));
+            }
+            ready = self.filled.wait_timeout(ready, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        let mut parts = Vec::with_capacity(ready.len());
+        for (index, slot) in ready.drain(..).enumerate() {
+            match slot {
+                Some(Ok(part)) => parts.push(part),
+                Some(Err(error)) => return Err(CommandError::Parts(format!("part {index} was refused: {error}"))),
+                None => return Err(CommandError::Parts(format!("part {index} is missing"))),
+            }
+        }
+        Ok(parts)
+    }
+
+    /// The whole payload: the earlier parts (waited for) and the last one,
+    /// joined.
+    ///
+    /// # Errors
+    /// `PARTS` as [`Slots::take_earlier`], or for parts that do not make
+    /// one payload (other headers, an arm twice, too many arms).
+    pub fn join_with_last(&self, last: (Payload, Prepared), limits: &bandit_core::Limits) -> Result<(Payload, Prepared)> {
+        let mut parts = self.take_earlier()?;
+        parts.push(last);
+        bandit_core::parts::join(parts, limits).map_err(|error| CommandError::Parts(error.to_string()))
+    }
+}
+
+/// Where a part goes once prepared.
+#[derive(Debug)]
+pub enum Arrival {
+    /// A part before the last: into its slot.
+    Earlier { slots: Arc<Slots>, index: usize },
+    /// The last part: joined with the earlier ones and applied.
+    Last { slots: Arc<Slots> },
+}
+
+/// A flush being received.
+#[derive(Debug)]
+struct Receiving {
+    token: Vec<u8>,
+    count: usize,
+    /// Parts whose command arrived.
+    arrived: usize,
+    /// Their payloads' bytes, together.
+    bytes: usize,
+    last_arrival: Instant,
+    slots: Arc<Slots>,
+}
+
+/// Flushes being received, by (database, key).
+type ByKey = HashMap<(i32, Vec<u8>), Receiving>;
+static RECEIVING: Mutex<Option<ByKey>> = Mutex::new(None);
+
+/// Numbers a part as it arrives (on the main thread, in command order).
+///
+/// # Errors
+/// `PARTS` for a part that does not come next in the flush being received
+/// (which is then dropped); `ERR` when the flush's parts together pass
+/// `max_bytes`.
+pub fn arrive(db: i32, key: &[u8], spec: &PartSpec, bytes: usize, max_bytes: usize) -> Result<Arrival> {
+    let mut guard = RECEIVING.lock().unwrap_or_else(PoisonError::into_inner);
+    let receiving = guard.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    receiving.retain(|_, flush| now.duration_since(flush.last_arrival) < IDLE_LIMIT);
+    let name = (db, key.to_vec());
+    if spec.index == 0 {
+        let slots = Arc::new(Slots { ready: Mutex::new(vec![None; spec.count - 1]), filled: Condvar::new() });
+        receiving.insert(
+            name.clone(),
+            Receiving { token: spec.token.clone(), count: spec.count, arrived: 0, bytes: 0, last_arrival: now, slots },
+        );
+    }
+    let Some(flush) = receiving.get_mut(&name) else {
+        return Err(CommandError::Parts(format!(
+            "part {} of {} arrived but no flush is being received for this key (send part 0 first)",
+            spec.index, spec.count
+        )));
+    };
+    if flush.token != spec.token || flush.count != spec.count || flush.arrived != spec.index {
+        let expected = format!("part {} of {} of the flush being received", flush.arrived, flush.count);
+        receiving.remove(&name);
+        return Err(CommandError::Parts(format!(
+            "part {} of {} arrived where {expected} was expected; that flush is dropped (send it again from part 0)",
+            spec.index, spec.count
+        )));
+    }
+    flush.bytes = flush.bytes.saturating_add(bytes);
+    if flush.bytes > max_bytes {
+        receiving.remove(&name);
+        return Err(CommandError::Other(format!(
+            "payload too large: its parts pass {max_bytes} bytes (MAX-PAYLOAD-BYTES) together; the flush is dropped"
+        )));
+    }
+    flush.arrived += 1;
+    flush.last_arrival = now;
+    let slots = flush.slots.clone();
+    if spec.index + 1 == spec.count {
+        receiving.remove(&name);
+        return Ok(Arrival::Last { slots });
+    }
+    Ok(Arrival::Earlier { slots, index: spec.index })
+}
+
+/// How many flushes are being received now (INFO `bandit_loads_receiving`).
+pub fn receiving() -> usize {
+    RECEIVING.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map_or(0, HashMap::len)
+}
