@@ -190,7 +190,8 @@ fn load_rejects_bad_payloads_with_clear_errors() {
     let error = error_text(conn.call(&[b"BANDIT.LOAD".as_slice(), b"m", &encode_binary(&payload).unwrap()]).unwrap());
     assert_eq!(error, "ERR value is not a finite number (b of arm 'p0')");
     assert_eq!(error_text(conn.cmd("BANDIT.LOAD m")), "ERR wrong number of arguments for 'bandit.load' command");
-    assert_eq!(error_text(conn.call(&["BANDIT.LOAD", "m", good, "extra"]).unwrap()), "ERR wrong number of arguments for 'bandit.load' command");
+    assert_eq!(error_text(conn.call(&["BANDIT.LOAD", "m", good, "extra"]).unwrap()), "ERR syntax error, unexpected 'extra'");
+    assert_eq!(error_text(conn.call(&["BANDIT.LOAD", "m", good, "PART", "t", "0", "2", "extra"]).unwrap()), "ERR wrong number of arguments for 'bandit.load' command");
     assert_eq!(conn.cmd("BANDIT.STATS m").field("arms"), Reply::Integer(0));
 }
 

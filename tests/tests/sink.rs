@@ -120,6 +120,47 @@ fn sigkill_at_several_points_counts_every_event_once() {
     assert_converges(&mut conn, &broker, &options, &all, &[&second]);
 }
 
+/// Flushes larger than `load_part_bytes` go as `BANDIT.LOAD … PART`
+/// commands, applied together: the model is still the exact fold, through a
+/// SIGKILL of the sink while it sends them.
+#[test]
+fn flushes_in_parts_fold_exactly_through_a_sigkill() {
+    const WIDE: usize = 16;
+    let (redis, broker, producer) = stack(2);
+    let options = SinkOptions {
+        flush_interval_ms: 150,
+        dim: WIDE,
+        // An arm is about 2.3 KB at d = 16: 400 products make flushes of
+        // about a megabyte, 15 or more parts of 64 KiB.
+        extra: vec!["--load-part-bytes".into(), "65536".into()],
+        ..SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, WIDE)
+    };
+    let mut all = feedback_events(4000, 400, WIDE, 11);
+    produce(&producer, &all);
+    let mut conn = redis.connect();
+    let mut sink = SinkProcess::start(&options);
+    let loads = |conn: &mut bandit_tests::resp::Connection| match conn.call(&["BANDIT.STATS", &options.model]) {
+        Ok(reply) if !reply.is_error() => reply.field("loads").integer(),
+        _ => 0,
+    };
+    wait_until("a LOAD by the sink", DEADLINE, || loads(&mut conn) > 0);
+    sink.kill();
+    let wave = feedback_events(3000, 400, WIDE, 12);
+    produce(&producer, &wave);
+    all.extend(wave);
+    let sink = SinkProcess::start(&options);
+    assert_converges(&mut conn, &broker, &options, &all, &[&sink]);
+    // Each applied flush took several commands.
+    let commands: i64 = redis
+        .info_field("commandstats", "cmdstat_bandit.load")
+        .split(',')
+        .find_map(|field| field.strip_prefix("calls="))
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0);
+    let applied = loads(&mut conn);
+    assert!(commands >= 5 * applied, "{commands} LOAD commands for {applied} applied flushes: not sent in parts");
+}
+
 #[test]
 fn instances_in_one_group_share_the_work_and_survive_one_stopping() {
     let (redis, broker, producer) = stack(4);

@@ -180,6 +180,7 @@ fn rejects_inconsistent_settings() {
         (&["--min-replicas-ack", "1", "--wait-timeout-ms", "0"], "wait_timeout_ms must be between 1 and 60000"),
         (&["--min-replicas-ack", "1", "--wait-timeout-ms", "60001"], "wait_timeout_ms must be between 1 and 60000"),
         (&["--topic", " "], "topic must not be empty"),
+        (&["--load-part-bytes", "65535"], "load_part_bytes must be at least 65536, got 65535"),
     ];
     for (args, expected) in cases {
         let message = error(args, &[]);
@@ -228,7 +229,7 @@ fn print_config_masks_secrets_and_reads_back() {
 #[test]
 fn help_shows_every_default_and_variable() {
     let help = Cli::command_with_defaults().render_long_help().to_string();
-    let defaults = ["127.0.0.1:9092", "feedback", "bandit-sink", "redis://127.0.0.1:6379", "0", "1000", "bandit:model", "15", "1.0", "1.0", "1.0", "5000", "10000", "1000000", "none"];
+    let defaults = ["127.0.0.1:9092", "feedback", "bandit-sink", "redis://127.0.0.1:6379", "0", "1000", "8388608", "bandit:model", "15", "1.0", "1.0", "1.0", "5000", "10000", "1000000", "none"];
     let unset = ["dead_letter_topic", "schema_registry_url", "schema_registry_basic_auth", "schema_dir"];
     let with_default: Vec<&Setting> = SETTINGS.iter().filter(|s| !unset.contains(&s.key)).collect();
     assert_eq!(with_default.len(), defaults.len() + 3);
