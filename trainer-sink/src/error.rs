@@ -49,8 +49,10 @@ impl SinkError {
 /// a script or module command is running (BUSY), the server is out of memory
 /// until something is freed (OOM), too few replicas are in sync (NOREPLICAS),
 /// a blocked command was released by a role change (UNBLOCKED: a LOAD being
-/// prepared when the server became a replica).
-const TRANSIENT_CODES: &[&str] = &["BUSY", "OOM", "NOREPLICAS", "UNBLOCKED"];
+/// prepared when the server became a replica), a flush in parts whose
+/// earlier parts the server no longer holds (PARTS: it restarted between
+/// them; the flush is sent again whole).
+const TRANSIENT_CODES: &[&str] = &["BUSY", "OOM", "NOREPLICAS", "UNBLOCKED", "PARTS"];
 
 /// Whether a Redis failure can pass by itself. Decided by the error's kind
 /// and code, never by its text, so a reworded message cannot turn a
@@ -100,7 +102,7 @@ mod tests {
 
     #[test]
     fn classifies_by_kind_and_code() {
-        for transient in ["LOADING Redis is loading the dataset in memory", "BUSY Redis is busy running a script", "TRYAGAIN x", "MASTERDOWN Link with MASTER is down", "READONLY You can't write against a read only replica.", "OOM command not allowed", "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"] {
+        for transient in ["LOADING Redis is loading the dataset in memory", "BUSY Redis is busy running a script", "TRYAGAIN x", "MASTERDOWN Link with MASTER is down", "READONLY You can't write against a read only replica.", "OOM command not allowed", "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", "PARTS part 1 of 3 arrived but no flush is being received for this key (send part 0 first)"] {
             assert!(SinkError::from(server_error(transient)).is_transient(), "{transient}");
         }
         for permanent in ["ERR DIM is 300, the limit is 256", "NOAUTH Authentication required.", "WRONGPASS invalid username-password pair", "NOPERM this user has no permissions", "WRONGTYPE Operation against a key holding the wrong kind of value", "ERR unknown command 'BANDIT.STATS'", "NOMODEL no such model", "EXISTS model exists with other settings"] {
