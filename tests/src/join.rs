@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,7 @@ use serde_json::json;
 
 use crate::fixtures::Rng;
 use crate::kafka::{read_topic, KafkaBroker, KeyedProducer};
-use crate::server::{free_port, TempDir};
-use crate::sink::{http_get, HttpResponse};
+use crate::service::ServiceProcess;
 
 /// 2026-01-01T00:00:00Z: every event is in the past, so the clock closes
 /// what the streams leave open once both are read to their end.
@@ -82,85 +81,33 @@ pub fn create_topics(broker: &KafkaBroker, partitions: u32, feedback_partitions:
     broker.create_topic("join-dlq", 1);
 }
 
-/// A running bandit-join; SIGKILLed on drop if still running.
+/// A running bandit-join (see [`ServiceProcess`]).
 #[derive(Debug)]
-pub struct JoinProcess {
-    child: Option<Child>,
-    pub metrics_port: u16,
-    dir: TempDir,
-}
+pub struct JoinProcess(ServiceProcess);
 
 impl JoinProcess {
     pub fn start(options: &JoinOptions) -> Self {
-        let dir = TempDir::new("join");
-        let metrics_port = free_port();
-        let log = std::fs::File::create(dir.path().join("join.log")).unwrap_or_else(|e| panic!("join log: {e}"));
         let rules = options.rules;
-        let child = join_command()
+        let mut command = join_command();
+        command
             .args(["--brokers", &options.brokers, "--group", &options.group])
             .args(["--reward-wait-ms", &rules.reward_wait_ms.to_string(), "--aggregation", rules.aggregation])
             .args(["--default-reward", &rules.default_reward.to_string(), "--impressions", rules.impressions])
-            .args(["--commit-interval-ms", &options.commit_interval_ms.to_string()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            // As the sink's tests: short group timeouts.
-            .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500", "-X", "max.poll.interval.ms=20000"])
-            .args(["-X", "fetch.wait.max.ms=50", "-X", "topic.metadata.refresh.interval.ms=1000"])
-            .args(&options.extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start bandit-join: {e}"));
-        Self { child: Some(child), metrics_port, dir }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("join.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL: no flush, no commit.
-    pub fn kill(&mut self) {
-        crate::server::kill_child(&mut self.child);
-    }
-
-    /// SIGTERM, then waits for the exit.
-    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let pid = self.child.as_ref().map(Child::id)?;
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let end = Instant::now() + deadline;
-        while Instant::now() < end {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return Some(status);
-            }
-            sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-    }
-
-    /// One value from /metrics (a sample named exactly `name`), if reachable.
-    pub fn metric(&self, name: &str) -> Option<f64> {
-        let text = http_get(self.metrics_port, "/metrics").filter(|r| r.status == 200)?;
-        text.body
-            .lines()
-            .find(|line| line.split(' ').next() == Some(name))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-    }
-
-    pub fn health(&self) -> Option<HttpResponse> {
-        http_get(self.metrics_port, "/health")
+            .args(["--commit-interval-ms", &options.commit_interval_ms.to_string()]);
+        Self(ServiceProcess::start(command, "join", &options.extra))
     }
 }
 
-impl Drop for JoinProcess {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::Deref for JoinProcess {
+    type Target = ServiceProcess;
+    fn deref(&self) -> &ServiceProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for JoinProcess {
+    fn deref_mut(&mut self) -> &mut ServiceProcess {
+        &mut self.0
     }
 }
 

@@ -24,5 +24,6 @@ pub mod reference;
 pub mod registry;
 pub mod resp;
 pub mod server;
+pub mod service;
 pub mod sink;
 pub mod topology;
