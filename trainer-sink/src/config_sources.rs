@@ -1,6 +1,6 @@
-//! Where [`Config`]'s values come from: figment merges the TOML file, the
-//! `BANDIT_SINK_*` environment and the flags, in that order, and extracts
-//! one [`Config`] (missing keys keep [`Config::default`]). [`SETTINGS`] names
+//! Where [`Config`]'s values come from: the TOML file, the `BANDIT_SINK_*`
+//! environment and the flags, layered by [`crate::layering`] into one
+//! [`Config`] (missing keys keep [`Config::default`]). [`SETTINGS`] names
 //! every setting's key, flag and variable once, for the help, the
 //! environment, error messages and the README test.
 
@@ -8,26 +8,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::Parser;
-use figment::error::Kind;
-use figment::providers::{Format, Toml};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Serialize, Serializer};
 
 use super::{Config, Tolerance};
-use crate::error::{Result, SinkError};
-
-/// One setting: its TOML key (a [`Config`] field), flag and variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Setting {
-    pub key: &'static str,
-    pub flag: &'static str,
-    pub env: &'static str,
-}
-
-const fn setting(key: &'static str, flag: &'static str, env: &'static str) -> Setting {
-    Setting { key, flag, env }
-}
+use crate::error::Result;
+pub use crate::layering::Setting;
+use crate::layering::{setting, Naming};
 
 /// Every setting but `[kafka]` (`-X`, no variable). Three variables and
 /// flags are shorter than their keys; they are the names users have.
@@ -60,15 +46,20 @@ pub const SETTINGS: [Setting; 23] = [
 /// The variable naming the file; read by clap, as it is needed before the
 /// layers are.
 const CONFIG_ENV: &str = "BANDIT_SINK_CONFIG";
-const ENV_PREFIX: &str = "BANDIT_SINK_";
 
-/// Keys other tools spell differently (Kafka Connect's `errors.*`, which
-/// earlier versions of this sink also read), and the key this sink reads.
-const OTHER_SPELLINGS: &[(&str, &str)] = &[
-    ("errors", "errors_tolerance and dead_letter_topic at the top level, as the flags and variables are, not [errors] tolerance and deadletterqueue_topic (Kafka Connect's spelling)"),
-    ("deadletterqueue_topic", "dead_letter_topic"),
-    ("tolerance", "errors_tolerance"),
-];
+/// The sink's settings, variables and other tools' spellings (Kafka
+/// Connect's `errors.*`, which earlier versions of this sink also read).
+static NAMING: Naming = Naming {
+    settings: &SETTINGS,
+    config_env: CONFIG_ENV,
+    env_prefix: "BANDIT_SINK_",
+    program: "the sink",
+    other_spellings: &[
+        ("errors", "errors_tolerance and dead_letter_topic at the top level, as the flags and variables are, not [errors] tolerance and deadletterqueue_topic (Kafka Connect's spelling)"),
+        ("deadletterqueue_topic", "dead_letter_topic"),
+        ("tolerance", "errors_tolerance"),
+    ],
+};
 
 /// Command line: the top layer. A flag left out is `None` and not
 /// serialized, so it overrides nothing; the defaults are only shown in the
@@ -201,16 +192,8 @@ impl Cli {
     /// [`Config::default`], through the same serialization as
     /// `--print-config`.
     pub fn command_with_defaults() -> clap::Command {
-        let mut command = <Self as clap::CommandFactory>::command();
-        for setting in SETTINGS {
-            let default = default_shown(setting.key);
-            command = command.mut_arg(setting.key, |arg| {
-                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-                let default = default.map(|value| format!(" [default: {value}]")).unwrap_or_default();
-                arg.help(format!("{help} [env: {}]{default}", setting.env))
-            });
-        }
-        command
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        NAMING.help_with_defaults(<Self as clap::CommandFactory>::command(), &defaults)
     }
 
     /// Parses the process's arguments (exits with usage on error, as clap does).
@@ -222,109 +205,13 @@ impl Cli {
 
 /// A setting's default as `--help` and the README show it; `None` when it
 /// has none (an unset dead-letter topic).
+#[cfg(test)]
 pub fn default_shown(key: &str) -> Option<String> {
     let defaults = toml::Table::try_from(Config::default()).ok()?;
-    match defaults.get(key)? {
-        toml::Value::String(text) if text.is_empty() => None,
-        toml::Value::String(text) => Some(text.clone()),
-        other => Some(other.to_string()),
-    }
+    crate::layering::default_shown(&defaults, key)
 }
 
 /// The layers merged: defaults < file < environment < flags.
 pub(super) fn layered(cli: &Cli, environment: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Config> {
-    let mut figment = Figment::new();
-    if let Some(path) = &cli.config {
-        // figment's own `file` would search parent directories and take a
-        // missing file as empty; a named file must exist.
-        std::fs::metadata(path).map_err(|e| SinkError::Config(format!("cannot read {}: {e}", path.display())))?;
-        figment = figment.merge(Toml::file_exact(path));
-    }
-    let flags = Value::serialize(cli).ok().and_then(Value::into_dict).unwrap_or_default();
-    figment = figment
-        .merge(Layer::new("environment", environment_layer(environment)?, |key| setting_of(key).map(|s| s.env)))
-        .merge(Layer::new("command line", flags, |key| setting_of(key).map(|s| s.flag)));
-    // Lossy: the environment is text, "8" must read as a number.
-    figment.extract_lossy::<Config>().map_err(describe)
-}
-
-fn setting_of(key: &str) -> Option<&'static Setting> {
-    SETTINGS.iter().find(|setting| setting.key == key)
-}
-
-/// The `BANDIT_SINK_*` variables as keys. Values stay text (figment's `Env`
-/// would read `BANDIT_SINK_TOPIC=2024` as a number and refuse it for a
-/// topic); numbers are parsed by the lossy extraction. An unknown variable
-/// is refused, as an unknown key in the file is: it is most likely a typo
-/// that would otherwise be silently ignored.
-fn environment_layer(environment: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Dict> {
-    let mut dict = Dict::new();
-    for (name, value) in environment {
-        let Some(name) = name.to_str().filter(|name| name.starts_with(ENV_PREFIX) && *name != CONFIG_ENV) else {
-            continue;
-        };
-        let setting = SETTINGS.iter().find(|setting| setting.env == name).ok_or_else(|| {
-            let known: Vec<&str> = SETTINGS.iter().map(|setting| setting.env).chain([CONFIG_ENV]).collect();
-            SinkError::Config(format!("unknown environment variable {name}; the sink reads {}", known.join(", ")))
-        })?;
-        let value = value.into_string().map_err(|_| SinkError::Config(format!("{name} is not valid UTF-8")))?;
-        dict.insert(setting.key.to_owned(), Value::from(value));
-    }
-    Ok(dict)
-}
-
-/// A layer of keys figment merges, named in its errors by what the user
-/// wrote: the variable or the flag, not the key.
-struct Layer {
-    name: &'static str,
-    dict: Dict,
-    name_of: fn(&str) -> Option<&'static str>,
-}
-
-impl Layer {
-    fn new(name: &'static str, dict: Dict, name_of: fn(&str) -> Option<&'static str>) -> Self {
-        Self { name, dict, name_of }
-    }
-}
-
-impl Provider for Layer {
-    fn metadata(&self) -> Metadata {
-        let name_of = self.name_of;
-        Metadata::named(self.name).interpolater(move |_: &Profile, keys: &[&str]| {
-            let key = keys.join(".");
-            keys.first().and_then(|first| name_of(first)).map_or(key, str::to_owned)
-        })
-    }
-
-    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
-        Ok(Profile::Default.collect(self.dict.clone()))
-    }
-}
-
-/// figment's errors, one per line, each naming the key as the user wrote it
-/// (TOML key, variable or flag) and where; an unknown key in another tool's
-/// spelling is followed by the spelling this sink reads.
-fn describe(error: figment::Error) -> SinkError {
-    let lines: Vec<String> = error.into_iter().map(|error| describe_one(&error)).collect();
-    SinkError::Config(lines.join("\n"))
-}
-
-fn describe_one(error: &figment::Error) -> String {
-    let Some(metadata) = &error.metadata else { return error.to_string() };
-    let (place, key) = match &metadata.source {
-        Some(source) => (source.to_string(), error.path.join(".")),
-        None => (metadata.name.to_string(), metadata.interpolate(&Profile::Default, &error.path)),
-    };
-    match &error.kind {
-        Kind::UnknownField(field, known) => {
-            let hint = OTHER_SPELLINGS.iter().find(|(other, _)| other == field);
-            match hint {
-                Some((_, right)) => format!("unknown key `{key}` in {place}: write {right}"),
-                None => format!("unknown key `{key}` in {place}; the keys are {}", known.join(", ")),
-            }
-        }
-        Kind::UnknownVariant(value, known) => format!("{key} in {place}: `{value}` is not one of {}", known.join(", ")),
-        kind if key.is_empty() => format!("{place}: {kind}"),
-        kind => format!("{key} in {place}: {kind}"),
-    }
+    NAMING.layered(cli.config.as_deref(), cli, environment)
 }

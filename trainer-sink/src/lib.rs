@@ -7,7 +7,8 @@
 //! makes delivery exactly once across crashes and rebalances.
 //!
 //! Layout:
-//! - [`config`]: settings from TOML, environment and flags, validated.
+//! - [`config`]: settings from TOML, environment and flags, validated;
+//!   [`layering`]: the layering itself, which bandit-join's settings share.
 //! - [`engine`]: partitions, arms, restore, flush: the state machine.
 //! - [`store`]: the model in Redis (CREATE, EXPORT, LOAD).
 //! - [`format`]: a record's bytes into an event (JSON, or Avro with
@@ -38,6 +39,7 @@ pub mod health;
 pub mod http;
 pub mod join;
 pub mod kafka_config;
+pub mod layering;
 pub mod metrics;
 pub mod service;
 pub mod store;

@@ -10,13 +10,12 @@ use std::path::PathBuf;
 
 use bandit_core::join::{Aggregation, Impressions, JoinSettings};
 use clap::Parser;
-use figment::providers::{Format, Serialized, Toml};
-use figment::value::{Dict, Value};
-use figment::Figment;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::{as_table, kafka_property};
 use crate::error::{Result, SinkError};
+pub use crate::layering::Setting;
+use crate::layering::{setting, Naming};
 
 /// Personalizer's bounds on the reward wait time: 5 seconds to 2 days. A
 /// shorter wait would close decisions before a click can be logged; a
@@ -120,18 +119,6 @@ const RESERVED_KAFKA_KEYS: &[&str] = &[
     "message.timeout.ms",
 ];
 
-/// One setting: its TOML key, flag and variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Setting {
-    pub key: &'static str,
-    pub flag: &'static str,
-    pub env: &'static str,
-}
-
-const fn setting(key: &'static str, flag: &'static str, env: &'static str) -> Setting {
-    Setting { key, flag, env }
-}
-
 /// Every setting but `[kafka]` (`-X`).
 pub const SETTINGS: [Setting; 13] = [
     setting("brokers", "brokers", "BANDIT_JOIN_BROKERS"),
@@ -150,7 +137,15 @@ pub const SETTINGS: [Setting; 13] = [
 ];
 
 const CONFIG_ENV: &str = "BANDIT_JOIN_CONFIG";
-const ENV_PREFIX: &str = "BANDIT_JOIN_";
+
+/// The joiner's settings and variables.
+static NAMING: Naming = Naming {
+    settings: &SETTINGS,
+    config_env: CONFIG_ENV,
+    env_prefix: "BANDIT_JOIN_",
+    program: "the joiner",
+    other_spellings: &[],
+};
 
 /// `--aggregation`'s values, as core spells them.
 #[derive(Debug, Clone, Copy, clap::ValueEnum, Serialize)]
@@ -247,21 +242,8 @@ pub struct JoinCli {
 impl JoinCli {
     /// The command line, every flag's help naming its variable and default.
     pub fn command_with_defaults() -> clap::Command {
-        let mut command = <Self as clap::CommandFactory>::command();
         let defaults = toml::Table::try_from(JoinConfig::default()).unwrap_or_default();
-        for setting in SETTINGS {
-            let default = match defaults.get(setting.key) {
-                Some(toml::Value::String(text)) if text.is_empty() => String::new(),
-                Some(toml::Value::String(text)) => format!(" [default: {text}]"),
-                Some(other) => format!(" [default: {other}]"),
-                None => String::new(),
-            };
-            command = command.mut_arg(setting.key, |arg| {
-                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-                arg.help(format!("{help} [env: {}]{default}", setting.env))
-            });
-        }
-        command
+        NAMING.help_with_defaults(<Self as clap::CommandFactory>::command(), &defaults)
     }
 
     /// Parses the process's arguments (exits with usage on error, as clap does).
@@ -285,16 +267,7 @@ impl JoinConfig {
     /// # Errors
     /// [`SinkError::Config`] naming the bad setting.
     pub fn load(cli: &JoinCli, environment: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Self> {
-        let mut figment = Figment::new();
-        if let Some(path) = &cli.config {
-            std::fs::metadata(path).map_err(|e| SinkError::Config(format!("cannot read {}: {e}", path.display())))?;
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let flags = Value::serialize(cli).ok().and_then(Value::into_dict).unwrap_or_default();
-        figment = figment.merge(Serialized::defaults(environment_layer(environment)?)).merge(Serialized::defaults(flags));
-        let config: Self = figment.extract_lossy().map_err(|e| {
-            SinkError::Config(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-        })?;
+        let config: Self = NAMING.layered(cli.config.as_deref(), cli, environment)?;
         config.validate()?;
         Ok(config)
     }
@@ -367,24 +340,6 @@ impl JoinConfig {
     }
 }
 
-/// The `BANDIT_JOIN_*` variables as keys, values kept as text (the lossy
-/// extraction parses numbers); an unknown variable is refused.
-fn environment_layer(environment: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Dict> {
-    let mut dict = Dict::new();
-    for (name, value) in environment {
-        let Some(name) = name.to_str().filter(|name| name.starts_with(ENV_PREFIX) && *name != CONFIG_ENV) else {
-            continue;
-        };
-        let setting = SETTINGS.iter().find(|setting| setting.env == name).ok_or_else(|| {
-            let known: Vec<&str> = SETTINGS.iter().map(|setting| setting.env).chain([CONFIG_ENV]).collect();
-            SinkError::Config(format!("unknown environment variable {name}; the joiner reads {}", known.join(", ")))
-        })?;
-        let value = value.into_string().map_err(|_| SinkError::Config(format!("{name} is not valid UTF-8")))?;
-        dict.insert(setting.key.to_owned(), Value::from(value));
-    }
-    Ok(dict)
-}
-
 /// The masked configuration as TOML.
 impl fmt::Display for JoinConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -439,5 +394,8 @@ mod tests {
         }
         let error = load(&[], &[("BANDIT_JOIN_WAIT", "1")]).unwrap_err().to_string();
         assert!(error.contains("unknown environment variable BANDIT_JOIN_WAIT"), "{error}");
+        // Errors name the setting as the user wrote it.
+        let error = load(&[], &[("BANDIT_JOIN_REWARD_WAIT_MS", "soon")]).unwrap_err().to_string();
+        assert!(error.contains("BANDIT_JOIN_REWARD_WAIT_MS in environment"), "{error}");
     }
 }
