@@ -8,15 +8,17 @@
 //! computed score is provably below the threshold and the pruned top-k is
 //! bit-identical to the full scan's.
 //!
-//! Mean, xᵀθ: θ is kept as i8 codes with one scale per arm (θ ≈ s·q);
-//! xᵀθ ≤ s·(qᵀx) + ‖x‖·slack, where slack covers the quantisation error
-//! ‖θ − s·q‖ and the f32 rounding of both dot products.
-//!
-//! The scan bounds eight arms at once: their numbers sit in a
-//! [`BoundBlock`], field by field, and their codes interleaved (feature j of
-//! the eight arms side by side), so the whole bound vectorises across arms.
-//! Only arms whose bound reaches the threshold are read further: first the
-//! exact mean from the row (a tighter bound), then the quadratic form.
+//! Mean, xᵀθ: θ is kept as i8 codes q with one scale s per arm (θ ≈ s·q);
+//! the computed xᵀθ ≤ s·(qᵀx) + ‖x‖·slack, where slack covers the
+//! quantisation error ‖θ − s·q‖ and the f32 rounding of both dot products.
+//! The scan takes qᵀx in integers: x is scaled by a power of two 2ᵏ and
+//! rounded to i16 values p (once per query), so qᵀp is exact in i32 and
+//! qᵀx ≤ qᵀp/2ᵏ + ‖q‖·‖x − p/2ᵏ‖ ≤ qᵀp/2ᵏ + 127·√d·‖e‖ (`QueryBound::offset`
+//! holds that last term plus the margin for the f32 steps after it; see
+//! [`QueryBound::block_bounds`]). On AVX2 one `vpmaddwd` multiplies two
+//! features of eight arms, so the codes of a block of eight arms are stored
+//! pair by pair: for features 2i and 2i + 1, the two codes of arm 0, of arm
+//! 1, …, of arm 7 (16 bytes; an odd d is padded with a zero feature).
 //!
 //! Variance, xᵀMx with M = A⁻¹: split x along the fixed unit direction
 //! u = (1, …, 1)/√d, x = t·u + y with y ⊥ u. Then
@@ -27,9 +29,15 @@
 //! would be several times too loose there. For centred contexts t ≈ 0 and the
 //! bound degrades to λmax·‖x‖². `across` is a power-iteration estimate proven
 //! to be an upper bound by a Cholesky factorisation of across·I − PMP, or the
-//! Gershgorin bound when that fails. A `rounding` term (a multiple of the
-//! Gershgorin bound of |M|) covers the f32 rounding of the weights and of the
-//! kernel's sum.
+//! Gershgorin bound when that fails. A rounding term ρ·‖x‖² (ρ a multiple of
+//! the Gershgorin bound of |M|) covers the f32 rounding of the weights and of
+//! the kernel's sum; since ‖x‖² = t² + ‖y‖², it is stored added to `along`
+//! and to `across` (the query's t² and ‖y‖² factors are rounded up so that
+//! their sum is at least the ‖x‖² the term was derived for).
+//!
+//! The scan bounds eight arms at once ([`BoundBlock`]: their numbers field
+//! by field), in f32 across the eight lanes, with the margins proven at
+//! [`QueryBound::block_bounds`].
 
 use crate::cholesky;
 use crate::packed;
@@ -38,6 +46,22 @@ use crate::packed;
 const CODE_MAX: f64 = 127.0;
 /// f32 unit roundoff.
 const UNIT: f64 = 1.0 / 16_777_216.0;
+/// 1 + 8u in f32 (exact): the relative margin the f32 steps of a bound add.
+const GROW: f32 = 1.0 + 1.0 / 2_097_152.0;
+/// 8u in f32 (exact): the relative margin of a bound's final sum.
+const MARGIN: f32 = 1.0 / 2_097_152.0;
+/// An absolute margin (2⁻¹⁰⁰) above any sum of f32 underflow errors: the
+/// relative error bounds do not hold for subnormal results, whose error is
+/// up to 2⁻¹⁵⁰ per operation, in the kernel's sums as in a bound's.
+const TINY: f64 = 7.888_609_052_210_118e-31;
+/// 2¹²⁰: partial sums below it cannot overflow f32 (see
+/// [`QueryBound::block_bounds`]).
+const REACH_MAX: f32 = (1u128 << 120) as f32;
+/// Largest |p| of the query's i16 values.
+const P_MAX: f64 = 32_767.0;
+/// Scale exponents beyond this are not used (2^±100 keeps every scaled
+/// value a normal f32).
+const EXPONENT_MAX: i32 = 100;
 
 /// The bounds of one arm (upper bounds, rounded up to f32).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,26 +70,37 @@ pub struct ArmBound {
     pub scale: f32,
     /// |computed xᵀθ − scale·(qᵀx)| ≤ ‖x‖·mean_slack.
     pub mean_slack: f32,
+    /// uᵀMu plus the rounding term's ρ.
     pub along: f32,
     pub cross: f32,
+    /// The bound on λmax(PMP) plus the rounding term's ρ.
     pub across: f32,
-    pub rounding: f32,
 }
 
 impl ArmBound {
     /// A bound that never prunes (non-finite rows).
-    pub const NEVER: Self = Self {
-        scale: 0.0,
-        mean_slack: f32::INFINITY,
-        along: f32::INFINITY,
-        cross: f32::INFINITY,
-        across: f32::INFINITY,
-        rounding: f32::INFINITY,
-    };
+    pub const NEVER: Self =
+        Self { scale: 0.0, mean_slack: f32::INFINITY, along: f32::INFINITY, cross: f32::INFINITY, across: f32::INFINITY };
 }
 
 /// Arms per [`BoundBlock`].
 pub const BLOCK: usize = 8;
+
+/// θ codes one arm takes in a block: d rounded up to even (features pair up).
+#[must_use]
+pub const fn codes_per_arm(dim: usize) -> usize {
+    dim.div_ceil(2) * 2
+}
+
+/// Stores the codes of the arm in `lane` (0..8) into its block's codes
+/// (`codes_per_arm(dim)` × 8 bytes; see the module doc for the order).
+pub fn place_codes(lane: usize, codes: &[i8], block: &mut [i8]) {
+    for (feature, &code) in codes.iter().enumerate() {
+        if let Some(slot) = block.get_mut(feature / 2 * 2 * BLOCK + lane * 2 + feature % 2) {
+            *slot = code;
+        }
+    }
+}
 
 /// The bounds of eight consecutive arms, field by field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +110,6 @@ pub struct BoundBlock {
     pub along: [f32; BLOCK],
     pub cross: [f32; BLOCK],
     pub across: [f32; BLOCK],
-    pub rounding: [f32; BLOCK],
 }
 
 impl BoundBlock {
@@ -86,7 +120,6 @@ impl BoundBlock {
         along: [f32::INFINITY; BLOCK],
         cross: [f32::INFINITY; BLOCK],
         across: [f32::INFINITY; BLOCK],
-        rounding: [f32::INFINITY; BLOCK],
     };
 
     /// Stores the bound of the arm in `lane` (0..8; others are ignored).
@@ -97,7 +130,6 @@ impl BoundBlock {
             (&mut self.along, bound.along),
             (&mut self.cross, bound.cross),
             (&mut self.across, bound.across),
-            (&mut self.rounding, bound.rounding),
         ];
         for (field, value) in fields {
             if let Some(slot) = field.get_mut(lane) {
@@ -113,98 +145,195 @@ impl Default for ArmBound {
     }
 }
 
-/// Per-query factors of the variance bound and ‖x‖ for the mean bound.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// One query's side of the bounds: its i16 values in pairs and the f32
+/// factors of the mean and variance bounds. Kept in the rank scratch and
+/// refilled per request ([`QueryBound::set`]), so no allocation per request.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueryBound {
-    /// ‖x‖ of the f32 context the kernel multiplies, rounded up.
-    pub norm: f64,
-    along: f64,
-    cross: f64,
-    across: f64,
-    rounding: f64,
+    /// Features 2i and 2i + 1 of p (i16 each, the first in the low half),
+    /// as `vpmaddwd` takes them.
+    pairs: Vec<i32>,
+    /// 2⁻ᵏ.
+    unscale: f32,
+    /// 127·√d·‖x − p/2ᵏ‖ plus the margin of the mean's f32 steps.
+    offset: f32,
+    /// ‖x‖ (of the f32 context the kernel multiplies, and of the f64 one),
+    /// rounded up with the margin of one f32 product.
+    norm: f32,
+    /// t², 2|t|·‖y‖ and ‖y‖², rounded up (see the module doc).
+    along: f32,
+    cross: f32,
+    across: f32,
+    /// α, rounded up.
+    alpha: f32,
+    /// 127·‖x‖₁ and 2²¹·‖x‖₁², rounded up: see [`QueryBound::block_bounds`]
+    /// on overflow.
+    theta_reach: f32,
+    weight_reach: f32,
 }
 
 impl QueryBound {
-    /// The factors for the context `x` (as the request gives it, f64).
-    #[must_use]
-    pub fn new(x: &[f64]) -> Self {
+    /// The factors for the context `x` (as the request gives it, f64) and
+    /// `alpha` (≥ 0).
+    pub fn set(&mut self, x: &[f64], alpha: f64) {
         let dim = x.len().max(1) as f64;
         let t = x.iter().sum::<f64>() / dim.sqrt();
         let norm2 = packed::dot(x, x);
-        // Cancellation here is covered by the rounding term (see the module doc).
         let rest2 = (norm2 - t * t).max(0.0);
         let norm32: f64 = x.iter().map(|&v| f64::from(v as f32).powi(2)).sum();
-        Self {
-            norm: norm32.sqrt().max(norm2.sqrt()) * (1.0 + 1e-12),
-            along: t * t,
-            cross: 2.0 * t.abs() * rest2.sqrt(),
-            across: rest2,
-            rounding: norm2,
+        let norm = norm32.sqrt().max(norm2.sqrt()) * (1.0 + 1e-12);
+        self.norm = up(norm * (1.0 + 2.0 * UNIT) * (1.0 + 1e-12));
+        self.along = up(t * t);
+        self.cross = up(2.0 * t.abs() * rest2.sqrt());
+        // t² + ‖y‖² ≥ the ‖x‖² of the rounding term despite the f64 rounding
+        // of norm2 − t².
+        self.across = up(rest2 + norm2 * 1e-12);
+        self.alpha = up(alpha);
+        let l1 = x.iter().map(|&v| v.abs().max(f64::from((v as f32).abs()))).sum::<f64>() * (1.0 + 1e-9);
+        self.theta_reach = up(CODE_MAX * l1);
+        self.weight_reach = up(2_097_152.0 * l1 * l1);
+        self.quantise(x);
+    }
+
+    /// p = x (as f32) scaled by 2ᵏ and rounded, `offset` and `unscale`. The
+    /// largest k keeps |p| ≤ 32767 and |qᵀp| < 2³¹ for any codes.
+    fn quantise(&mut self, x: &[f64]) {
+        let width = codes_per_arm(x.len());
+        let largest = x.iter().map(|&v| f64::from((v as f32).abs())).fold(0.0, f64::max);
+        let p_max = P_MAX.min((f64::from(i32::MAX) / (CODE_MAX * width.max(1) as f64)).floor());
+        let exponent = if largest > 0.0 { (p_max / largest).log2().floor() } else { 0.0 };
+        self.pairs.clear();
+        if !(largest.is_finite() && p_max >= 1.0 && exponent >= -f64::from(EXPONENT_MAX)) {
+            // Nothing bounds the mean: an infinite offset never prunes.
+            self.pairs.resize(width / 2, 0);
+            self.unscale = 1.0;
+            self.offset = f32::INFINITY;
+            return;
         }
+        let exponent = exponent.min(f64::from(EXPONENT_MAX)) as i32;
+        let scale = 2f64.powi(exponent);
+        let mut error2 = 0.0;
+        let mut p_sum = 0.0;
+        let mut low = 0i32;
+        for (feature, value) in x.iter().map(|&v| f64::from(v as f32)).chain(std::iter::once(0.0)).take(width).enumerate() {
+            // |value|·2ᵏ ≤ p_max but for log2's rounding; clamped, the value
+            // fits in i16 and the error below is the one the dots see.
+            let p = (value * scale).round().clamp(-p_max, p_max);
+            let error = value - p / scale;
+            error2 += error * error;
+            p_sum += p.abs();
+            let bits = i32::from(p as i16) & 0xFFFF;
+            if feature % 2 == 0 {
+                low = bits;
+            } else {
+                self.pairs.push(low | (bits << 16));
+            }
+        }
+        // 2⁻ᵏ exactly: the biased exponent 127 − k (27..=227, a normal f32).
+        self.unscale = f32::from_bits(((127 - exponent) as u32) << 23);
+        // E0 = 127·√d·‖e‖ (‖q‖ ≤ 127·√d); B = 127·Σ|p|/2ᵏ ≥ |qᵀp|/2ᵏ.
+        let e0 = CODE_MAX * (width as f64).sqrt() * error2.sqrt() * (1.0 + 1e-9);
+        let b = CODE_MAX * p_sum / scale * (1.0 + 1e-12);
+        self.offset = up(e0 + 4.0 * UNIT * (b + e0));
+    }
+
+    /// The i16 pairs of the scaled context, one i32 per two features.
+    #[must_use]
+    pub fn pairs(&self) -> &[i32] {
+        &self.pairs
     }
 
     /// Upper bounds on the kernel's computed scores of the eight arms of
-    /// `block`, whose codes are `codes` (interleaved, `dim` × 8) and whose
-    /// f32 context is `x` (`dim` values): `spread` = α·√(variance bound) and
-    /// `score` = mean bound + spread. Written so that it vectorises across
-    /// the arms.
+    /// `block`, given `dots` = qᵀp of each arm (exact, in i32). All in f32,
+    /// lane by lane, so that it vectorises across the arms. A NaN bound
+    /// (from ∞·0 or ∞ − ∞) never prunes: callers prune only when
+    /// `bound < threshold`; any ∞ or NaN part makes the bound ∞ or NaN.
+    ///
+    /// Why the bound b is ≥ the computed score. The kernel computes
+    /// score = fl64(m + s) with s = fl64(α·fl64(√v)) from its f32 mean m and
+    /// variance v. u = 2⁻²⁴ below; fl is f32 rounding unless marked.
+    ///
+    /// The mean: D = qᵀp exact, Y = fl(D)·2⁻ᵏ (a power of two: exact), so
+    /// |Y − D/2ᵏ| ≤ u·|D|/2ᵏ ≤ u·B, B = 127·Σ|p|/2ᵏ. `offset` E ≥ E0 + 4u(B + E0),
+    /// E0 = 127·√d·‖e‖, and Z = fl(Y + E) ≥ Y + E − u|Y + E| ≥
+    /// D/2ᵏ + E0 + 1.9u(B + E0); P = fl(s·Z) ≥ s(D/2ᵏ + E0) + 0.9u·s(B + E0),
+    /// N = fl(norm·slack) ≥ ‖x‖·slack·(1 + 0.9u), since `norm` carries a
+    /// factor 1 + 2u. So P + N ≥ s·(qᵀx) + ‖x‖·slack ≥ m, but for underflow
+    /// (at most 2⁻¹⁵⁰ per f32 operation, in P and N and in the kernel's m).
+    ///
+    /// The spread: V = along·t² + cross·2|t|‖y‖ + across·‖y‖² (f32 fields and
+    /// factors, each rounded up from its f64 value, all ≥ 0) is ≥ v + the
+    /// kernel's rounding (see the module doc). Its evaluation (three
+    /// products, two sums) loses at most a factor (1 − u)³; times GROW =
+    /// 1 + 8u and plus TINY, then √, ·α and ·GROW again (each rounded),
+    /// S = α·√V·(1 + 6u) or more, above s, whose own f64 rounding is 2⁻⁵²
+    /// relative (TINY covers the underflow of v's sum).
+    ///
+    /// The sum: with X = |P| + N + S, fl(fl(P + N) + S) ≥ P + N + S − 2.1u·X,
+    /// and the margin W = fl(fl(X)·8u) + TINY ≥ 7.9u·X + TINY (fl(X) itself
+    /// within 2u); adding it (rounded, |sum| ≤ X·(1 + 11u)) leaves
+    /// b ≥ P + N + S + 4.8u·X + TINY/2. The score is at most
+    /// m + s + 2⁻⁵²·X (|m| is within X too), and m + s ≤ P + N + S plus
+    /// the underflow errors, far below TINY/2 (d < 2⁴⁰): b ≥ score.
+    ///
+    /// Overflow: the error bounds above assume no f32 result overflows, in
+    /// the kernel (whose sums could reach +∞ where the exact mean is
+    /// finite) as here. The kernel's partial sums of xᵀθ are at most
+    /// Σ|θⱼxⱼ| ≤ 127·s·‖x‖₁·(1 + u)ⁿ and those of the quadratic form at most
+    /// G·‖x‖₁²·(1 + u)ⁿ (G ≥ every |Mᵢⱼ|, the weights sum to ‖x‖₁² at most),
+    /// and along ≥ ρ ≥ 8u·G, so G ≤ 2²¹·along. An arm with s·127‖x‖₁ or
+    /// along·2²¹‖x‖₁² not below 2¹²⁰ gets the bound +∞ (so does a NaN field).
     #[inline(always)]
-    pub fn block_bounds(&self, block: &BoundBlock, codes: &[i8], x: &[f32], alpha: f64, spread: &mut [f64; BLOCK], score: &mut [f64; BLOCK]) {
-        // Four accumulators per arm, so the adds of consecutive features do
-        // not wait on each other; the slack covers any summation order.
-        let [mut s0, mut s1, mut s2, mut s3] = [[0.0f32; BLOCK]; 4];
-        let (features, _) = codes.as_chunks::<BLOCK>();
-        let mut groups = features.chunks_exact(4).zip(x.chunks_exact(4));
-        for (group, values) in &mut groups {
-            if let ([f0, f1, f2, f3], [v0, v1, v2, v3]) = (group, values) {
-                add_codes(&mut s0, f0, *v0);
-                add_codes(&mut s1, f1, *v1);
-                add_codes(&mut s2, f2, *v2);
-                add_codes(&mut s3, f3, *v3);
-            }
-        }
-        let done = features.len() / 4 * 4;
-        for (feature, &value) in features.iter().zip(x).skip(done) {
-            add_codes(&mut s0, feature, value);
-        }
-        let mut dots = [0.0f32; BLOCK];
-        for ((((dot, a), b), c), d) in dots.iter_mut().zip(s0).zip(s1).zip(s2).zip(s3) {
-            *dot = (a + b) + (c + d);
-        }
-        // Field by field over the eight lanes, so each line vectorises.
-        let mut variance = [0.0f64; BLOCK];
-        let fields = block.along.iter().zip(&block.cross).zip(&block.across).zip(&block.rounding);
-        for (v, (((&along, &cross), &across), &rounding)) in variance.iter_mut().zip(fields) {
-            *v = self.along * f64::from(along)
-                + self.cross * f64::from(cross)
-                + self.across * f64::from(across)
-                + self.rounding * f64::from(rounding);
-        }
-        for (s, v) in spread.iter_mut().zip(variance) {
-            *s = alpha * v.sqrt();
-        }
-        let means = block.scale.iter().zip(&dots).zip(&block.mean_slack);
-        for ((out, &s), ((&scale, &dot), &slack)) in score.iter_mut().zip(spread.iter()).zip(means) {
-            *out = (f64::from(scale) * f64::from(dot) + self.norm * f64::from(slack)) + s;
+    // lane < BLOCK indexes arrays of BLOCK values: always in bounds, and
+    // plain indices let the compiler turn the loop into vector operations.
+    #[allow(clippy::indexing_slicing)]
+    pub fn block_bounds(&self, block: &BoundBlock, dots: &[i32; BLOCK], out: &mut [f32; BLOCK]) {
+        for lane in 0..BLOCK {
+            let s = self.spread(block.along[lane], block.cross[lane], block.across[lane]);
+            let p = block.scale[lane] * ((dots[lane] as f32) * self.unscale + self.offset);
+            let n = self.norm * block.mean_slack[lane];
+            // X = |P| + N + S.
+            let margin = ((p.abs() + n) + s) * MARGIN + TINY as f32;
+            let bound = ((p + n) + s) + margin;
+            // `max` ignores a NaN product (0·∞): x = 0 (the kernel's sums are
+            // then 0 or NaN, no overflow), or a zero scale or `along`
+            // (θ = 0, or M = 0 as G ≤ 2²¹·along: a sum of zeros).
+            let reach = (block.scale[lane] * self.theta_reach).max(block.along[lane] * self.weight_reach);
+            out[lane] = if reach < REACH_MAX { bound } else { f32::INFINITY };
         }
     }
 
-    /// An upper bound on the kernel's computed variance of one arm.
+    /// The spread bound s̄ (see [`QueryBound::block_bounds`]) of one arm.
+    #[inline(always)]
+    fn spread(&self, along: f32, cross: f32, across: f32) -> f32 {
+        let v = (along * self.along + cross * self.cross) + across * self.across;
+        let v = v * GROW + TINY as f32;
+        (v.sqrt() * self.alpha) * GROW
+    }
+
+    /// The spread bound of the arm in `lane` of `block`: with the exact
+    /// mean m, fl64(m + spread) bounds the computed score.
     #[must_use]
-    pub fn variance_bound(&self, bound: &ArmBound) -> f64 {
-        self.along * f64::from(bound.along)
-            + self.cross * f64::from(bound.cross)
-            + self.across * f64::from(bound.across)
-            + self.rounding * f64::from(bound.rounding)
+    #[inline(always)]
+    pub fn spread_of(&self, block: &BoundBlock, lane: usize) -> f64 {
+        match (block.along.get(lane), block.cross.get(lane), block.across.get(lane)) {
+            (Some(&along), Some(&cross), Some(&across)) => f64::from(self.spread(along, cross, across)),
+            _ => f64::INFINITY,
+        }
     }
-
 }
 
-/// Adds one feature's codes of eight arms, times the feature's value.
-#[inline(always)]
-fn add_codes(sums: &mut [f32; BLOCK], codes: &[i8; BLOCK], value: f32) {
-    for (sum, &code) in sums.iter_mut().zip(codes) {
-        *sum += f32::from(code) * value;
+/// `value` as f32, rounded up (NaN stays NaN).
+#[must_use]
+pub fn round_up(value: f64) -> f32 {
+    // `as` rounds to nearest; one step up (away from −∞) when that fell below.
+    let near = value as f32;
+    let step = if near < 0.0 { u32::MAX } else { 1 };
+    let above = f32::from_bits(near.to_bits().wrapping_add(step));
+    if f64::from(near) < value {
+        above
+    } else {
+        near
     }
 }
 
@@ -218,12 +347,7 @@ fn up(value: f64) -> f32 {
     if value.is_nan() {
         return f32::INFINITY;
     }
-    let narrowed = value as f32;
-    if f64::from(narrowed) < value {
-        narrowed.next_up()
-    } else {
-        narrowed
-    }
+    round_up(value)
 }
 
 /// Reusable buffers for [`compute`].
@@ -278,14 +402,8 @@ pub fn compute(dim: usize, theta: &[f32], a_inv: &[f32], codes: &mut [i8], work:
         }
     }
     let across = across_bound(dim, full, gershgorin, v, w, shifted, lower);
-    ArmBound {
-        scale,
-        mean_slack,
-        along: up(along),
-        cross: up(cross),
-        across: up(across),
-        rounding: up(gamma(packed::len(dim).div_ceil(8) * 8) * gershgorin + 4.0 * UNIT * gershgorin),
-    }
+    let rounding = gamma(packed::len(dim).div_ceil(8) * 8) * gershgorin + 4.0 * UNIT * gershgorin;
+    ArmBound { scale, mean_slack, along: up(along + rounding), cross: up(cross), across: up(across + rounding) }
 }
 
 /// i8 codes of θ and the slack of the mean bound.

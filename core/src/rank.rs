@@ -16,7 +16,7 @@
 
 use std::cmp::Ordering;
 
-use crate::bounds::{QueryBound, BLOCK};
+use crate::bounds::{codes_per_arm, QueryBound, BLOCK};
 use crate::error::{Error, Result};
 use crate::kernel::{self, PruneStats, Pruning, TopK};
 use crate::model::Model;
@@ -55,8 +55,8 @@ pub struct RankScratch {
     bound: QueryBound,
     /// Entries of the other threads of a parallel pruned scan.
     parts: Vec<Vec<Ranked>>,
-    /// Bounds kept by a best-first pruned scan (one thread: models in cache).
-    held: Vec<kernel::Held>,
+    /// The pruned scan's working memory (the calling thread's part).
+    work: kernel::PruneWork,
     stats: PruneStats,
 }
 
@@ -136,8 +136,8 @@ impl Model {
     /// The pruned scan, on up to `scratch.threads` threads for large models,
     /// each over a contiguous block with its own threshold.
     fn top_k_pruned<'i>(&self, request: &RankRequest<'_>, k: usize, scratch: &mut RankScratch, id: &(impl Fn(u32) -> &'i [u8] + Sync)) {
-        scratch.bound = QueryBound::new(request.context);
-        let RankScratch { threads, query, entries, bound, parts, stats, held, .. } = scratch;
+        scratch.bound.set(request.context, request.alpha);
+        let RankScratch { threads, query, entries, bound, parts, stats, work, .. } = scratch;
         let layout = &self.layout;
         let pruning = Pruning { codes: &self.codes, blocks: &self.bounds, query: bound };
         let alpha = request.alpha;
@@ -146,11 +146,12 @@ impl Model {
         // Blocks of bounds are not split between threads.
         let per_thread = count.div_ceil(threads.max(1)).div_ceil(BLOCK) * BLOCK;
         parts.resize_with(threads.saturating_sub(1), Vec::new);
-        let block = |first: usize, entries: &mut Vec<Ranked>, held: &mut Vec<kernel::Held>| -> PruneStats {
+        let codes = codes_per_arm(layout.dim);
+        let block = |first: usize, entries: &mut Vec<Ranked>, work: &mut kernel::PruneWork| -> PruneStats {
             entries.clear();
             let end = (first + per_thread).min(count);
             let part = Pruning {
-                codes: pruning.codes.get(first * layout.dim..end.div_ceil(BLOCK) * BLOCK * layout.dim).unwrap_or_default(),
+                codes: pruning.codes.get(first * codes..end.div_ceil(BLOCK) * BLOCK * codes).unwrap_or_default(),
                 blocks: pruning.blocks.get(first / BLOCK..end.div_ceil(BLOCK)).unwrap_or_default(),
                 query: pruning.query,
             };
@@ -158,10 +159,10 @@ impl Model {
             let order = |a: &Ranked, b: &Ranked| order(a, b, id);
             let mut best = TopK::new(k, entries, &order);
             let start = u32::try_from(first).unwrap_or(u32::MAX);
-            kernel::top_k_pruned(layout, rows, &part, query, alpha, start, &mut best, held)
+            kernel::top_k_pruned(layout, rows, &part, query, alpha, start, &mut best, work)
         };
         if threads <= 1 {
-            *stats = block(0, entries, held);
+            *stats = block(0, entries, work);
             return;
         }
         let block = &block;
@@ -169,9 +170,9 @@ impl Model {
             let handles: Vec<_> = parts
                 .iter_mut()
                 .zip(1..)
-                .map(|(part, t)| scope.spawn(move || block(t * per_thread, part, &mut Vec::new())))
+                .map(|(part, t)| scope.spawn(move || block(t * per_thread, part, &mut kernel::PruneWork::default())))
                 .collect();
-            let mut total = block(0, entries, held);
+            let mut total = block(0, entries, work);
             for handle in handles {
                 if let Ok(other) = handle.join() {
                     total.add(other);

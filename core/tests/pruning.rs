@@ -143,9 +143,16 @@ fn case(seed: u64, dim: usize, count: usize, untrained_share: f64, copies: usize
 }
 
 fn check(case: &Case, alpha: f64, k: usize) -> bandit_core::kernel::PruneStats {
-    let model = model_of(case.dim, &case.arms, &case.ids);
-    let mut scratch = RankScratch::default();
-    let request = RankRequest { context: &case.x, alpha, top: None };
+    let (top, stats) = check_against_the_full_scan(&model_of(case.dim, &case.arms, &case.ids), &case.x, alpha, k, 1);
+    check_against_the_textbook(case, alpha, &top);
+    stats
+}
+
+/// The pruned top k (on `threads` threads) is the full scan's head, bit
+/// for bit; returns it and what was pruned.
+fn check_against_the_full_scan(model: &Model, x: &[f64], alpha: f64, k: usize, threads: usize) -> (Vec<Ranked>, bandit_core::kernel::PruneStats) {
+    let mut scratch = RankScratch::with_threads(threads);
+    let request = RankRequest { context: x, alpha, top: None };
     let full: Vec<Ranked> = model.rank_all(&request, &mut scratch).unwrap().to_vec();
     assert_eq!(scratch.prune_stats().arms, 0, "no TOP: the full scan");
     let top: Vec<Ranked> = model.rank_all(&RankRequest { top: Some(k), ..request }, &mut scratch).unwrap().to_vec();
@@ -156,10 +163,14 @@ fn check(case: &Case, alpha: f64, k: usize) -> bandit_core::kernel::PruneStats {
         assert_eq!(got.index, want.index, "k {k} alpha {alpha}: {top:?} vs {want:?}");
         assert_eq!(got.score.to_bits(), want.score.to_bits());
     }
+    (top, stats)
+}
+
+fn check_against_the_textbook(case: &Case, alpha: f64, top: &[Ranked]) {
     // Against the textbook: scores to single precision, best first, ties by id.
     let reference: Vec<f64> = case.arms.iter().map(|arm| reference_score(arm, &case.x, alpha)).collect();
     let tolerance = |v: f64| 1e-4 * v.abs().max(1.0);
-    for entry in &top {
+    for entry in top {
         let want = reference[entry.index as usize];
         assert!((entry.score - want).abs() <= tolerance(want), "score {} vs textbook {want}", entry.score);
     }
@@ -186,7 +197,6 @@ fn check(case: &Case, alpha: f64, k: usize) -> bandit_core::kernel::PruneStats {
             before(first, left_out);
         }
     }
-    stats
 }
 
 proptest! {
@@ -213,6 +223,66 @@ proptest! {
             // All arms score the prior: nothing can be pruned.
             prop_assert_eq!(stats.by_codes + stats.by_mean, 0);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Models over 4 MB of rows (the scan prefetches the rows it reads),
+    /// odd and even d, split between threads (each part has its own
+    /// threshold), mixed trained and untrained arms with copies.
+    #[test]
+    fn large_models_on_threads_are_the_full_scan(
+        seed in any::<u64>(),
+        dim in prop_oneof![Just(31usize), Just(32)],
+        count in 2000usize..2600,
+        untrained in prop_oneof![Just(0.0), Just(0.3)],
+        copies in 0usize..3,
+        centred in any::<bool>(),
+        alpha in prop_oneof![Just(0.0), Just(0.6), Just(2.0)],
+        k in prop_oneof![Just(1usize), Just(10), Just(97), Just(1500)],
+        threads in prop_oneof![Just(1usize), Just(3)],
+    ) {
+        let case = case(seed, dim, count, untrained, copies, centred);
+        let (top, stats) = check_against_the_full_scan(&model_of(case.dim, &case.arms, &case.ids), &case.x, alpha, k, threads);
+        check_against_the_textbook(&case, alpha, &top);
+        prop_assert_eq!(stats.arms, count);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Contexts from 1e-30 to 1e18 (the query's integer scale, its
+    /// quantisation error and underflow all change), compared with the
+    /// full scan bit for bit.
+    #[test]
+    fn contexts_of_any_magnitude_are_the_full_scan(
+        seed in any::<u64>(),
+        dim in 1usize..12,
+        count in 2usize..300,
+        untrained in prop_oneof![Just(0.0), Just(0.3), Just(1.0)],
+        centred in any::<bool>(),
+        exponent in prop_oneof![Just(-30i32), Just(-12), Just(-3), Just(3), Just(12), Just(18)],
+        alpha in prop_oneof![Just(0.0), Just(1.0), Just(3.5)],
+        k_share in 0.0f64..1.0,
+    ) {
+        let case = case(seed, dim, count, untrained, 1, centred);
+        let x: Vec<f64> = case.x.iter().map(|v| v * 10f64.powi(exponent)).collect();
+        let k = 1 + (k_share * count as f64) as usize;
+        check_against_the_full_scan(&model_of(case.dim, &case.arms, &case.ids), &x, alpha, k, 1);
+    }
+}
+
+/// A zero context: every arm scores 0 (or its mean's sign of zero), ties
+/// broken by id.
+#[test]
+fn a_zero_context_is_the_full_scan() {
+    let case = case(5, 7, 300, 0.3, 1, true);
+    let model = model_of(case.dim, &case.arms, &case.ids);
+    for k in [1, 10, 299] {
+        check_against_the_full_scan(&model, &[0.0; 7], 1.0, k, 1);
     }
 }
 
