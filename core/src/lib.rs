@@ -67,7 +67,7 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use limits::Limits;
-pub use model::{Applied, IndexView, Model, ModelSettings};
+pub use model::{Applied, Model, ModelSettings, ModelView};
 pub use payload::{ArmPayload, Payload, PayloadSettings};
 pub use prepare::Prepared;
 pub use rank::{RankRequest, RankScratch, Ranked};

@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 
 use rustc_hash::FxHashMap;
 
-use crate::bounds::{BoundBlock, BoundWork, BLOCK};
+use crate::bounds::{codes_per_arm, place_codes, BoundBlock, BoundWork, BLOCK};
 use crate::error::{Error, Result};
 use crate::kernel::Layout;
 use crate::limits::Limits;
@@ -35,41 +35,56 @@ use crate::prepare::{ranking_copy, Prepared};
 /// A model's id → row map.
 pub(crate) type Index = FxHashMap<Box<str>, u32>;
 
-/// A model's id index as it was when a LOAD began, for its worker thread to
-/// look the payload's rows up without Redis' lock ([`crate::Prepared::place`]).
+/// A model's id index and ranking table as they were when a LOAD began, for
+/// its worker thread to look the payload's rows up, and to build the whole
+/// table the apply will swap in, without Redis' lock
+/// ([`crate::Prepared::place`]).
 ///
-/// It holds the index weakly. Reading upgrades it for the lookups only; the
-/// model never writes an index that is shared (it copies it first), and
+/// It holds both weakly. Reading upgrades one for the work only; the model
+/// never writes an index or table that is shared (it copies it first), and
 /// writing one that is only held weakly moves it to a new allocation. So at
-/// the apply, under the lock, the model's index still at the address the
-/// view points to means it is the index the rows were looked up in,
-/// unchanged, and the apply takes those rows; anything else (arms added
-/// since, the model replaced) and it looks them up again. Held weakly, the
-/// view never makes a writer copy a large index, except during a worker's
-/// lookups themselves.
+/// the apply, under the lock, the model's index (table) still at the address
+/// the view points to means it is the one the worker read, unchanged, and the
+/// apply takes what was derived from it; anything else (arms added since,
+/// another LOAD's rows, the model replaced) and it does the work itself.
+/// Held weakly, the view never makes a writer copy a large index or table,
+/// except while a worker is reading it.
 #[derive(Debug, Clone, Default)]
-pub struct IndexView(Weak<Index>);
+pub struct ModelView {
+    index: Weak<Index>,
+    scoring: Weak<Vec<f32>>,
+}
 
-impl IndexView {
-    /// Whether this is a view of `index` as it is now.
-    fn is_of(&self, index: &Arc<Index>) -> bool {
-        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(index))
+impl ModelView {
+    /// Whether this views `index` as it is now.
+    pub(crate) fn index_is(&self, index: &Arc<Index>) -> bool {
+        std::ptr::eq(self.index.as_ptr(), Arc::as_ptr(index))
+    }
+
+    /// Whether this views `scoring` as it is now.
+    pub(crate) fn scoring_is(&self, scoring: &Arc<Vec<f32>>) -> bool {
+        std::ptr::eq(self.scoring.as_ptr(), Arc::as_ptr(scoring))
     }
 
     /// The index, while the model has not changed it.
-    pub(crate) fn read(&self) -> Option<Arc<Index>> {
-        self.0.upgrade()
+    pub(crate) fn read_index(&self) -> Option<Arc<Index>> {
+        self.index.upgrade()
+    }
+
+    /// The ranking table, while the model has not changed it.
+    pub(crate) fn read_scoring(&self) -> Option<Arc<Vec<f32>>> {
+        self.scoring.upgrade()
     }
 }
 
-impl PartialEq for IndexView {
+impl PartialEq for ModelView {
     fn eq(&self, other: &Self) -> bool {
-        Weak::ptr_eq(&self.0, &other.0)
+        Weak::ptr_eq(&self.index, &other.index) && Weak::ptr_eq(&self.scoring, &other.scoring)
     }
 }
 
 /// The row of an arm the model does not have yet (see [`Model::check`]).
-const NEW_ROW: u32 = u32::MAX;
+pub(crate) const NEW_ROW: u32 = u32::MAX;
 
 /// Arms per thread below which an apply stays on one thread.
 const PARALLEL_ARMS: usize = 1024;
@@ -143,9 +158,12 @@ pub struct Model {
     /// [θ | packed A⁻¹ | b | packed A (when sent)] per arm, exact.
     pub(crate) exact: Vec<Box<[f64]>>,
     /// The same rows in f32, padded, for ranking (see [`crate::kernel`]).
-    pub(crate) scoring: Vec<f32>,
-    /// θ of each f32 row as i8 codes, interleaved by blocks of eight arms
-    /// (`dim` × 8 per block, feature-major; see [`crate::bounds`]).
+    /// Shared (never written while shared: a write copies it first) so that
+    /// a LOAD's worker can build the table after the LOAD without Redis'
+    /// lock, for the apply to swap in ([`ModelView`]).
+    pub(crate) scoring: Arc<Vec<f32>>,
+    /// θ of each f32 row as i8 codes, by blocks of eight arms
+    /// ([`codes_per_arm`] × 8 per block, in feature pairs; see [`crate::bounds`]).
     pub(crate) codes: Vec<i8>,
     /// Each f32 row's score bound, eight rows per block.
     pub(crate) bounds: Vec<BoundBlock>,
@@ -202,7 +220,7 @@ impl Model {
             ids: Vec::new(),
             index: Arc::default(),
             exact: Vec::new(),
-            scoring: Vec::new(),
+            scoring: Arc::default(),
             codes: Vec::new(),
             bounds: Vec::new(),
             n: Vec::new(),
@@ -255,10 +273,11 @@ impl Model {
         self.index.get(id).map(|&row| row as usize)
     }
 
-    /// A view of the id index for a worker thread (see [`IndexView`]).
+    /// A view of the id index and ranking table for a worker thread (see
+    /// [`ModelView`]).
     #[must_use]
-    pub fn index_view(&self) -> IndexView {
-        IndexView(Arc::downgrade(&self.index))
+    pub fn view(&self) -> ModelView {
+        ModelView { index: Arc::downgrade(&self.index), scoring: Arc::downgrade(&self.scoring) }
     }
 
     /// The id stored at a row ("" past the end).
@@ -419,7 +438,7 @@ impl Model {
     /// else looked up now.
     fn rows_of(&self, payload: &Payload, placed: Option<&Prepared>) -> Vec<u32> {
         match placed {
-            Some(prepared) if prepared.placed_in.is_of(&self.index) && prepared.placed_for(payload) => prepared.placed.clone(),
+            Some(prepared) if prepared.placed_in.index_is(&self.index) && prepared.placed_for(payload) => prepared.placed.clone(),
             _ => look_up(&self.index, &payload.arms),
         }
     }
@@ -428,6 +447,7 @@ impl Model {
     /// can fail.
     fn write(&mut self, payload: &Payload, prepared: &mut Prepared, mut rows: Vec<u32>, now_ms: i64) -> Applied {
         let new_arms = rows.iter().filter(|&&row| row == NEW_ROW).count();
+        let swapped = self.swap_table(payload, prepared, new_arms);
         self.reserve(new_arms);
         for (row, arm) in rows.iter_mut().zip(&payload.arms).filter(|(row, _)| **row == NEW_ROW) {
             *row = u32::try_from(self.push_empty_row(&arm.id)).unwrap_or(NEW_ROW);
@@ -445,7 +465,9 @@ impl Model {
             }
         }
         applied.arms_changed = changed.len();
-        self.copy_rows(&changed, &prepared.rows);
+        if !swapped {
+            self.copy_rows(&changed, &prepared.rows);
+        }
         *placed = rows;
         for &(partition, given) in &payload.offsets {
             applied.offsets_changed |= self.offsets.insert(partition, given) != Some(given);
@@ -482,6 +504,34 @@ impl Model {
         true
     }
 
+    /// Swaps in the ranking table `prepared` built off the lock (see
+    /// [`Prepared::build_table`]), or for an empty model its rows as they
+    /// are, when it was built from this very table, with the
+    /// rows this apply writes to: it then holds every arm of the payload at
+    /// its row (an unchanged arm's row is rewritten with the same bits), new
+    /// arms after the model's. `prepared` keeps the replaced table, to be
+    /// freed off the lock. Whether it swapped.
+    fn swap_table(&mut self, payload: &Payload, prepared: &mut Prepared, new_arms: usize) -> bool {
+        let stride = self.layout.stride;
+        if self.is_empty() && new_arms == payload.arms.len() && prepared.rows.len() == new_arms * stride {
+            // A model's first arms take rows 0, 1, … in payload order: the
+            // prepared rows are the table as they are.
+            self.scoring = Arc::new(std::mem::take(&mut prepared.rows));
+            return true;
+        }
+        let fits = |table: &Arc<Vec<f32>>| table.len() == (self.len() + new_arms) * stride;
+        let built_here = prepared.placed_in.index_is(&self.index)
+            && prepared.placed_in.scoring_is(&self.scoring)
+            && prepared.placed_for(payload);
+        match prepared.table.as_mut() {
+            Some(table) if built_here && fits(table) => {
+                std::mem::swap(&mut self.scoring, table);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Copies the prepared f32 row of each changed (arm, row) into the
     /// ranking table. At d = 32 a row is 2.2 KB, so a flush of 10,000 arms
     /// copies 22 MB while every other client waits; several threads copy
@@ -501,7 +551,7 @@ impl Model {
         };
         let threads = parallel::threads_for(changed.len(), PARALLEL_ARMS);
         let rows_per_thread = self.len().div_ceil(threads).max(1);
-        let parts = self.scoring.chunks_mut(rows_per_thread * stride.max(1)).enumerate().collect();
+        let parts = Arc::make_mut(&mut self.scoring).chunks_mut(rows_per_thread * stride.max(1)).enumerate().collect();
         parallel::run_parts(parts, |(part, table)| copy(part * rows_per_thread, table));
     }
 
@@ -538,8 +588,12 @@ impl Model {
             Arc::make_mut(&mut self.index).reserve(additional);
         }
         grow(&mut self.exact, additional);
-        grow(&mut self.scoring, additional * self.layout.stride);
-        grow(&mut self.codes, blocks * dim);
+        // A table swapped in by this apply already holds the new rows.
+        let rows = (self.len() + additional) * self.layout.stride;
+        if let Some(more) = rows.checked_sub(self.scoring.len()).filter(|&more| more > 0) {
+            grow(Arc::make_mut(&mut self.scoring), more);
+        }
+        grow(&mut self.codes, blocks * codes_per_arm(dim));
         grow(&mut self.bounds, blocks / BLOCK);
         grow(&mut self.n, additional);
         grow(&mut self.reward_sum, additional);
@@ -552,10 +606,13 @@ impl Model {
         self.ids.push(id.into());
         Arc::make_mut(&mut self.index).insert(id.into(), u32::try_from(row).unwrap_or(u32::MAX));
         self.exact.push(Box::default());
-        self.scoring.resize(self.scoring.len() + self.layout.stride, 0.0);
+        let rows = (row + 1) * self.layout.stride;
+        if self.scoring.len() < rows {
+            Arc::make_mut(&mut self.scoring).resize(rows, 0.0);
+        }
         if row.is_multiple_of(BLOCK) {
             self.bounds.push(BoundBlock::NEVER);
-            self.codes.resize(self.codes.len() + BLOCK * dim, 0);
+            self.codes.resize(self.codes.len() + BLOCK * codes_per_arm(dim), 0);
         }
         self.n.push(0);
         self.reward_sum.push(0.0);
@@ -677,11 +734,9 @@ impl Model {
     /// Stores the θ codes (`dim` values) and bound of the arm at `row`.
     fn set_bound(&mut self, row: usize, codes: &[i8], bound: &crate::bounds::ArmBound) {
         let (block, lane) = (row / BLOCK, row % BLOCK);
-        let dim = self.dim();
-        if let Some(slots) = self.codes.get_mut(block * BLOCK * dim..(block + 1) * BLOCK * dim) {
-            for (slot, &code) in slots.iter_mut().skip(lane).step_by(BLOCK).zip(codes) {
-                *slot = code;
-            }
+        let per_block = BLOCK * codes_per_arm(self.dim());
+        if let Some(slots) = self.codes.get_mut(block * per_block..(block + 1) * per_block) {
+            place_codes(lane, codes, slots);
         }
         if let Some(block) = self.bounds.get_mut(block) {
             block.set(lane, bound);
@@ -694,19 +749,18 @@ impl Model {
         let dim = self.dim();
         let layout = self.layout;
         let arms = self.exact.len();
-        self.scoring = vec![0.0f32; arms * layout.stride];
-        self.codes = vec![0; arms.div_ceil(BLOCK) * BLOCK * dim];
+        self.codes = vec![0; arms.div_ceil(BLOCK) * BLOCK * codes_per_arm(dim)];
         self.bounds = vec![BoundBlock::NEVER; arms.div_ceil(BLOCK)];
         let mut work = BoundWork::default();
         let mut codes = vec![0; dim];
-        let mut scoring = std::mem::take(&mut self.scoring);
+        let mut scoring = vec![0.0f32; arms * layout.stride];
         let exact = std::mem::take(&mut self.exact);
         for (index, (values, row)) in exact.iter().zip(scoring.chunks_exact_mut(layout.stride)).enumerate() {
             let Some((theta, a_inv, _, _)) = exact_parts(dim, values) else { continue };
             let bound = ranking_copy(&layout, theta, a_inv, row, &mut codes, &mut work);
             self.set_bound(index, &codes, &bound);
         }
-        self.scoring = scoring;
+        self.scoring = Arc::new(scoring);
         self.exact = exact;
     }
 }
@@ -997,8 +1051,8 @@ mod tests {
         let mut model = Model::new(settings);
         model.apply(&base, 1, &limits).unwrap();
         let mut prepared = Prepared::new(&update);
-        prepared.place(&update, &model.index_view());
-        assert!(prepared.placed_in.is_of(&model.index));
+        prepared.place(&update, &model.view());
+        assert!(prepared.placed_in.index_is(&model.index));
         assert_eq!(prepared.placed.iter().filter(|&&row| row == NEW_ROW).count(), 100);
         model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
         assert_eq!(model, plain);
@@ -1008,7 +1062,7 @@ mod tests {
         let mut model = Model::new(settings);
         model.apply(&base, 1, &limits).unwrap();
         let mut prepared = Prepared::new(&update);
-        prepared.place(&update, &model.index_view());
+        prepared.place(&update, &model.view());
         prepared.placed.swap(0, 1);
         model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
         assert_ne!(model, plain);
@@ -1017,7 +1071,7 @@ mod tests {
         let mut model = Model::new(settings);
         model.apply(&base, 1, &limits).unwrap();
         let mut prepared = Prepared::new(&update);
-        prepared.place(&update, &model.index_view());
+        prepared.place(&update, &model.view());
         prepared.placed.swap(0, 1);
         model.apply_prepared(&update.clone(), &mut prepared, 2, &limits).unwrap();
         assert_eq!(model, plain);
@@ -1028,9 +1082,9 @@ mod tests {
         let mut model = Model::new(settings);
         model.apply(&base, 1, &limits).unwrap();
         let mut prepared = Prepared::new(&update);
-        prepared.place(&update, &model.index_view());
+        prepared.place(&update, &model.view());
         model.apply(&other, 1, &limits).unwrap();
-        assert!(!prepared.placed_in.is_of(&model.index));
+        assert!(!prepared.placed_in.index_is(&model.index));
         model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
         let mut expected = Model::new(settings);
         expected.apply(&base, 1, &limits).unwrap();
@@ -1042,18 +1096,86 @@ mod tests {
         let mut first = Model::new(settings);
         first.apply(&update, 1, &limits).unwrap();
         let mut prepared = Prepared::new(&update);
-        prepared.place(&update, &first.index_view());
+        prepared.place(&update, &first.view());
         let mut model = Model::new(settings);
         model.apply(&base, 1, &limits).unwrap();
         model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
         assert_eq!(model, plain);
 
         // A view of a model that is gone reads nothing.
-        let view = first.index_view();
+        let view = first.view();
         drop(first);
         let mut prepared = Prepared::new(&update);
         prepared.place(&update, &view);
         assert!(prepared.placed.is_empty());
+    }
+
+    /// The ranking copy (rows, codes, bounds) is what deriving it again from
+    /// the exact values gives, row by row (as an RDB load does).
+    fn assert_ranking_is_derived(model: &Model) {
+        let mut derived = model.clone();
+        derived.rebuild_ranking();
+        assert!(derived.scoring == model.scoring, "ranking rows differ from the exact values'");
+        assert!(derived == *model);
+    }
+
+    /// The ranking table built off the lock is swapped in whole, and gives
+    /// the model a plain apply gives: for a payload that changes most arms
+    /// (and adds some), and not for one that changes few or that meets a
+    /// table another apply wrote in between.
+    #[test]
+    fn a_table_built_off_the_lock_is_swapped_in_only_while_current() {
+        let limits = Limits::default();
+        let settings = ModelSettings { dim: 3, alpha: 0.3, lambda: 2.0, decay: 1.0 };
+        let base = Payload { dim: 3, arms: many_arms(0, 400, 0.25), ..Payload::default() };
+        // 250 of the 400 arms change, 50 are new: above a quarter.
+        let update = Payload { dim: 3, arms: many_arms(200, 300, 0.5), ..Payload::default() };
+        // 40 changed arms: below a quarter of 450.
+        let small = Payload { dim: 3, arms: many_arms(10, 40, 0.75), ..Payload::default() };
+        let mut plain = Model::new(settings);
+        plain.apply(&base, 1, &limits).unwrap();
+        plain.apply(&update, 2, &limits).unwrap();
+
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        let before = model.scoring.clone();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &model.view());
+        prepared.build_table(&model.view());
+        let built = prepared.table.clone().unwrap();
+        assert_ranking_is_derived(&model);
+        model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        assert_eq!(model, plain);
+        assert_ranking_is_derived(&model);
+        assert!(Arc::ptr_eq(&model.scoring, &built), "the built table is the model's now");
+        assert!(prepared.table.as_ref().is_some_and(|old| Arc::ptr_eq(old, &before)), "the replaced table is handed back");
+
+        let mut prepared = Prepared::new(&small);
+        prepared.place(&small, &model.view());
+        prepared.build_table(&model.view());
+        assert!(prepared.table.is_none());
+        model.apply_prepared(&small, &mut prepared, 3, &limits).unwrap();
+        plain.apply(&small, 3, &limits).unwrap();
+        assert_eq!(model, plain);
+        assert_ranking_is_derived(&model);
+
+        // Another apply wrote rows (no new arms, so the index stayed) after
+        // the table was built: it is not swapped in.
+        let mut model = Model::new(settings);
+        model.apply(&base, 1, &limits).unwrap();
+        let mut prepared = Prepared::new(&update);
+        prepared.place(&update, &model.view());
+        prepared.build_table(&model.view());
+        assert!(prepared.table.is_some());
+        let meanwhile = Payload { dim: 3, arms: many_arms(0, 150, 0.9), ..Payload::default() };
+        model.apply(&meanwhile, 1, &limits).unwrap();
+        model.apply_prepared(&update, &mut prepared, 2, &limits).unwrap();
+        let mut expected = Model::new(settings);
+        expected.apply(&base, 1, &limits).unwrap();
+        expected.apply(&meanwhile, 1, &limits).unwrap();
+        expected.apply(&update, 2, &limits).unwrap();
+        assert_eq!(model, expected);
+        assert_ranking_is_derived(&model);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! Off the main thread: a LOAD from a client blocks that client, and a worker
 //! thread decodes and validates the payload, derives every arm's θ, ranking
 //! row and score bound ([`Prepared`]), looks up each arm's row in the model's
-//! id index as it was when the command came ([`IndexView`]; the apply takes
+//! id index as it was when the command came ([`ModelView`]; the apply takes
 //! those rows only if the index has not changed since) and, when the module will fill in values,
 //! encodes the payload as it will be applied. Only the apply runs under the
 //! GIL: the settings check and the offset fence against the model as it is
@@ -35,10 +35,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bandit_core::codec::{self, Format};
-use bandit_core::{Applied, IndexView, Limits, Model, Payload, PayloadSettings, Prepared};
+use bandit_core::{Applied, Limits, Model, ModelView, Payload, PayloadSettings, Prepared};
 use redis_module::key::RedisKeyWritable;
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
@@ -120,9 +120,10 @@ fn derive(bytes: &[u8], limits: &Limits) -> Result<(Payload, Prepared)> {
 }
 
 /// What a LOAD applies, once its bytes are derived: the payload, or for the
-/// last part the whole payload joined from every part (`true`); `None` for
-/// a part before the last, which is only kept.
-fn whole(part: Result<(Payload, Prepared)>, arrival: Option<&Arrival>, limits: &Limits) -> Result<Option<(Payload, Prepared, bool)>> {
+/// last part the whole payload joined from every part (`true`; the earlier
+/// parts are waited for up to `wait`); `None` for a part before the last,
+/// which is only kept.
+fn whole(part: Result<(Payload, Prepared)>, arrival: Option<&Arrival>, limits: &Limits, wait: Duration) -> Result<Option<(Payload, Prepared, bool)>> {
     match arrival {
         None => part.map(|(payload, prepared)| Some((payload, prepared, false))),
         Some(Arrival::Earlier { slots, index }) => {
@@ -131,7 +132,7 @@ fn whole(part: Result<(Payload, Prepared)>, arrival: Option<&Arrival>, limits: &
             refused.map_or(Ok(None), Err)
         }
         Some(Arrival::Last { slots }) => {
-            let (payload, prepared) = slots.join_with_last(part?, limits)?;
+            let (payload, prepared) = slots.join_with_last(part?, limits, wait)?;
             Ok(Some((payload, prepared, true)))
         }
     }
@@ -215,7 +216,8 @@ fn synchronous(call: &mut Invocation<'_>, bytes: &[u8], arrival: Option<Arrival>
 /// The whole LOAD on the main thread.
 fn apply_here(call: &mut Invocation<'_>, bytes: &[u8], arrival: Option<Arrival>) -> Result<()> {
     let terms = Terms::of(call);
-    let Some((mut payload, mut prepared, in_parts)) = whole(derive(bytes, &terms.limits), arrival.as_ref(), &terms.limits)? else {
+    // The main thread never waits for a worker's preparation.
+    let Some((mut payload, mut prepared, in_parts)) = whole(derive(bytes, &terms.limits), arrival.as_ref(), &terms.limits, Duration::ZERO)? else {
         call.reply.unsigned(0);
         return Ok(());
     };
@@ -312,9 +314,10 @@ struct Job {
     /// Whether the key was empty when the command arrived (then the module
     /// will likely fill in the settings).
     key_was_empty: bool,
-    /// The model's id index when the command arrived, for the worker to
-    /// look the arms' rows up in (the apply checks it is still current).
-    index: IndexView,
+    /// The model's id index and ranking table when the command arrived, for
+    /// the worker to look the arms' rows up in and build the table after the
+    /// LOAD from (the apply checks they are still current).
+    index: ModelView,
     /// Whether replicated commands went anywhere when the command arrived
     /// (else the worker does not encode the payload as applied).
     propagates: bool,
@@ -366,7 +369,7 @@ fn start_in_background(call: &mut Invocation<'_>, arrival: Option<Arrival>) -> s
     let terms = Terms::of(call);
     let key = call.ctx.open_key(&call.key);
     let key_was_empty = key.is_null();
-    let index = read_model(&key).map(Model::index_view).unwrap_or_default();
+    let index = read_model(&key).map(Model::view).unwrap_or_default();
     drop(key);
     // SAFETY: the running command's context and one of its arguments.
     let Some(payload) = (unsafe { Retained::keep(call.ctx, payload_arg) }) else { return Err(arrival) };
@@ -397,22 +400,23 @@ fn run(blocked: Blocked, job: Job) {
     // Without a thread to spare (the process is at its thread limit), it
     // runs here, at normal priority.
     let internal = || CommandError::Other(format!("internal error in '{}', see the server log", SPEC.name));
-    let guarded = || catch_unwind(AssertUnwindSafe(|| prepare(&job))).unwrap_or_else(|_| Err(internal()));
-    let mut prepared = std::thread::scope(|scope| {
-        let low = std::thread::Builder::new().spawn_scoped(scope, || {
-            lower_priority();
-            guarded()
-        });
-        match low {
-            Ok(preparing) => preparing.join().unwrap_or_else(|_| Err(internal())),
-            Err(_) => guarded(),
-        }
-    });
+    let mut prepared = at_low_priority(|| prepare(&job)).unwrap_or_else(|| Err(internal()));
+    if let (Err(error), Some(Arrival::Earlier { slots, index })) = (&prepared, &job.arrival) {
+        // Also when the preparation panicked before it got to the slot: the
+        // last part must not wait for it.
+        slots.fill(*index, Err(error.clone()));
+    }
     // The rows are looked up back at normal priority: while the lookup
     // reads the model's index, a LOAD that adds arms to it must copy it
     // under the lock, and a starved lookup would make that window long.
+    // The ranking table the apply will swap in is built at the lowest
+    // priority again: it is a copy of tens of megabytes, and only another
+    // LOAD of the same model (which a sink never overlaps with its own)
+    // would have to copy the table while it is read.
     if let Ok(Some(ready)) = &mut prepared {
         ready.prepared.place(&ready.payload, &job.index);
+        let Ready { prepared, .. } = ready;
+        at_low_priority(|| prepared.build_table(&job.index));
     }
     PREPARING.fetch_sub(1, Ordering::Relaxed);
     let Job { key, payload, terms, key_was_empty, .. } = job;
@@ -453,6 +457,24 @@ fn run(blocked: Blocked, job: Job) {
     drop(leftovers);
 }
 
+/// Runs `work` on a thread of its own at the lowest priority (see
+/// [`lower_priority`]), or here when no thread can be started. None when it
+/// panicked.
+fn at_low_priority<T: Send>(work: impl FnOnce() -> T + Send) -> Option<T> {
+    let slot = std::sync::Mutex::new(Some(work));
+    let run = || {
+        let work = slot.lock().ok()?.take()?;
+        catch_unwind(AssertUnwindSafe(work)).ok()
+    };
+    std::thread::scope(|scope| match std::thread::Builder::new().spawn_scoped(scope, || {
+        lower_priority();
+        run()
+    }) {
+        Ok(running) => running.join().ok().flatten(),
+        Err(_) => run(),
+    })
+}
+
 /// Lowers the calling thread to the lowest priority (nice 19; only this
 /// thread: Linux gives each thread its own). Raising it again would need a
 /// privilege Redis may not have, hence a thread for the low-priority work.
@@ -474,7 +496,9 @@ fn lower_priority() {
 /// None for a part before the last (kept for the last one).
 fn prepare(job: &Job) -> Result<Option<Ready>> {
     let part = derive(job.payload.bytes(), &job.terms.limits);
-    let Some((payload, prepared, in_parts)) = whole(part, job.arrival.as_ref(), &job.terms.limits)? else { return Ok(None) };
+    let Some((payload, prepared, in_parts)) = whole(part, job.arrival.as_ref(), &job.terms.limits, load_parts::PREPARATION_WAIT)? else {
+        return Ok(None);
+    };
     let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
     let fills_settings = job.key_was_empty && payload.settings.is_none();
     let stated = if job.propagates && (fills_times || fills_settings) {

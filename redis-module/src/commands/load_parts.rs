@@ -30,8 +30,9 @@ use crate::error::{CommandError, Result};
 
 /// A flush idle this long (no part arrived) is dropped.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
-/// How long the last part waits for the earlier parts' preparations.
-const PREPARATION_WAIT: Duration = Duration::from_secs(60);
+/// How long the last part, prepared on a worker thread, waits for the
+/// earlier parts' preparations (which run at the same time).
+pub const PREPARATION_WAIT: Duration = Duration::from_secs(60);
 /// Longest token, bytes.
 const MAX_TOKEN_BYTES: usize = 128;
 
@@ -97,18 +98,20 @@ impl Slots {
         self.filled.notify_all();
     }
 
-    /// Waits until every part before the last is prepared, and takes them
-    /// in order.
+    /// Waits up to `wait` until every part before the last is prepared,
+    /// and takes them in order.
     ///
     /// # Errors
     /// `PARTS` when one was refused, or not prepared in time.
-    fn take_earlier(&self) -> Result<Vec<(Payload, Prepared)>> {
-        let deadline = Instant::now() + PREPARATION_WAIT;
+    fn take_earlier(&self, wait: Duration) -> Result<Vec<(Payload, Prepared)>> {
+        let deadline = Instant::now() + wait;
         let mut ready = self.lock();
         while ready.iter().any(Option::is_none) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(CommandError::Parts("the earlier parts were not prepared in time".into()));
+                return Err(CommandError::Parts(
+                    "the earlier parts are not prepared (send the last part after the others replied); the flush is dropped".into(),
+                ));
             }
             ready = self.filled.wait_timeout(ready, left).unwrap_or_else(PoisonError::into_inner).0;
         }
@@ -123,14 +126,14 @@ impl Slots {
         Ok(parts)
     }
 
-    /// The whole payload: the earlier parts (waited for) and the last one,
-    /// joined.
+    /// The whole payload: the earlier parts (waited for up to `wait`; on
+    /// the main thread, which must not wait, zero) and the last one, joined.
     ///
     /// # Errors
     /// `PARTS` as [`Slots::take_earlier`], or for parts that do not make
     /// one payload (other headers, an arm twice, too many arms).
-    pub fn join_with_last(&self, last: (Payload, Prepared), limits: &bandit_core::Limits) -> Result<(Payload, Prepared)> {
-        let mut parts = self.take_earlier()?;
+    pub fn join_with_last(&self, last: (Payload, Prepared), limits: &bandit_core::Limits, wait: Duration) -> Result<(Payload, Prepared)> {
+        let mut parts = self.take_earlier(wait)?;
         parts.push(last);
         bandit_core::parts::join(parts, limits).map_err(|error| CommandError::Parts(error.to_string()))
     }
