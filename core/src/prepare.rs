@@ -87,36 +87,48 @@ impl Prepared {
         self.placed_arms = payload.arms.as_ptr() as usize;
     }
 
-    /// After [`Prepared::place`], when the payload changes at least a
-    /// quarter of the model's arms: builds the model's whole ranking table
-    /// as the apply will leave it, a copy of the table `view` shows with the
-    /// payload's rows written in. The apply then swaps it in under the lock
-    /// instead of copying the rows there (at d = 32 a row is 2.2 KB: 10,000
-    /// arms are 22 MB, 2–4 ms during which Redis serves no one). Below a
-    /// quarter, copying the whole table would cost more than four times the
-    /// rows the apply copies.
+    /// After [`Prepared::place`], when the payload states at least a
+    /// quarter as many arms as the model has: builds the model's whole
+    /// ranking table as the apply will leave it, a copy of the table `view`
+    /// shows with the payload's rows written in. The apply then swaps it in
+    /// under the lock instead of copying the rows there (at d = 32 a row is
+    /// 2.2 KB: 10,000 arms are 22 MB, 2–4 ms during which Redis serves no
+    /// one). Below a quarter, copying the whole table would cost more than
+    /// four times the rows the apply copies; an empty model takes the
+    /// prepared rows as they are.
+    ///
+    /// The table is copied a megabyte at a time, each chunk under a strong
+    /// reference taken again: a writer that changes the table meanwhile
+    /// moves it away (the copy then stops) instead of having to copy it
+    /// because this thread holds it.
     pub fn build_table(&mut self, view: &ModelView) {
-        if view != &self.placed_in {
+        if view != &self.placed_in || self.placed.len() != self.arms {
             return;
         }
-        self.table = view.read_scoring().and_then(|table| self.whole_table(&table));
+        self.table = self.whole_table(view).map(Arc::new);
     }
 
-    /// The table `now` with every arm's row written at its placed row, new
-    /// arms after the model's in payload order (as the apply adds them);
-    /// None when the payload changes less than a quarter of it.
-    fn whole_table(&self, now: &[f32]) -> Option<Arc<Vec<f32>>> {
-        let stride = Layout::new(self.dim).stride;
-        let rows_now = now.len() / stride.max(1);
-        if self.arms.saturating_mul(4) < rows_now || self.placed.len() != self.arms {
+    /// The model's table with every arm's row written at its placed row,
+    /// new arms after the model's in payload order (as the apply adds them);
+    /// None when not worth it or when the table changed during the copy.
+    fn whole_table(&self, view: &ModelView) -> Option<Vec<f32>> {
+        const CHUNK: usize = 1 << 18;
+        let stride = Layout::new(self.dim).stride.max(1);
+        let len_now = view.read_scoring()?.len();
+        let rows_now = len_now / stride;
+        if rows_now == 0 || self.arms.saturating_mul(4) < rows_now {
             return None;
         }
         let new_arms = self.placed.iter().filter(|&&row| row == NEW_ROW).count();
         let mut table = Vec::with_capacity((rows_now + new_arms) * stride);
-        table.extend_from_slice(now);
+        while table.len() < len_now {
+            let now = view.read_scoring()?;
+            let end = (table.len() + CHUNK).min(len_now);
+            table.extend_from_slice(now.get(table.len()..end)?);
+        }
         table.resize((rows_now + new_arms) * stride, 0.0);
         let mut next_new = rows_now;
-        for (&row, source) in self.placed.iter().zip(self.rows.chunks_exact(stride.max(1))) {
+        for (&row, source) in self.placed.iter().zip(self.rows.chunks_exact(stride)) {
             let row = if row == NEW_ROW {
                 next_new += 1;
                 next_new - 1
@@ -125,7 +137,7 @@ impl Prepared {
             };
             table.get_mut(row * stride..(row + 1) * stride)?.copy_from_slice(source);
         }
-        Some(Arc::new(table))
+        Some(table)
     }
 
     /// Whether [`Prepared::place`] looked up the rows of this very payload.

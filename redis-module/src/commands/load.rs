@@ -216,8 +216,13 @@ fn synchronous(call: &mut Invocation<'_>, bytes: &[u8], arrival: Option<Arrival>
 /// The whole LOAD on the main thread.
 fn apply_here(call: &mut Invocation<'_>, bytes: &[u8], arrival: Option<Arrival>) -> Result<()> {
     let terms = Terms::of(call);
-    // The main thread never waits for a worker's preparation.
-    let Some((mut payload, mut prepared, in_parts)) = whole(derive(bytes, &terms.limits), arrival.as_ref(), &terms.limits, Duration::ZERO)? else {
+    // A panic is answered by the command's entry point; caught here too, so
+    // that a part's slot is filled whatever happens (the last part would
+    // otherwise wait for it). The main thread never waits for a worker's
+    // preparation.
+    let part = catch_unwind(AssertUnwindSafe(|| derive(bytes, &terms.limits)))
+        .unwrap_or_else(|_| Err(CommandError::Other(format!("internal error in '{}', see the server log", SPEC.name))));
+    let Some((mut payload, mut prepared, in_parts)) = whole(part, arrival.as_ref(), &terms.limits, Duration::ZERO)? else {
         call.reply.unsigned(0);
         return Ok(());
     };

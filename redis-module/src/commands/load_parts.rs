@@ -5,18 +5,26 @@
 //!
 //! Parts are numbered on arrival, on the main thread, so the order is the
 //! order of the commands even when their preparations (on worker threads)
-//! finish in another. A part out of order, of another token or count, or one
-//! that would make the flush larger than MAX-PAYLOAD-BYTES ends the flush
-//! being received: the command gets `PARTS …` and the writer starts again
-//! from part 0. Nothing is applied until the last part: its command waits
-//! for the earlier parts' preparations, joins them, and is then applied as
-//! one LOAD of the whole payload (fenced, atomic, replicated as one LOAD).
+//! finish in another. A part out of order, or of another count, ends the
+//! flush being received: the command gets `PARTS …` and the writer starts
+//! again from part 0. A part of another token (another writer's, or a late
+//! retry) gets `PARTS` and leaves the flush being received alone. A flush
+//! whose parts pass MAX-PAYLOAD-BYTES together is dropped with `ERR`.
+//! Nothing is applied until the last part: its command waits for the
+//! earlier parts' preparations (on a worker thread; on the main thread it
+//! never waits, and gets `PARTS` if they are not ready), joins them, and is
+//! then applied as one LOAD of the whole payload (fenced, atomic, replicated
+//! as one LOAD). A part that was refused, or parts that do not make one
+//! payload, refuse the last part with the same error a single LOAD of the
+//! whole would get (`ERR`, permanent: sending it again cannot help).
 //!
 //! A flush whose writer went away is dropped when the next part 0 for the
-//! key arrives, or when any LOAD arrives after it was idle for
-//! [`IDLE_LIMIT`]. Received parts live in memory only (not in RDB or AOF):
-//! after a restart the last part gets `PARTS`, and the writer sends the
-//! flush again, whose offsets the model has not moved past.
+//! key arrives, or when a part of any flush arrives after it was idle for
+//! [`IDLE_LIMIT`] (`INFO bandit_loads_receiving` counts it until then).
+//! Dropped flushes are freed on a thread of their own: their decoded parts
+//! can be hundreds of megabytes. Received parts live in memory only (not in
+//! RDB or AOF): after a restart the last part gets `PARTS`, and the writer
+//! sends the flush again, whose offsets the model has not moved past.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -75,7 +83,7 @@ impl PartSpec {
 
 /// What a part's preparation left for the last part: the decoded part and
 /// its derived values, or why it was refused.
-type Slot = Option<std::result::Result<(Payload, Prepared), String>>;
+type Slot = Option<Result<(Payload, Prepared)>>;
 
 /// The parts of one flush, filled in by their preparations.
 #[derive(Debug, Default)]
@@ -90,10 +98,17 @@ impl Slots {
         self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A slot for the next part before the last, as it arrives; its index.
+    fn open(&self) -> usize {
+        let mut ready = self.lock();
+        ready.push(None);
+        ready.len() - 1
+    }
+
     /// Stores part `index`'s preparation.
     pub fn fill(&self, index: usize, part: Result<(Payload, Prepared)>) {
         if let Some(slot) = self.lock().get_mut(index) {
-            *slot = Some(part.map_err(|error| error.to_string()));
+            *slot = Some(part);
         }
         self.filled.notify_all();
     }
@@ -102,7 +117,8 @@ impl Slots {
     /// and takes them in order.
     ///
     /// # Errors
-    /// `PARTS` when one was refused, or not prepared in time.
+    /// `PARTS` when one is not prepared in time; the error of a part that
+    /// was refused, naming it.
     fn take_earlier(&self, wait: Duration) -> Result<Vec<(Payload, Prepared)>> {
         let deadline = Instant::now() + wait;
         let mut ready = self.lock();
@@ -119,7 +135,7 @@ impl Slots {
         for (index, slot) in ready.drain(..).enumerate() {
             match slot {
                 Some(Ok(part)) => parts.push(part),
-                Some(Err(error)) => return Err(CommandError::Parts(format!("part {index} was refused: {error}"))),
+                Some(Err(error)) => return Err(in_part(error, index)),
                 None => return Err(CommandError::Parts(format!("part {index} is missing"))),
             }
         }
@@ -130,12 +146,22 @@ impl Slots {
     /// the main thread, which must not wait, zero) and the last one, joined.
     ///
     /// # Errors
-    /// `PARTS` as [`Slots::take_earlier`], or for parts that do not make
-    /// one payload (other headers, an arm twice, too many arms).
+    /// As [`Slots::take_earlier`]; `ERR` for parts that do not make one
+    /// payload (other headers, an arm twice, too many arms), as a single
+    /// LOAD of them all would get.
     pub fn join_with_last(&self, last: (Payload, Prepared), limits: &bandit_core::Limits, wait: Duration) -> Result<(Payload, Prepared)> {
         let mut parts = self.take_earlier(wait)?;
         parts.push(last);
-        bandit_core::parts::join(parts, limits).map_err(|error| CommandError::Parts(error.to_string()))
+        bandit_core::parts::join(parts, limits).map_err(CommandError::from)
+    }
+}
+
+/// A refused part's error, as the last part reports it: the same code, the
+/// part named in the message.
+fn in_part(error: CommandError, index: usize) -> CommandError {
+    match error {
+        CommandError::Other(message) => CommandError::Other(format!("part {index} was refused: {message}")),
+        other => other,
     }
 }
 
@@ -175,24 +201,51 @@ pub fn arrive(db: i32, key: &[u8], spec: &PartSpec, bytes: usize, max_bytes: usi
     let mut guard = RECEIVING.lock().unwrap_or_else(PoisonError::into_inner);
     let receiving = guard.get_or_insert_with(HashMap::new);
     let now = Instant::now();
-    receiving.retain(|_, flush| now.duration_since(flush.last_arrival) < IDLE_LIMIT);
+    let mut dropped = Vec::new();
+    receiving.retain(|_, flush| {
+        let keep = now.duration_since(flush.last_arrival) < IDLE_LIMIT;
+        if !keep {
+            dropped.push(flush.slots.clone());
+        }
+        keep
+    });
     let name = (db, key.to_vec());
+    let arrival = next_part(receiving, &name, spec, bytes, max_bytes, now, &mut dropped);
+    drop(guard);
+    free_elsewhere(dropped);
+    arrival
+}
+
+/// [`arrive`] for one key, with `dropped` collecting the flushes it ends.
+fn next_part(
+    receiving: &mut ByKey,
+    name: &(i32, Vec<u8>),
+    spec: &PartSpec,
+    bytes: usize,
+    max_bytes: usize,
+    now: Instant,
+    dropped: &mut Vec<Arc<Slots>>,
+) -> Result<Arrival> {
     if spec.index == 0 {
-        let slots = Arc::new(Slots { ready: Mutex::new(vec![None; spec.count - 1]), filled: Condvar::new() });
-        receiving.insert(
-            name.clone(),
-            Receiving { token: spec.token.clone(), count: spec.count, arrived: 0, bytes: 0, last_arrival: now, slots },
-        );
+        let slots = Arc::new(Slots::default());
+        let fresh = Receiving { token: spec.token.clone(), count: spec.count, arrived: 0, bytes: 0, last_arrival: now, slots };
+        dropped.extend(receiving.insert(name.clone(), fresh).map(|old| old.slots));
     }
-    let Some(flush) = receiving.get_mut(&name) else {
+    let Some(flush) = receiving.get_mut(name) else {
         return Err(CommandError::Parts(format!(
             "part {} of {} arrived but no flush is being received for this key (send part 0 first)",
             spec.index, spec.count
         )));
     };
-    if flush.token != spec.token || flush.count != spec.count || flush.arrived != spec.index {
+    if flush.token != spec.token {
+        return Err(CommandError::Parts(format!(
+            "part {} of {} of another flush (token) than the one being received for this key; send that flush again from part 0",
+            spec.index, spec.count
+        )));
+    }
+    if flush.count != spec.count || flush.arrived != spec.index {
         let expected = format!("part {} of {} of the flush being received", flush.arrived, flush.count);
-        receiving.remove(&name);
+        dropped.extend(receiving.remove(name).map(|old| old.slots));
         return Err(CommandError::Parts(format!(
             "part {} of {} arrived where {expected} was expected; that flush is dropped (send it again from part 0)",
             spec.index, spec.count
@@ -200,7 +253,7 @@ pub fn arrive(db: i32, key: &[u8], spec: &PartSpec, bytes: usize, max_bytes: usi
     }
     flush.bytes = flush.bytes.saturating_add(bytes);
     if flush.bytes > max_bytes {
-        receiving.remove(&name);
+        dropped.extend(receiving.remove(name).map(|old| old.slots));
         return Err(CommandError::Other(format!(
             "payload too large: its parts pass {max_bytes} bytes (MAX-PAYLOAD-BYTES) together; the flush is dropped"
         )));
@@ -209,10 +262,22 @@ pub fn arrive(db: i32, key: &[u8], spec: &PartSpec, bytes: usize, max_bytes: usi
     flush.last_arrival = now;
     let slots = flush.slots.clone();
     if spec.index + 1 == spec.count {
-        receiving.remove(&name);
+        receiving.remove(name);
         return Ok(Arrival::Last { slots });
     }
-    Ok(Arrival::Earlier { slots, index: spec.index })
+    let index = slots.open();
+    Ok(Arrival::Earlier { slots, index })
+}
+
+/// Frees dropped flushes' parts on a thread of their own (on this one when
+/// no thread can be started): hundreds of megabytes of small allocations
+/// are milliseconds the main thread would not serve anyone.
+fn free_elsewhere(dropped: Vec<Arc<Slots>>) {
+    if dropped.is_empty() {
+        return;
+    }
+    // When no thread starts, the closure, parts and all, is dropped here.
+    let _ = std::thread::Builder::new().name("bandit-free".into()).spawn(move || drop(dropped));
 }
 
 /// How many flushes are being received now (INFO `bandit_loads_receiving`).
