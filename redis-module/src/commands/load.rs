@@ -506,19 +506,21 @@ fn prepare(job: &Job) -> Result<Option<Ready>> {
     };
     let fills_times = payload.arms.iter().any(|arm| arm.updated_ms.is_none());
     let fills_settings = job.key_was_empty && payload.settings.is_none();
-    let stated = if job.propagates && (fills_times || fills_settings) {
-        let mut stated = payload.clone();
-        for arm in stated.arms.iter_mut().filter(|arm| arm.updated_ms.is_none()) {
-            arm.updated_ms = Some(job.terms.now);
+    // Encoded when something will receive it and it differs from the
+    // command received (values filled in, or a payload joined from parts);
+    // copied only when values are filled in.
+    let stated = if job.propagates && (fills_times || fills_settings || in_parts) {
+        let mut stated = std::borrow::Cow::Borrowed(&payload);
+        if fills_times {
+            for arm in stated.to_mut().arms.iter_mut().filter(|arm| arm.updated_ms.is_none()) {
+                arm.updated_ms = Some(job.terms.now);
+            }
         }
         if fills_settings {
-            stated.settings = Some(job.terms.defaults);
+            stated.to_mut().settings = Some(job.terms.defaults);
         }
         let bytes = codec::encode(&stated, Format::Binary)?;
         Retained::copy_of(&bytes).map(|string| Stated { string, settings: stated.settings })
-    } else if job.propagates && in_parts {
-        let bytes = codec::encode(&payload, Format::Binary)?;
-        Retained::copy_of(&bytes).map(|string| Stated { string, settings: payload.settings })
     } else {
         None
     };
