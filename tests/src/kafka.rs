@@ -12,6 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::process::output_within;
 use crate::server::{await_ready, free_port, kill_child, TempDir};
 
 const READY_DEADLINE: Duration = Duration::from_secs(30);
@@ -72,10 +73,10 @@ impl KafkaBroker {
     pub fn start_with_scram(user: &str, password: &str, topics: &[(&str, u32)]) -> Self {
         let mut broker = Self::start_persistent();
         let url = format!("tcp://127.0.0.1:{}", broker.port);
-        let output = Command::new(tansu_path())
-            .args(["user", "create", user, password, "--mechanism", "scram512", "--broker", &url])
-            .output()
-            .unwrap_or_else(|e| panic!("tansu user create: {e}"));
+        let output = output_within(
+            Command::new(tansu_path()).args(["user", "create", user, password, "--mechanism", "scram512", "--broker", &url]),
+            Duration::from_secs(60),
+        );
         assert!(output.status.success(), "tansu user create: {}", String::from_utf8_lossy(&output.stderr));
         for (topic, partitions) in topics {
             broker.create_topic(topic, *partitions);
@@ -136,11 +137,12 @@ impl KafkaBroker {
 
     /// Creates a topic (before anyone produces to it).
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        let output = Command::new(tansu_path())
-            .args(["topic", "create", name, "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .args(["--partitions", &partitions.to_string()])
-            .output()
-            .unwrap_or_else(|e| panic!("tansu topic create: {e}"));
+        let output = output_within(
+            Command::new(tansu_path())
+                .args(["topic", "create", name, "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+                .args(["--partitions", &partitions.to_string()]),
+            Duration::from_secs(60),
+        );
         assert!(
             output.status.success(),
             "tansu topic create {name} failed: {}{}",

@@ -12,6 +12,8 @@
 //!   independent computation of their join.
 //! - [`reference`]: a textbook dense LinUCB, independent of `bandit_core`,
 //!   that the model, the sink and the persistence tests are compared with.
+//! - [`process`]: a command run within a deadline, its process group killed
+//!   after it.
 //! - [`bench_args`]: the benchmark binaries' `--flag number` command lines.
 //! - `src/bin/bench_sink.rs`: the sink's end-to-end rate and freshness.
 //! - `tests/*.rs`: the integration tests.
@@ -20,6 +22,7 @@ pub mod bench_args;
 pub mod fixtures;
 pub mod join;
 pub mod kafka;
+pub mod process;
 pub mod reference;
 pub mod registry;
 pub mod resp;

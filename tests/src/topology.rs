@@ -50,14 +50,14 @@ impl Cluster {
                 })
             })
             .collect();
-        let output = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli (package redis-tools): {e}"));
+        let output = crate::process::output_within(
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)))
+                .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]),
+            Duration::from_secs(120),
+        );
         assert!(output.status.success(), "redis-cli --cluster create failed:\n{}", String::from_utf8_lossy(&output.stdout));
         let cluster = Self { nodes };
         cluster.wait_until_healthy();

@@ -13,6 +13,7 @@ use bandit::ClientError;
 use bandit_core::codec::{encode_binary, Format};
 use bandit_tests::fixtures::context;
 use bandit_tests::kafka::KafkaBroker;
+use bandit_tests::process::output_within;
 use bandit_tests::reference::{close, fold_events, payload_arms, prior_score, DenseArm};
 use bandit_tests::server::{await_ready, built_artifact, free_port, kill_child, wait_until, workspace_root, RedisServer, TempDir};
 // ALPHA and LAMBDA are not the defaults (1 and 1), so that a setting dropped
@@ -124,7 +125,7 @@ fn bandit(args: &[&str]) -> Run {
     for var in ["BANDIT_REDIS", "BANDIT_BROKERS", "BANDIT_TOPIC", "BANDIT_MODEL", "BANDIT_KAFKA_TIMEOUT", "BANDIT_DECISIONS_TOPIC", "BANDIT_REWARDS_TOPIC"] {
         command.env_remove(var);
     }
-    let output = command.args(args).stdin(Stdio::null()).output().expect("run bandit");
+    let output = output_within(command.args(args), Duration::from_secs(120));
     Run {
         success: output.status.success(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -486,12 +487,11 @@ fn assert_closed(ports: &[u16]) {
 
 #[test]
 fn the_demo_runs_end_to_end_in_short_form() {
-    let output = Command::new("bash")
-        .arg(workspace_root().join("scripts/demo"))
-        .args(["--steps", "400", "--rate", "0"])
-        .env("BANDIT_DEMO_NO_BUILD", "1")
-        .output()
-        .expect("run scripts/demo");
+    // About 15 s here; a hang fails with what the demo printed.
+    let output = output_within(
+        Command::new("bash").arg(workspace_root().join("scripts/demo")).args(["--steps", "400", "--rate", "0"]).env("BANDIT_DEMO_NO_BUILD", "1"),
+        Duration::from_secs(300),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "scripts/demo failed:\n{stdout}\n{stderr}");

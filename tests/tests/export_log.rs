@@ -18,9 +18,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use bandit_tests::join::{generate, produce_streams, reference, Rules};
 use bandit_tests::kafka::{KafkaBroker, KeyedProducer};
+use bandit_tests::process::output_within;
 use bandit_tests::server::{built_artifact, TempDir};
 use serde_json::{json, Value};
 
@@ -29,7 +31,7 @@ fn bandit_bin() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    let output = Command::new(bandit_bin()).args(args).output().unwrap();
+    let output = output_within(Command::new(bandit_bin()).args(args), Duration::from_secs(120));
     assert!(
         output.status.success(),
         "bandit {args:?} failed: {}{}",

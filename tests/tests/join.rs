@@ -15,6 +15,7 @@ use bandit_tests::join::{
     produce_streams, read_dead_letters, reference, wait_for_examples, JoinOptions, JoinProcess, Rules,
 };
 use bandit_tests::kafka::KafkaBroker;
+use bandit_tests::process::output_within;
 use bandit_tests::server::{wait_until, RedisServer};
 use bandit_tests::sink::{assert_model_equals_fold, wait_for_updates, SinkOptions, SinkProcess};
 
@@ -229,10 +230,7 @@ fn refuses_topics_that_are_not_co_partitioned() {
     for topic in ["join-state", "feedback", "join-dlq"] {
         broker.create_topic(topic, 2);
     }
-    let output = join_command()
-        .args(["--brokers", &broker.bootstrap(), "--metrics-addr", ""])
-        .output()
-        .unwrap_or_else(|e| panic!("bandit-join: {e}"));
+    let output = output_within(join_command().args(["--brokers", &broker.bootstrap(), "--metrics-addr", ""]), Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("decisions has 2 partitions and rewards has 3") && stderr.contains("co-partitioned"), "{stderr}");

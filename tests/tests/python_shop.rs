@@ -25,6 +25,7 @@ use bandit_core::join::{Decision, Reward};
 use bandit_tests::join::{create_topics, JoinOptions, JoinProcess, Rules};
 use bandit_tests::kafka::{read_topic, KafkaBroker};
 use bandit_tests::reference::{close, payload_arms, DenseArm};
+use bandit_tests::process::output_within;
 use bandit_tests::server::{wait_until, workspace_root, RedisServer};
 use bandit_tests::sink::{export_model, http_get, model_updates, SinkOptions, SinkProcess, ALPHA, LAMBDA};
 
@@ -102,12 +103,13 @@ fn a_python_shop_learns_exactly_what_the_contract_says() {
     let join = JoinProcess::start(&JoinOptions { group: "python-join".into(), ..JoinOptions::new(&broker.bootstrap(), rules) });
 
     let events = 300;
-    let output = Command::new(python())
-        .arg(workspace_root().join("tests/python/shop.py"))
-        .args(["--redis-port", &redis.port.to_string(), "--brokers", &broker.bootstrap(), "--model", model])
-        .args(["--events", &events.to_string(), "--seed", "7", "--dim", &DIM.to_string()])
-        .output()
-        .expect("run tests/python/shop.py");
+    let output = output_within(
+        Command::new(python())
+            .arg(workspace_root().join("tests/python/shop.py"))
+            .args(["--redis-port", &redis.port.to_string(), "--brokers", &broker.bootstrap(), "--model", model])
+            .args(["--events", &events.to_string(), "--seed", "7", "--dim", &DIM.to_string()]),
+        Duration::from_secs(180),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "shop.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let sent: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();

@@ -333,6 +333,22 @@ fn sigterm_flushes_before_exit() {
 }
 
 #[test]
+fn a_second_sigterm_stops_at_once_while_the_final_flush_waits_for_redis() {
+    let (mut redis, broker, producer) = stack(2);
+    produce(&producer, &feedback_events(200, 10, DIM, 14));
+    let options = SinkOptions { flush_interval_ms: 600_000, ..SinkOptions::new(&broker.bootstrap(), "feedback", redis.port, DIM) };
+    let mut sink = SinkProcess::start(&options);
+    wait_until("every event folded", DEADLINE, || sink.metric("bandit_sink_events_folded_total") == Some(200.0));
+    redis.shutdown();
+    // The final flush retries for its deadline (10 s) while Redis is down...
+    assert_eq!(sink.terminate(Duration::from_secs(2)), None, "exited before its final flush gave up:\n{}", sink.log());
+    // ...unless told again: then it exits at once, with an error and no commit.
+    let status = sink.terminate(Duration::from_secs(3));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}\n{}", sink.log());
+    assert!(sink.log().contains("second shutdown signal"), "{}", sink.log());
+}
+
+#[test]
 fn redis_down_pauses_consumption_at_the_bound_and_resumes() {
     let mut redis = RedisServer::with_options(ServerOptions {
         server_args: vec!["--appendonly".into(), "yes".into()],

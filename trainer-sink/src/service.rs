@@ -13,6 +13,11 @@ use crate::error::{Result, SinkError};
 use crate::health::Health;
 use crate::metrics::Render;
 
+/// How long the loop gets, after the shutdown signal, for its final flush
+/// and commit (each bounded by its own, shorter deadline) and for closing
+/// its Kafka clients, before the process exits without them.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves `/metrics` (`metrics`) and `/health` on `metrics_addr` while
 /// `work` runs on a blocking thread, until it returns or `shutdown`
 /// completes; then sets its stop flag and waits for it (its final flush and
@@ -49,9 +54,27 @@ where
     let joined = tokio::select! {
         joined = &mut worker => joined,
         () = shutdown => {
-            tracing::info!("shutting down: final flush and commit");
+            tracing::info!("shutting down: final flush and commit (a second SIGINT or SIGTERM stops at once)");
             stop.store(true, Ordering::Relaxed);
-            (&mut worker).await
+            // The final flush and commit retry within their own deadlines,
+            // but dropping a Kafka client waits on the broker: bounded here,
+            // so that a broker gone silent never keeps the process alive.
+            // Stopping without them is safe: the offsets in the model fence
+            // whatever is consumed again.
+            tokio::select! {
+                joined = &mut worker => joined,
+                () = tokio::time::sleep(SHUTDOWN_LIMIT) => {
+                    return Err(SinkError::Io(std::io::Error::other(format!(
+                        "{what} did not stop within {} s of the shutdown signal; exiting without its final commit",
+                        SHUTDOWN_LIMIT.as_secs()
+                    ))));
+                }
+                () = shutdown_signal() => {
+                    return Err(SinkError::Io(std::io::Error::other(format!(
+                        "second shutdown signal: exiting without waiting for the {what}'s final commit"
+                    ))));
+                }
+            }
         }
     };
     if let Some(server) = server {
@@ -97,8 +120,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let name_for_signal = name.to_owned();
-    match runtime.block_on(service(config, Box::pin(shutdown_signal(name_for_signal)))) {
+    let result = runtime.block_on(service(config, Box::pin(shutdown_signal())));
+    // A worker abandoned by `run` (shutdown limit, second signal) must not
+    // be waited for, as dropping the runtime would.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -109,11 +135,11 @@ where
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal(name: String) {
+async fn shutdown_signal() {
     let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(signal) => signal,
         Err(e) => {
-            eprintln!("{name}: cannot listen for SIGTERM: {e}");
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }

@@ -414,6 +414,12 @@ pub struct LoadRun {
     /// How long the LOAD held the server's main thread, by the module's own
     /// clock (INFO `bandit_loads_apply_last_usec`).
     pub held_us: f64,
+    /// The server's own record of its longest main-thread event in the
+    /// window (a command, an AOF write, …), in whole milliseconds: its
+    /// latency monitor (`LATENCY LATEST`) at a 1 ms threshold, which a
+    /// client descheduled on a busy machine cannot inflate. 0 when no
+    /// event took 1 ms.
+    pub server_max_ms: f64,
 }
 
 /// What [`flush_with_load`] measured.
@@ -449,7 +455,14 @@ pub struct FlushRun {
 /// # Errors
 /// Connection or command failures.
 pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
-    with_cleanup(url, &[FLUSH_KEY, STRING_KEY, ABSENT_KEY], || measure_flush(url, dim, arms))
+    // The server's latency monitor records every event of 1 ms or more
+    // while this runs; its own setting is put back after.
+    let mut conn = connect(url)?;
+    let threshold: (String, String) = redis::cmd("CONFIG").arg("GET").arg("latency-monitor-threshold").query(&mut conn)?;
+    let () = redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg(1).query(&mut conn)?;
+    let run = with_cleanup(url, &[FLUSH_KEY, STRING_KEY, ABSENT_KEY], || measure_flush(url, dim, arms));
+    let () = redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg(&threshold.1).query(&mut conn)?;
+    run
 }
 
 /// A trainer holding partition 0, and the next offset on it.
@@ -578,6 +591,7 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
         samples
     });
     thread::sleep(Duration::from_millis(100));
+    let _: u64 = redis::cmd("LATENCY").arg("RESET").query(conn)?;
     let start = Instant::now();
     match window {
         Window::Idle(duration) => thread::sleep(duration),
@@ -606,6 +620,7 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let samples = loop_thread.join().unwrap_or_default();
+    let server_max_ms = longest_server_event_ms(conn)?;
     // Every GET that was in flight at some point while the LOAD was.
     let mut during: Vec<Duration> =
         samples.iter().filter(|(sent, took)| *sent <= end && *sent + *took >= start).map(|&(_, took)| took).collect();
@@ -617,7 +632,16 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
         get_p99_us: percentile(&during, 0.99),
         get_max_us: during.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
         held_us,
+        server_max_ms,
     })
+}
+
+/// The longest event the server's latency monitor recorded since the last
+/// `LATENCY RESET`: the largest "max" of `LATENCY LATEST`'s rows
+/// (event, time, latest ms, max ms).
+fn longest_server_event_ms(conn: &mut redis::Connection) -> Result<f64> {
+    let rows: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY").arg("LATEST").query(conn)?;
+    Ok(rows.iter().map(|&(_, _, _, max_ms)| max_ms as f64).fold(0.0, f64::max))
 }
 
 /// A numeric field of an INFO section (0 when absent).
@@ -639,8 +663,8 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
         run.bytes as f64 / 1e6
     );
     out.push_str(&format!(
-        "{:<24} {:>10} {:>8} {:>12} {:>12} {:>12} {:>14}\n",
-        "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs", "main thread µs"
+        "{:<24} {:>10} {:>8} {:>12} {:>12} {:>12} {:>14} {:>16}\n",
+        "BANDIT.LOAD", "LOAD ms", "GETs", "GET p50 µs", "GET p99 µs", "GET max µs", "main thread µs", "server max ms"
     ));
     let parts_name = format!("background, {} parts", run.parts);
     let rows = [
@@ -652,8 +676,8 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
     ];
     for (name, load) in rows {
         out.push_str(&format!(
-            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>14.0}\n",
-            name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us, load.held_us
+            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>14.0} {:>16.0}\n",
+            name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us, load.held_us, load.server_max_ms
         ));
     }
     let longest = |load: &LoadRun, base: &LoadRun| load.get_max_us / base.get_max_us.max(f64::MIN_POSITIVE);

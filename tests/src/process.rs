@@ -1,0 +1,71 @@
+//! A command run to completion within a deadline, like `Command::output`,
+//! but never waiting for ever: a test that starts a script or a client that
+//! hangs fails with what it printed so far instead of stalling the suite.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// Runs `command` in a process group of its own, its output going to files
+/// (so that a grandchild that keeps them open cannot hold the caller), and
+/// returns its output once it exits. At `deadline` it panics with that
+/// output. Either way, whatever the command left running in its group is
+/// killed: a script's background servers never outlive the test.
+///
+/// # Panics
+/// When the command cannot start or outlives `deadline`.
+pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stem = format!("bandit-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let paths: [PathBuf; 2] = ["out", "err"].map(|suffix| std::env::temp_dir().join(format!("{stem}.{suffix}")));
+    let file = |path: &PathBuf| File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let what = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(file(&paths[0]))
+        .stderr(file(&paths[1]))
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let end = Instant::now() + deadline;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < end => sleep(Duration::from_millis(50)),
+            _ => break None,
+        }
+    };
+    kill_group(child.id());
+    let timed_out = status.is_none();
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().unwrap_or_else(|e| panic!("{what}: {e}"))
+    });
+    let [stdout, stderr] = paths.map(|path| {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        bytes
+    });
+    assert!(
+        !timed_out,
+        "{what} did not finish within {} s; it printed:\n{}\n{}",
+        deadline.as_secs(),
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    Output { status, stdout, stderr }
+}
+
+/// SIGKILLs every process still in the group `leader` started (std has no
+/// killpg; the group id is the leader's pid).
+fn kill_group(leader: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{leader}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
