@@ -39,8 +39,10 @@ pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
             _ => break None,
         }
     };
-    kill_group(child.id());
     let timed_out = status.is_none();
+    // Where it hung: what was still running in its group, and in what state.
+    let running = if timed_out { processes_in_group(child.id()) } else { String::new() };
+    kill_group(child.id());
     let status = status.unwrap_or_else(|| {
         let _ = child.kill();
         child.wait().unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -52,7 +54,7 @@ pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
     });
     assert!(
         !timed_out,
-        "{what} did not finish within {} s; it printed:\n{}\n{}",
+        "{what} did not finish within {} s; still running then:\n{running}\nit printed:\n{}\n{}",
         deadline.as_secs(),
         String::from_utf8_lossy(&stdout),
         String::from_utf8_lossy(&stderr)
@@ -68,4 +70,20 @@ fn kill_group(leader: u32) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// `ps` of the group `leader` started: pid, state, elapsed time, wait
+/// channel and command line of each process still in it.
+fn processes_in_group(leader: u32) -> String {
+    let listing = match Command::new("ps").args(["-eo", "pgid,pid,stat,etime,wchan:24,args", "--forest"]).output() {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
+        Err(e) => return format!("(ps: {e})"),
+    };
+    let leader = leader.to_string();
+    listing
+        .lines()
+        .enumerate()
+        .filter(|(index, line)| *index == 0 || line.split_whitespace().next() == Some(leader.as_str()))
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
 }
