@@ -14,11 +14,15 @@ use std::ptr;
 use redis_module::{raw, Context};
 
 /// A blocked client and a thread-safe context bound to it. Dropping it frees
-/// the context (attaching any replies) and unblocks the client.
+/// the context (attaching any replies) and unblocks the client; one dropped
+/// before [`Blocked::replied`] was called (a worker that panicked) first
+/// replies with an error, so that the client is never left waiting for a
+/// reply that will not come.
 #[derive(Debug)]
 pub struct Blocked {
     client: *mut raw::RedisModuleBlockedClient,
     ctx: *mut raw::RedisModuleCtx,
+    replied: std::cell::Cell<bool>,
 }
 
 // SAFETY: a blocked client and its thread-safe context are made by Redis to be
@@ -46,8 +50,20 @@ impl Blocked {
                 }
                 return None;
             }
-            Some(Self { client, ctx: bound })
+            Some(Self { client, ctx: bound, replied: std::cell::Cell::new(false) })
         }
+    }
+
+    /// Records that the command's reply was written to this context.
+    pub fn replied(&self) {
+        self.replied.set(true);
+    }
+
+    /// Unblocks the client without a reply from this context: the command
+    /// replies itself, as it runs on (used when the work could not be
+    /// handed to a worker).
+    pub fn unblock_without_reply(self) {
+        self.replied();
     }
 
     /// Runs `body` with the GIL held, given the context bound to the client.
@@ -84,8 +100,14 @@ impl Drop for Unlock {
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        // SAFETY: both pointers came from Redis in `new` and are released once.
+        // SAFETY: both pointers came from Redis in `new` and are released once;
+        // a reply to a blocked client's thread-safe context needs no lock.
         unsafe {
+            if !self.replied.get() {
+                if let Some(reply) = raw::RedisModule_ReplyWithError {
+                    reply(self.ctx, c"ERR internal error in a bandit command, see the server log".as_ptr());
+                }
+            }
             if let Some(free) = raw::RedisModule_FreeThreadSafeContext {
                 free(self.ctx);
             }

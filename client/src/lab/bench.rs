@@ -420,6 +420,8 @@ pub struct LoadRun {
     /// client descheduled on a busy machine cannot inflate. 0 when no
     /// event took 1 ms.
     pub server_max_ms: f64,
+    /// Which event that was (`command`, `aof-write`, `bandit-load`, …).
+    pub server_max_event: &'static str,
 }
 
 /// What [`flush_with_load`] measured.
@@ -620,7 +622,7 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let samples = loop_thread.join().unwrap_or_default();
-    let server_max_ms = longest_server_event_ms(conn)?;
+    let (server_max_ms, server_max_event) = longest_server_event(conn)?;
     // Every GET that was in flight at some point while the LOAD was.
     let mut during: Vec<Duration> =
         samples.iter().filter(|(sent, took)| *sent <= end && *sent + *took >= start).map(|&(_, took)| took).collect();
@@ -633,15 +635,34 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
         get_max_us: during.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
         held_us,
         server_max_ms,
+        server_max_event,
     })
 }
 
 /// The longest event the server's latency monitor recorded since the last
 /// `LATENCY RESET`: the largest "max" of `LATENCY LATEST`'s rows
-/// (event, time, latest ms, max ms).
-fn longest_server_event_ms(conn: &mut redis::Connection) -> Result<f64> {
+/// (event, time, latest ms, max ms), and its event's name.
+fn longest_server_event(conn: &mut redis::Connection) -> Result<(f64, &'static str)> {
+    // The events worth naming here; Redis has more (expire-cycle, fork…).
+    const EVENTS: [&str; 9] = [
+        "command",
+        "fast-command",
+        "aof-write",
+        "aof-write-alone",
+        "aof-write-active-child",
+        "aof-fsync-always",
+        "fork",
+        "module-acquire-GIL",
+        "bandit-load",
+    ];
     let rows: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY").arg("LATEST").query(conn)?;
-    Ok(rows.iter().map(|&(_, _, _, max_ms)| max_ms as f64).fold(0.0, f64::max))
+    Ok(rows.iter().fold((0.0, ""), |longest, (event, _, _, max_ms)| {
+        if (*max_ms as f64) > longest.0 {
+            (*max_ms as f64, EVENTS.iter().find(|name| *name == event).copied().unwrap_or("other"))
+        } else {
+            longest
+        }
+    }))
 }
 
 /// A numeric field of an INFO section (0 when absent).
@@ -676,8 +697,15 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
     ];
     for (name, load) in rows {
         out.push_str(&format!(
-            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>14.0} {:>16.0}\n",
-            name, load.load_ms, load.gets, load.get_p50_us, load.get_p99_us, load.get_max_us, load.held_us, load.server_max_ms
+            "{:<24} {:>10.1} {:>8} {:>12.0} {:>12.0} {:>12.0} {:>14.0} {:>16}\n",
+            name,
+            load.load_ms,
+            load.gets,
+            load.get_p50_us,
+            load.get_p99_us,
+            load.get_max_us,
+            load.held_us,
+            format!("{:.0} {}", load.server_max_ms, load.server_max_event)
         ));
     }
     let longest = |load: &LoadRun, base: &LoadRun| load.get_max_us / base.get_max_us.max(f64::MIN_POSITIVE);

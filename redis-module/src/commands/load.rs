@@ -388,7 +388,7 @@ fn start_in_background(call: &mut Invocation<'_>, arrival: Option<Arrival>) -> s
         // The worker is gone: finish here, under the GIL this thread holds.
         let Job { payload, arrival, .. } = job;
         payload.release(call.ctx);
-        drop(blocked);
+        blocked.unblock_without_reply();
         return Err(arrival);
     }
     Ok(())
@@ -429,6 +429,7 @@ fn run(blocked: Blocked, job: Job) {
         // A part before the last, kept for it: nothing to apply yet.
         blocked.with_lock(|ctx| {
             Reply::new(ctx).unsigned(0);
+            blocked.replied();
             payload.release(ctx);
         });
         return;
@@ -453,6 +454,7 @@ fn run(blocked: Blocked, job: Job) {
                 reply.error(&format!("ERR internal error in '{}', see the server log", SPEC.name));
             }
         }
+        blocked.replied();
         payload.release(ctx);
         record_hold(locked.elapsed());
         leftovers
