@@ -1,6 +1,7 @@
 //! Module arguments, given at load time:
 //! `loadmodule libbandit_redis.so [ALPHA a] [LAMBDA l] [MAX-DIM n] [MAX-ARMS n]
-//! [MAX-PAYLOAD-BYTES n] [MAX-ID-BYTES n] [MAX-TOP n] [RANK-THREADS n]`.
+//! [MAX-PAYLOAD-BYTES n] [MAX-ID-BYTES n] [MAX-TOP n] [RANK-THREADS n]
+//! [PARTS-IDLE-SECONDS n]`.
 //! They live in a process-wide cell that every command reads (a copy per
 //! command); `CONFIG SET bandit.<name>` changes them at run time where the
 //! server has module configs (see [`crate::runtime_config`]); INFO shows
@@ -22,11 +23,14 @@ pub struct ModuleConfig {
     /// Threads one RANK over a large model (over a million stored values)
     /// may use; 1 keeps every command on Redis' own thread.
     pub rank_threads: usize,
+    /// Seconds a flush sent in parts may go without a part arriving before
+    /// its received parts are dropped (`BANDIT.LOAD … PART`).
+    pub parts_idle_seconds: usize,
 }
 
 impl Default for ModuleConfig {
     fn default() -> Self {
-        Self { default_alpha: 1.0, default_lambda: 1.0, limits: Limits::default(), rank_threads: 1 }
+        Self { default_alpha: 1.0, default_lambda: 1.0, limits: Limits::default(), rank_threads: 1, parts_idle_seconds: 60 }
     }
 }
 
@@ -74,13 +78,14 @@ pub fn value_of(name: &str) -> Option<String> {
         "MAX-ID-BYTES" => limits.max_id_bytes.to_string(),
         "MAX-TOP" => limits.max_top.to_string(),
         "RANK-THREADS" => config.rank_threads.to_string(),
+        "PARTS-IDLE-SECONDS" => config.parts_idle_seconds.to_string(),
         _ => return None,
     })
 }
 
 /// The argument names, as written in docs and error messages.
 pub const NAMES: &[&str] =
-    &["ALPHA", "LAMBDA", "MAX-DIM", "MAX-ARMS", "MAX-PAYLOAD-BYTES", "MAX-ID-BYTES", "MAX-TOP", "RANK-THREADS"];
+    &["ALPHA", "LAMBDA", "MAX-DIM", "MAX-ARMS", "MAX-PAYLOAD-BYTES", "MAX-ID-BYTES", "MAX-TOP", "RANK-THREADS", "PARTS-IDLE-SECONDS"];
 
 pub fn parse(args: &[&[u8]]) -> Result<ModuleConfig, String> {
     let mut config = ModuleConfig::default();
@@ -115,6 +120,7 @@ fn apply(config: &mut ModuleConfig, name: &str, value: &str) -> Result<(), Strin
                 return Err(format!("RANK-THREADS must be at most 16, got {value}"));
             }
         }
+        "PARTS-IDLE-SECONDS" => config.parts_idle_seconds = count(name, value)?,
         _ => return Err(format!("unknown module argument '{name}' (known: {})", NAMES.join(", "))),
     }
     Ok(())

@@ -53,6 +53,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     }
+    commands::load_parts::purge_idle_periodically(ctx);
     ctx.log_notice(&format!("bandit: loaded with {:?}", config::get()));
     Status::Ok
 }
@@ -71,6 +72,7 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("max_id_bytes", limits.max_id_bytes.to_string())?
         .field("max_top", limits.max_top.to_string())?
         .field("rank_threads", config.rank_threads.to_string())?
+        .field("parts_idle_seconds", config.parts_idle_seconds.to_string())?
         .build_section()?
         .add_section("loads")
         .field("loads_preparing", crate::commands::load::preparing().to_string())?

@@ -125,7 +125,7 @@ fn settings_are_configs_at_run_time() {
     let get = |conn: &mut bandit_tests::resp::Connection, name: &str| conn.call(&["CONFIG", "GET", name]).unwrap().pairs();
     let all = get(&mut conn, "bandit.*");
     let names: std::collections::BTreeSet<String> = all.iter().map(|(name, _)| name.clone()).collect();
-    let expected = ["alpha", "lambda", "max-dim", "max-arms", "max-payload-bytes", "max-id-bytes", "max-top", "rank-threads"];
+    let expected = ["alpha", "lambda", "max-dim", "max-arms", "max-payload-bytes", "max-id-bytes", "max-top", "rank-threads", "parts-idle-seconds"];
     assert_eq!(names, expected.iter().map(|n| format!("bandit.{n}")).collect());
     let value = |pairs: &[(String, Reply)], name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.text());
     assert_eq!(value(&all, "bandit.alpha").as_deref(), Some("0.7"));

@@ -194,6 +194,36 @@ fn parts_out_of_order_are_refused_and_the_flush_dropped() {
 }
 
 #[test]
+fn an_abandoned_flush_is_freed_by_the_clock_even_when_memory_is_full() {
+    // A writer that went away after part 0 of a large flush, on a server
+    // at its maxmemory that refuses every LOAD (noeviction): no part can
+    // arrive to drop the flush, so only the module's timer frees it.
+    let server = RedisServer::with_options(ServerOptions {
+        module_args: vec!["PARTS-IDLE-SECONDS".into(), "2".into()],
+        server_args: vec!["--maxmemory-policy".into(), "noeviction".into()],
+    });
+    let mut conn = server.connect();
+    let payload = flush(4000, 6, 10, -1);
+    let parts = cut(&payload, &[3000, 1000]);
+    assert_eq!(part(&mut conn, "m", &parts[0], "gone", 0, 2), Reply::Integer(0));
+    assert_eq!(receiving(&server), "1");
+    let used: u64 = server.info_field("memory", "used_memory").parse().unwrap();
+    let maxmemory = (used - 512 * 1024).to_string();
+    assert_eq!(conn.call(&["CONFIG", "SET", "maxmemory", &maxmemory]).unwrap(), Reply::Status("OK".into()));
+    let refused = load(&mut conn, "other", &encode_binary(&flush(2, 7, 10, -1)).unwrap());
+    assert!(refused.text().starts_with("OOM "), "{refused:?}");
+    // Still held a second later (the limit is 2 s): the clock, not the
+    // first look, drops it.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiving(&server), "1");
+    wait_until("the idle flush dropped", Duration::from_secs(20), || receiving(&server) == "0");
+    wait_until("its memory freed", Duration::from_secs(20), || !load(&mut conn, "other", &encode_binary(&flush(2, 7, 10, -1)).unwrap()).is_error());
+    let late = part(&mut conn, "m", &parts[1], "gone", 1, 2);
+    assert!(late.text().starts_with("PARTS "), "{late:?}");
+    assert_eq!(conn.call(&["CONFIG", "GET", "bandit.parts-idle-seconds"]).unwrap().pairs()[0].1.text(), "2");
+}
+
+#[test]
 fn pipelined_parts_and_parts_in_multi_apply_in_command_order() {
     let server = RedisServer::start();
     let mut conn = server.connect();

@@ -19,8 +19,11 @@
 //! whole would get (`ERR`, permanent: sending it again cannot help).
 //!
 //! A flush whose writer went away is dropped when the next part 0 for the
-//! key arrives, or when a part of any flush arrives after it was idle for
-//! [`IDLE_LIMIT`] (`INFO bandit_loads_receiving` counts it until then).
+//! key arrives, or once it was idle (no part arrived) for PARTS-IDLE-SECONDS:
+//! a timer looks every [`PURGE_EVERY`] on the main thread, so that parts a
+//! full server holds are freed even when it refuses every new command
+//! (`maxmemory` with `noeviction`). `INFO bandit_loads_receiving` counts it
+//! until then.
 //! Dropped flushes are freed on a thread of their own: their decoded parts
 //! can be hundreds of megabytes. Received parts live in memory only (not in
 //! RDB or AOF): after a restart the last part gets `PARTS`, and the writer
@@ -36,8 +39,8 @@ use bandit_core::{Payload, Prepared};
 use crate::args::{is_keyword, parse_usize, Args};
 use crate::error::{CommandError, Result};
 
-/// A flush idle this long (no part arrived) is dropped.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// How often the timer drops idle flushes.
+pub const PURGE_EVERY: Duration = Duration::from_secs(1);
 /// How long the last part, prepared on a worker thread, waits for the
 /// earlier parts' preparations (which run at the same time).
 pub const PREPARATION_WAIT: Duration = Duration::from_secs(60);
@@ -201,14 +204,7 @@ pub fn arrive(db: i32, key: &[u8], spec: &PartSpec, bytes: usize, max_bytes: usi
     let mut guard = RECEIVING.lock().unwrap_or_else(PoisonError::into_inner);
     let receiving = guard.get_or_insert_with(HashMap::new);
     let now = Instant::now();
-    let mut dropped = Vec::new();
-    receiving.retain(|_, flush| {
-        let keep = now.duration_since(flush.last_arrival) < IDLE_LIMIT;
-        if !keep {
-            dropped.push(flush.slots.clone());
-        }
-        keep
-    });
+    let mut dropped = drop_idle(receiving, now);
     let name = (db, key.to_vec());
     let arrival = next_part(receiving, &name, spec, bytes, max_bytes, now, &mut dropped);
     drop(guard);
@@ -267,6 +263,36 @@ fn next_part(
     }
     let index = slots.open();
     Ok(Arrival::Earlier { slots, index })
+}
+
+/// Removes the flushes idle for PARTS-IDLE-SECONDS at `now`; their parts.
+fn drop_idle(receiving: &mut ByKey, now: Instant) -> Vec<Arc<Slots>> {
+    let limit = Duration::from_secs(u64::try_from(crate::config::get().parts_idle_seconds).unwrap_or(u64::MAX));
+    let mut dropped = Vec::new();
+    receiving.retain(|_, flush| {
+        let keep = now.duration_since(flush.last_arrival) < limit;
+        if !keep {
+            dropped.push(flush.slots.clone());
+        }
+        keep
+    });
+    dropped
+}
+
+/// Drops the idle flushes now, and again every [`PURGE_EVERY`] (a server
+/// timer: on the main thread, between commands).
+pub fn purge_idle_periodically(ctx: &redis_module::Context) {
+    let dropped = {
+        let mut guard = RECEIVING.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_mut().map(|receiving| drop_idle(receiving, Instant::now())).unwrap_or_default()
+    };
+    free_elsewhere(dropped);
+    // SAFETY: reading a function pointer Redis filled in at module init
+    // (every server since 5.0 has it; the crate's wrapper would panic
+    // without it).
+    if unsafe { redis_module::raw::RedisModule_CreateTimer }.is_some() {
+        ctx.create_timer(PURGE_EVERY, |ctx: &redis_module::Context, ()| purge_idle_periodically(ctx), ());
+    }
 }
 
 /// Frees dropped flushes' parts on a thread of their own (on this one when
