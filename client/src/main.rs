@@ -259,7 +259,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Simulate { steps, seed, top_k, window, rate, plot, feedback, local, decay, drift_at, recovery_window, direct, policy } => {
             let window = window.unwrap_or((steps / 10).max(1));
             let on_loop = !local && !direct;
-            let feedback = if on_loop { simulate::FeedbackMode::Rewards } else { feedback.into() };
+            let feedback = match (on_loop, feedback) {
+                (true, Some(_)) => bail!(
+                    "--feedback applies with --direct or --local: on the learning loop the shop sends only clicks, and bandit-join's --impressions decides which outcomes become feedback"
+                ),
+                (true, None) => simulate::FeedbackMode::Rewards,
+                (false, feedback) => feedback.unwrap_or(FeedbackArg::Cascade).into(),
+            };
             let config = SimulationConfig { steps, seed, top_k, window, feedback, drift_at };
             let policy = policy.unwrap_or(if on_loop { SHOP_POLICY } else { bandit::models::Policy::Ucb });
             let run = SimulateRun { config, rate, plot, decay, recovery_window, policy, on_loop };

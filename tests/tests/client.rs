@@ -212,6 +212,11 @@ fn cli_errors_are_printed_once_and_in_the_users_terms() {
     assert!(!no_module.success);
     let want = format!("the bandit module is not loaded in this Redis at {plain_url}");
     assert!(no_module.stderr.contains(&want), "{}", no_module.stderr);
+
+    // An option that the learning loop cannot honour is refused, not ignored.
+    let ignored = bandit(&["--redis", &url, "simulate", "--steps", "10", "--feedback", "all"]);
+    assert!(!ignored.success);
+    assert!(ignored.stderr.contains("--feedback applies with --direct or --local"), "{}", ignored.stderr);
 }
 
 #[test]

@@ -369,10 +369,11 @@ pub enum Command {
         /// Where to write the learning curve (SVG).
         #[arg(long, default_value = "bandit-simulation.svg")]
         plot: PathBuf,
-        /// Which outcomes of a visit are sent as feedback (with --direct or --local; on the
-        /// learning loop the shop sends only clicks and bandit-join's impressions decide).
-        #[arg(long, value_enum, default_value = "cascade")]
-        feedback: FeedbackArg,
+        /// Which outcomes of a visit are sent as feedback, with --direct or --local (default
+        /// cascade). Refused on the learning loop: there the shop sends only clicks and
+        /// bandit-join's --impressions decides.
+        #[arg(long, value_enum)]
+        feedback: Option<FeedbackArg>,
         /// Send feedback events with the context straight to --topic (the shop before the
         /// learning loop; no bandit-join needed). Without it the shop ranks with event ids
         /// under --policy, logs each decision to --decisions-topic and sends only clicks to
