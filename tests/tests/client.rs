@@ -326,6 +326,13 @@ fn bench_rank_leaves_no_keys_behind() {
     assert!(conn.cmd("KEYS bench:*").array().is_empty(), "bench:* keys left behind");
     assert_eq!(conn.cmd("GET unrelated").text(), "kept");
 
+    // bench flush also puts the server's latency-monitor threshold back.
+    conn.cmd("CONFIG SET latency-monitor-threshold 7");
+    let flush = bandit::lab::bench::flush_with_load(&url(&server), 4, 50).unwrap();
+    assert!(flush.bytes > 0 && flush.in_parts.gets > 0, "{flush:?}");
+    assert!(conn.cmd("KEYS bench:*").array().is_empty(), "bench:* keys left behind by bench flush");
+    assert_eq!(conn.cmd("CONFIG GET latency-monitor-threshold").array()[1].text(), "7");
+
     // A run that fails half-way (the model is over the server's MAX-DIM)
     // cleans up too.
     let small = RedisServer::with_options(bandit_tests::server::ServerOptions {
