@@ -4,54 +4,52 @@
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::server::TempDir;
 
 /// Runs `command` in a process group of its own, its output going to files
 /// (so that a grandchild that keeps them open cannot hold the caller), and
 /// returns its output once it exits. At `deadline` it panics with that
-/// output. Either way, whatever the command left running in its group is
-/// killed: a script's background servers never outlive the test.
+/// output and what was still running. Either way, whatever the command
+/// left running in its group is killed: a script's background servers
+/// never outlive the test. The command is sent SIGTERM if the test's thread
+/// dies first (the group no longer gets the terminal's Ctrl-C).
 ///
 /// # Panics
 /// When the command cannot start or outlives `deadline`.
 pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let stem = format!("bandit-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let paths: [PathBuf; 2] = ["out", "err"].map(|suffix| std::env::temp_dir().join(format!("{stem}.{suffix}")));
-    let file = |path: &PathBuf| File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let what = format!("{:?}", command.get_program());
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(file(&paths[0]))
-        .stderr(file(&paths[1]))
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let dir = TempDir::new("output");
+    let paths = ["out", "err"].map(|name| dir.path().join(name));
+    let file = |path: &std::path::Path| File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let what = format!("{command:?}");
+    command.stdin(Stdio::null()).stdout(file(&paths[0])).stderr(file(&paths[1])).process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches only the child's own
+    // attributes; nothing else runs between fork and exec here.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     let end = Instant::now() + deadline;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < end => sleep(Duration::from_millis(50)),
-            _ => break None,
+            Ok(None) => break None,
+            Err(e) => panic!("{what}: {e}"),
         }
     };
     let timed_out = status.is_none();
     // Where it hung: what was still running in its group, and in what state.
     let running = if timed_out { processes_in_group(child.id()) } else { String::new() };
     kill_group(child.id());
-    let status = status.unwrap_or_else(|| {
-        let _ = child.kill();
-        child.wait().unwrap_or_else(|e| panic!("{what}: {e}"))
-    });
-    let [stdout, stderr] = paths.map(|path| {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        let _ = std::fs::remove_file(&path);
-        bytes
-    });
+    let status = status.unwrap_or_else(|| child.wait().unwrap_or_else(|e| panic!("{what}: {e}")));
+    let [stdout, stderr] = paths.map(|path| std::fs::read(path).unwrap_or_default());
     assert!(
         !timed_out,
         "{what} did not finish within {} s; still running then:\n{running}\nit printed:\n{}\n{}",
@@ -62,14 +60,14 @@ pub fn output_within(command: &mut Command, deadline: Duration) -> Output {
     Output { status, stdout, stderr }
 }
 
-/// SIGKILLs every process still in the group `leader` started (std has no
-/// killpg; the group id is the leader's pid).
+/// SIGKILLs every process still in the group `leader` started (its id is
+/// the leader's pid); none left is no error.
 fn kill_group(leader: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{leader}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let Ok(group) = libc::pid_t::try_from(leader) else { return };
+    // SAFETY: a plain system call on a process group this test created.
+    unsafe {
+        libc::killpg(group, libc::SIGKILL);
+    }
 }
 
 /// `ps` of the group `leader` started: pid, state, elapsed time, wait

@@ -419,7 +419,8 @@ pub struct LoadRun {
     /// window (a command, an AOF write, …), in whole milliseconds: its
     /// latency monitor (`LATENCY LATEST`) at a 1 ms threshold, which a
     /// client descheduled on a busy machine cannot inflate. 0 when no
-    /// event took 1 ms.
+    /// event took 1 ms; NaN where the monitor could not be set (CONFIG
+    /// refused).
     pub server_max_ms: f64,
     /// Which event that was (`command`, `aof-write`, `bandit-load`, …).
     pub server_max_event: &'static str,
@@ -461,12 +462,17 @@ pub struct FlushRun {
 /// Connection or command failures.
 pub fn flush_with_load(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
     // The server's latency monitor records every event of 1 ms or more
-    // while this runs; its own setting is put back after.
+    // while this runs (each window starts with LATENCY RESET, which clears
+    // its history); its own setting is put back after. Where CONFIG is not
+    // allowed (a managed server, an ACL user), the run goes on without it.
     let mut conn = connect(url)?;
-    let threshold: (String, String) = redis::cmd("CONFIG").arg("GET").arg("latency-monitor-threshold").query(&mut conn)?;
-    let () = redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg(1).query(&mut conn)?;
-    let run = with_cleanup(url, &[FLUSH_KEY, STRING_KEY, BYTES_KEY], || measure_flush(url, dim, arms));
-    let () = redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg(&threshold.1).query(&mut conn)?;
+    let threshold: Option<(String, String)> = redis::cmd("CONFIG").arg("GET").arg("latency-monitor-threshold").query(&mut conn).ok();
+    let monitor = threshold.is_some()
+        && redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg(1).query::<()>(&mut conn).is_ok();
+    let run = with_cleanup(url, &[FLUSH_KEY, STRING_KEY, BYTES_KEY], || measure_flush(url, dim, arms, monitor));
+    if let (true, Some((_, value))) = (monitor, threshold) {
+        let () = redis::cmd("CONFIG").arg("SET").arg("latency-monitor-threshold").arg(value).query(&mut conn)?;
+    }
     run
 }
 
@@ -518,7 +524,7 @@ impl FlushTrainer {
     }
 }
 
-fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
+fn measure_flush(url: &str, dim: usize, arms: usize, monitor: bool) -> Result<FlushRun> {
     let mut conn = connect(url)?;
     let _: u64 = redis::cmd("DEL").arg(FLUSH_KEY).query(&mut conn)?;
     let () = redis::cmd("SET").arg(STRING_KEY).arg("hello").query(&mut conn)?;
@@ -535,19 +541,19 @@ fn measure_flush(url: &str, dim: usize, arms: usize) -> Result<FlushRun> {
         if phase == Phase::InParts {
             trainer.flush(parts::DEFAULT_PART_BYTES)?;
             run.parts = trainer.encoded.len();
-            run.in_parts = timed_load(url, &mut conn, Window::Parts(&trainer.encoded))?;
+            run.in_parts = timed_load(url, &mut conn, Window::Parts(&trainer.encoded), monitor)?;
             continue;
         }
         let ms = trainer.flush(usize::MAX)?;
         let whole = trainer.encoded.concat();
         if phase == Phase::InMulti {
-            run.main_thread = timed_load(url, &mut conn, Window::InMulti(&whole))?;
+            run.main_thread = timed_load(url, &mut conn, Window::InMulti(&whole), monitor)?;
         } else {
             (run.invert_encode_ms, run.bytes) = (ms, whole.len());
-            run.background = timed_load(url, &mut conn, Window::Plain(&whole))?;
+            run.background = timed_load(url, &mut conn, Window::Plain(&whole), monitor)?;
             let as_long = Duration::from_secs_f64(run.background.load_ms / 1e3);
-            run.idle = timed_load(url, &mut conn, Window::Idle(as_long))?;
-            run.plain_set = timed_load(url, &mut conn, Window::PlainSet(&whole))?;
+            run.idle = timed_load(url, &mut conn, Window::Idle(as_long), monitor)?;
+            run.plain_set = timed_load(url, &mut conn, Window::PlainSet(&whole), monitor)?;
             let _: u64 = redis::cmd("DEL").arg(BYTES_KEY).query(&mut conn)?;
         }
     }
@@ -580,7 +586,7 @@ enum Window<'a> {
 
 /// Sends one LOAD (inside MULTI/EXEC when `in_multi`) while a GET loop runs
 /// on another connection.
-fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Result<LoadRun> {
+fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>, monitor: bool) -> Result<LoadRun> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut getter = connect(url)?;
     let flag = stop.clone();
@@ -597,7 +603,9 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
         samples
     });
     thread::sleep(Duration::from_millis(100));
-    let _: u64 = redis::cmd("LATENCY").arg("RESET").query(conn)?;
+    if monitor {
+        let _: u64 = redis::cmd("LATENCY").arg("RESET").query(conn)?;
+    }
     let start = Instant::now();
     match window {
         Window::Idle(duration) => thread::sleep(duration),
@@ -626,7 +634,7 @@ fn timed_load(url: &str, conn: &mut redis::Connection, window: Window<'_>) -> Re
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let samples = loop_thread.join().unwrap_or_default();
-    let (server_max_ms, server_max_event) = longest_server_event(conn)?;
+    let (server_max_ms, server_max_event) = if monitor { longest_server_event(conn)? } else { (f64::NAN, "n/a") };
     // Every GET that was in flight at some point while the LOAD was.
     let mut during: Vec<Duration> =
         samples.iter().filter(|(sent, took)| *sent <= end && *sent + *took >= start).map(|&(_, took)| took).collect();
@@ -659,10 +667,14 @@ fn longest_server_event(conn: &mut redis::Connection) -> Result<(f64, &'static s
         "module-acquire-GIL",
         "bandit-load",
     ];
-    let rows: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY").arg("LATEST").query(conn)?;
-    Ok(rows.iter().fold((0.0, ""), |longest, (event, _, _, max_ms)| {
-        if (*max_ms as f64) > longest.0 {
-            (*max_ms as f64, EVENTS.iter().find(|name| *name == event).copied().unwrap_or("other"))
+    // Rows of at least four fields (newer servers add more after them).
+    let rows: Vec<Vec<redis::Value>> = redis::cmd("LATENCY").arg("LATEST").query(conn)?;
+    Ok(rows.iter().fold((0.0, ""), |longest, row| {
+        let (Some(event), Some(max_ms)) = (row.first(), row.get(3)) else { return longest };
+        let event: String = redis::from_redis_value(event).unwrap_or_default();
+        let max_ms = redis::from_redis_value::<i64>(max_ms).map_or(0.0, |ms| ms as f64);
+        if max_ms > longest.0 {
+            (max_ms, EVENTS.iter().find(|name| **name == event).copied().unwrap_or("other"))
         } else {
             longest
         }
@@ -709,7 +721,7 @@ pub fn flush_report(dim: usize, arms: usize, single_thread_ms: f64, run: &FlushR
             load.get_p99_us,
             load.get_max_us,
             load.held_us,
-            format!("{:.0} {}", load.server_max_ms, load.server_max_event)
+            if load.server_max_ms.is_nan() { "n/a".to_owned() } else { format!("{:.0} {}", load.server_max_ms, load.server_max_event) }
         ));
     }
     let longest = |load: &LoadRun, base: &LoadRun| load.get_max_us / base.get_max_us.max(f64::MIN_POSITIVE);

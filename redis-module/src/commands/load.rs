@@ -394,9 +394,26 @@ fn start_in_background(call: &mut Invocation<'_>, arrival: Option<Arrival>) -> s
     Ok(())
 }
 
+/// One LOAD counted in [`PREPARING`] while it lives, also when its worker
+/// panics.
+struct Preparing;
+
+impl Preparing {
+    fn count() -> Self {
+        PREPARING.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        PREPARING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The worker thread: prepare without the GIL, apply with it, reply, unblock.
 fn run(blocked: Blocked, job: Job) {
-    PREPARING.fetch_add(1, Ordering::Relaxed);
+    let preparing = Preparing::count();
     // The preparation runs on a thread of its own at the lowest priority, so
     // that on a busy host Redis' main thread gets the core first (a GET
     // loop saw 10 ms pauses on 2 cores while a preparation ran at normal
@@ -423,7 +440,7 @@ fn run(blocked: Blocked, job: Job) {
         let Ready { prepared, .. } = ready;
         at_low_priority(|| prepared.build_table(&job.index));
     }
-    PREPARING.fetch_sub(1, Ordering::Relaxed);
+    drop(preparing);
     let Job { key, payload, terms, key_was_empty, .. } = job;
     if let Ok(None) = prepared {
         // A part before the last, kept for it: nothing to apply yet.
