@@ -14,7 +14,7 @@ use bandit_tests::join::{
     as_feedback, assert_examples_equal, close_with_rewards, create_topics, generate, generate_from, join_command, produce_records,
     produce_streams, read_dead_letters, reference, wait_for_examples, JoinOptions, JoinProcess, Rules,
 };
-use bandit_tests::kafka::KafkaBroker;
+use bandit_tests::kafka::{KafkaBroker, KeyedProducer};
 use bandit_tests::process::output_within;
 use bandit_tests::server::{wait_until, RedisServer};
 use bandit_tests::sink::{assert_model_equals_fold, wait_for_updates, SinkOptions, SinkProcess};
@@ -92,6 +92,52 @@ fn the_join_equals_the_independent_computation() {
     assert!(joiner.metric("bandit_join_latency_seconds_count") == Some(valid));
     let health = joiner.health().unwrap_or_else(|| panic!("/health does not answer\n{}", context()));
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+}
+
+#[test]
+fn a_decision_too_large_to_produce_is_dead_lettered_and_the_join_goes_on() {
+    // A producer limit far below the broker's: a decision the broker took
+    // whose examples this join could not send (before, the gapless
+    // producer stopped the join at it, on every start).
+    let broker = KafkaBroker::start();
+    create_topics(&broker, 1, 1);
+    let rules = Rules { reward_wait_ms: 5000, aggregation: "sum", default_reward: 0.0, impressions: "all" };
+    let mut options = JoinOptions::new(&broker.bootstrap(), rules);
+    options.extra.extend(["-X".to_owned(), "message.max.bytes=20000".to_owned()]);
+    let joiner = JoinProcess::start(&options);
+    let context = || describe(&[&joiner]);
+    let past = bandit_tests::join::EPOCH_MS;
+    let decision = |event_id: &str, dim: usize, products: &[&str]| {
+        let shown: Vec<_> = products
+            .iter()
+            .enumerate()
+            .map(|(position, product)| serde_json::json!({"product_id": product, "position": position, "probability": 1.0}))
+            .collect();
+        let context: Vec<f64> = (0..dim).map(|i| 0.123_456_789_012_345_67 * (i + 1) as f64).collect();
+        let record = serde_json::json!({"event_id": event_id, "model": "m", "model_version": 1, "policy": "ucb",
+            "context": context, "shown": shown, "timestamp": past});
+        serde_json::to_vec(&record).unwrap()
+    };
+    let producer = KeyedProducer::new(&broker.bootstrap(), "decisions");
+    let huge = decision("huge", 3000, &["a"]);
+    assert!(huge.len() > 40_000, "{} bytes", huge.len());
+    producer.send_to(0, "huge", &huge);
+    producer.send_to(0, "small", &decision("small", DIM, &["a", "b"]));
+    producer.flush();
+
+    let examples = wait_for_examples(&broker.bootstrap(), 1, 2, DEADLINE, &context);
+    assert!(examples.values().all(|example| example.event_id == "small"), "{examples:?}");
+    let letters = bandit_tests::kafka::read_topic(&broker.bootstrap(), "join-dlq", 1, Duration::from_secs(60));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let header = |name: &str| letters[0].headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    assert_eq!(header("__connect.errors.exception.class.name").as_deref(), Some("bandit.DecisionTooLarge"));
+    assert!(header("__connect.errors.exception.message").is_some_and(|m| m.contains("message.max.bytes (20000)")), "{letters:?}");
+    // Too large for this producer too: sent without its value, which the
+    // origin headers locate.
+    assert_eq!(header("__connect.errors.offset").as_deref(), Some("0"));
+    assert_eq!(header("bandit.value.omitted.bytes"), Some(huge.len().to_string()));
+    assert!(letters[0].payload.is_none(), "{letters:?}");
+    assert!(joiner.health().is_some_and(|health| health.status == 200), "{}", context());
 }
 
 #[test]

@@ -22,6 +22,9 @@ use crate::kafka_config::client_config;
 
 /// How long a flush waits for the broker to acknowledge the dead letters.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a dead letter's headers may take of a record (the reason is the
+/// longest, a few hundred bytes).
+const HEADER_ROOM_BYTES: usize = 4096;
 
 /// Delivery bookkeeping of the dead-letter producer.
 #[derive(Debug, Default)]
@@ -63,6 +66,8 @@ pub struct DeadLetterQueue {
     producer: BaseProducer<DeadLetterContext>,
     topic: String,
     state: Arc<DeadLetters>,
+    /// The producer's `message.max.bytes`.
+    max_record_bytes: usize,
 }
 
 impl std::fmt::Debug for DeadLetterQueue {
@@ -79,7 +84,8 @@ impl DeadLetterQueue {
         let producer: BaseProducer<DeadLetterContext> = client_config(config, false)
             .set("enable.idempotence", "true")
             .create_with_context(DeadLetterContext(state.clone()))?;
-        Ok(Self { producer, topic: topic.to_owned(), state })
+        let max_record_bytes = crate::kafka_config::message_max_bytes(&config.kafka);
+        Ok(Self { producer, topic: topic.to_owned(), state, max_record_bytes })
     }
 
     /// Serves delivery reports.
@@ -105,7 +111,15 @@ impl DeadLetterQueue {
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        if let Some(payload) = message.payload() {
+        // A record this producer cannot send (a broker may take larger
+        // ones than its message.max.bytes) goes without its value, which
+        // its origin headers locate, rather than stop everything behind it.
+        let key_bytes = message.key().map_or(0, <[u8]>::len);
+        let payload = message.payload().unwrap_or_default();
+        let omitted = (key_bytes + payload.len() + HEADER_ROOM_BYTES > self.max_record_bytes).then(|| payload.len().to_string());
+        if let Some(length) = &omitted {
+            record.headers = record.headers.map(|headers| headers.insert(Header { key: "bandit.value.omitted.bytes", value: Some(length.as_str()) }));
+        } else if message.payload().is_some() {
             record = record.payload(payload);
         }
         loop {

@@ -19,6 +19,13 @@ pub fn is_secret_property(key: &str) -> bool {
     key.contains("password") || key.contains("secret") || matches!(key, "ssl.key.pem" | "sasl.oauthbearer.config")
 }
 
+/// The largest record a producer with these `-X` properties sends
+/// (`message.max.bytes`, librdkafka's 1,000,000 when not set): a larger one
+/// fails at once with MSG_SIZE_TOO_LARGE, whatever the broker would take.
+pub fn message_max_bytes(kafka: &BTreeMap<String, String>) -> usize {
+    kafka.get("message.max.bytes").and_then(|value| value.trim().parse().ok()).unwrap_or(1_000_000)
+}
+
 /// librdkafka's version and `builtin.features` (what it was compiled
 /// with: ssl, sasl_plain, sasl_scram, sasl_oauthbearer, zstd…), for the
 /// start-up log.

@@ -21,6 +21,36 @@ use crate::join::context::{JoinContext, Pair};
 const END_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a commit waits for acknowledgements before trying again later.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// An example's JSON beyond its ids and context: field names and numbers
+/// (each at most 24 characters), with room to spare.
+const EXAMPLE_OVERHEAD_BYTES: usize = 512;
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An upper bound on the bytes (key and value) of the largest training
+/// example `decision` can give: its longest product id with its event id
+/// and context, as JSON, and the rest of the record's fields.
+fn largest_example_bytes(decision: &Decision) -> usize {
+    let longest = decision.shown.iter().map(|shown| shown.product_id.as_str()).max_by_key(|id| id.len()).unwrap_or_default();
+    let mut counter = Counter(0);
+    let written = serde_json::to_writer(&mut counter, &(&decision.event_id, longest, &decision.context));
+    if written.is_err() {
+        return usize::MAX;
+    }
+    counter.0 + longest.len() + EXAMPLE_OVERHEAD_BYTES
+}
 
 /// A partition's high watermark as the consumer's last fetch response gave
 /// it (librdkafka's cache, `rd_kafka_get_watermark_offsets`), `None` before
@@ -63,6 +93,19 @@ impl JoinContext {
             pair.next_decision = pair.next_decision.max(offset + 1);
             self.metrics.decision_read();
             let outcome = match serde_json::from_slice::<Decision>(payload) {
+                // Its examples could not be produced (MSG_SIZE_TOO_LARGE):
+                // with the gapless producer that would stop the join at this
+                // decision on every start.
+                Ok(decision) if largest_example_bytes(&decision) > self.message_max_bytes() => {
+                    let reason = format!(
+                        "its training examples would be up to {} bytes, over the producer's message.max.bytes ({})",
+                        largest_example_bytes(&decision),
+                        self.message_max_bytes()
+                    );
+                    self.dead_letter(message, "TASK_PUT", "bandit.DecisionTooLarge", &reason)?;
+                    self.metrics.decision_invalid();
+                    return Ok(());
+                }
                 Ok(decision) => pair.joiner.decision(offset, decision),
                 Err(e) => {
                     self.dead_letter(message, "VALUE_CONVERTER", "bandit.InvalidDecision", &format!("invalid JSON decision: {e}"))?;
@@ -99,6 +142,11 @@ impl JoinContext {
             }
         }
         self.emit_closed(partition, pair)
+    }
+
+    /// The largest record the output producer sends (`message.max.bytes`).
+    fn message_max_bytes(&self) -> usize {
+        crate::kafka_config::message_max_bytes(&self.config.kafka)
     }
 
     fn dead_letter<M: Message>(&self, message: &M, stage: &str, class: &str, reason: &str) -> Result<()> {
@@ -265,5 +313,49 @@ impl JoinContext {
             tracing::warn!(error = %e, "offset commit failed (the checkpoints remain the truth)");
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use bandit_core::event::{FeedbackEvent, Source};
+    use bandit_core::join::{Decision, Shown};
+
+    use super::largest_example_bytes;
+
+    /// The bound holds for the record the join really writes, with the
+    /// longest numbers JSON can give each field, ids that need escaping,
+    /// and contexts of any length.
+    #[test]
+    fn no_example_is_larger_than_its_decisions_bound() {
+        for (dim, id_len) in [(0, 0), (1, 1), (15, 40), (300, 3), (4000, 1000)] {
+            let context: Vec<f64> = (0..dim).map(|i| -2.2250738585072014e-308 * (i as f64 + 1.0)).collect();
+            let id: String = "\u{1}\"é".repeat(id_len);
+            let shown = |product_id: String, position| Shown { product_id, position, probability: 1.0 };
+            let decision = Decision {
+                event_id: format!("e{id}"),
+                model: "m".into(),
+                model_version: 1,
+                policy: "ucb".into(),
+                context: context.clone(),
+                shown: vec![shown("short".into(), 0), shown(id.clone(), 1)],
+                timestamp: 1,
+            };
+            let event = FeedbackEvent {
+                event_id: decision.event_id.clone(),
+                product_id: id.clone(),
+                reward: -1.7976931348623157e308,
+                context_vector: context,
+                timestamp: i64::MIN,
+                position: Some(u32::MAX >> 1),
+                probability: Some(2.2250738585072014e-308),
+                source: Some(Source { partition: i32::MIN, seq: u64::MAX >> 1 }),
+            };
+            let real = serde_json::to_vec(&event).unwrap().len() + id.len();
+            let bound = largest_example_bytes(&decision);
+            assert!(real <= bound, "dim {dim}, id {id_len}: {real} > {bound}");
+            assert!(bound - real < 1024, "a bound far above the record: {bound} for {real}");
+        }
     }
 }
