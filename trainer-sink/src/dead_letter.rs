@@ -100,26 +100,30 @@ impl DeadLetterQueue {
     pub fn send(&self, source_topic: &str, message: &impl Message, reason: &Rejection<'_>) -> Result<()> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
+        // A record this producer cannot send (a broker may take larger
+        // ones than its message.max.bytes) goes without its value, which
+        // its origin headers locate, rather than stop everything behind it.
+        let key_bytes = message.key().map_or(0, <[u8]>::len);
+        let payload = message.payload().filter(|payload| key_bytes + payload.len() + HEADER_ROOM_BYTES <= self.max_record_bytes);
+        let omitted = match (message.payload(), payload) {
+            (Some(value), None) => Some(value.len().to_string()),
+            _ => None,
+        };
+        let mut headers = OwnedHeaders::new()
             .insert(Header { key: "__connect.errors.topic", value: Some(source_topic) })
             .insert(Header { key: "__connect.errors.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "__connect.errors.offset", value: Some(offset.as_str()) })
             .insert(Header { key: "__connect.errors.stage", value: Some(reason.stage) })
             .insert(Header { key: "__connect.errors.exception.class.name", value: Some(reason.class) })
             .insert(Header { key: "__connect.errors.exception.message", value: Some(reason.message) });
+        if let Some(length) = &omitted {
+            headers = headers.insert(Header { key: "bandit.value.omitted.bytes", value: Some(length.as_str()) });
+        }
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        // A record this producer cannot send (a broker may take larger
-        // ones than its message.max.bytes) goes without its value, which
-        // its origin headers locate, rather than stop everything behind it.
-        let key_bytes = message.key().map_or(0, <[u8]>::len);
-        let payload = message.payload().unwrap_or_default();
-        let omitted = (key_bytes + payload.len() + HEADER_ROOM_BYTES > self.max_record_bytes).then(|| payload.len().to_string());
-        if let Some(length) = &omitted {
-            record.headers = record.headers.map(|headers| headers.insert(Header { key: "bandit.value.omitted.bytes", value: Some(length.as_str()) }));
-        } else if message.payload().is_some() {
+        if let Some(payload) = payload {
             record = record.payload(payload);
         }
         loop {

@@ -439,7 +439,6 @@ pub struct FlushRun {
     /// The payload's bytes stored with a plain SET (then deleted, outside
     /// the window): Redis' own cost of receiving, storing, propagating (to
     /// the AOF, replicas) and freeing a command this large, with no module.
-    /// Redis' own cost of receiving and freeing an argument this large.
     pub plain_set: LoadRun,
     pub background: LoadRun,
     /// The next flush in parts of at most [`parts::DEFAULT_PART_BYTES`] of

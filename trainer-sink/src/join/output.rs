@@ -41,6 +41,8 @@ impl ProducerContext for OutputContext {
 pub struct Output {
     producer: BaseProducer<OutputContext>,
     deliveries: Arc<Deliveries>,
+    /// The producer's `message.max.bytes`: a larger record fails for good.
+    max_record_bytes: usize,
 }
 
 impl std::fmt::Debug for Output {
@@ -66,7 +68,12 @@ impl Output {
             .set("enable.gapless.guarantee", "true")
             .set("message.timeout.ms", "0")
             .create_with_context(OutputContext(deliveries.clone()))?;
-        Ok(Self { producer, deliveries })
+        Ok(Self { producer, deliveries, max_record_bytes: crate::kafka_config::message_max_bytes(&config.kafka) })
+    }
+
+    /// The largest record (key and value) the producer sends.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
     }
 
     /// Queues a record (waiting while librdkafka's queue is full).

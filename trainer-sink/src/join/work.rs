@@ -93,20 +93,19 @@ impl JoinContext {
             pair.next_decision = pair.next_decision.max(offset + 1);
             self.metrics.decision_read();
             let outcome = match serde_json::from_slice::<Decision>(payload) {
-                // Its examples could not be produced (MSG_SIZE_TOO_LARGE):
-                // with the gapless producer that would stop the join at this
-                // decision on every start.
-                Ok(decision) if largest_example_bytes(&decision) > self.message_max_bytes() => {
-                    let reason = format!(
-                        "its training examples would be up to {} bytes, over the producer's message.max.bytes ({})",
-                        largest_example_bytes(&decision),
-                        self.message_max_bytes()
-                    );
-                    self.dead_letter(message, "TASK_PUT", "bandit.DecisionTooLarge", &reason)?;
-                    self.metrics.decision_invalid();
-                    return Ok(());
+                Ok(decision) => {
+                    // Its examples could not be produced (MSG_SIZE_TOO_LARGE):
+                    // with the gapless producer that would stop the join at
+                    // this decision on every start.
+                    let (largest, limit) = (largest_example_bytes(&decision), self.output.max_record_bytes());
+                    if largest > limit {
+                        let reason = format!("its training examples would be up to {largest} bytes, over the producer's message.max.bytes ({limit})");
+                        self.dead_letter(message, "TASK_PUT", "bandit.DecisionTooLarge", &reason)?;
+                        self.metrics.decision_invalid();
+                        return Ok(());
+                    }
+                    pair.joiner.decision(offset, decision)
                 }
-                Ok(decision) => pair.joiner.decision(offset, decision),
                 Err(e) => {
                     self.dead_letter(message, "VALUE_CONVERTER", "bandit.InvalidDecision", &format!("invalid JSON decision: {e}"))?;
                     self.metrics.decision_invalid();
@@ -142,11 +141,6 @@ impl JoinContext {
             }
         }
         self.emit_closed(partition, pair)
-    }
-
-    /// The largest record the output producer sends (`message.max.bytes`).
-    fn message_max_bytes(&self) -> usize {
-        crate::kafka_config::message_max_bytes(&self.config.kafka)
     }
 
     fn dead_letter<M: Message>(&self, message: &M, stage: &str, class: &str, reason: &str) -> Result<()> {
